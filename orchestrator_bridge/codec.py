@@ -1,0 +1,417 @@
+"""bincode 1.x (default options) encoding of ProducerMessage, byte-exact with Rust serde.
+
+``encode(message) -> bytes`` and ``decode(payload) -> message``. Decoding is strict:
+unknown variants, truncation, trailing bytes, invalid UTF-8, bad bool/option tags and
+lengths larger than the bytes left all raise :class:`DecodeError`, never a foreign error.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from orchestrator_bridge.errors import DecodeError, EncodeError
+from orchestrator_bridge.messages import (
+    AttributeBatch,
+    BloomFilterStats,
+    Duration,
+    ErrorStatus,
+    GenerationConfig,
+    GenerationMetadata,
+    ProducerMessage,
+    ProducerState,
+    ProducerStatus,
+    ProducerStatusType,
+    ProviderHealth,
+    ProviderStatus,
+    StartTopic,
+    Stop,
+    Timestamp,
+    UpdateConfiguration,
+)
+
+T = TypeVar("T")
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_F32 = struct.Struct("<f")
+_F64 = struct.Struct("<d")
+_META = struct.Struct("<QIIII")  # GenerationMetadata: 4 numbers + status index
+_STATS = struct.Struct("<QQdQ")  # BloomFilterStats
+_CONFIG = struct.Struct("<fII")  # GenerationConfig
+_TIME = struct.Struct("<QI")  # SystemTime / Duration
+
+_PROVIDER_STATUSES = tuple(ProviderStatus)
+_PROVIDER_STATUS_INDEX = {s: i for i, s in enumerate(_PROVIDER_STATUSES)}
+_PRODUCER_STATES = tuple(ProducerState)
+_PRODUCER_STATE_INDEX = {s: i for i, s in enumerate(_PRODUCER_STATES)}
+_ERROR_STATUS_INDEX = len(_PRODUCER_STATES)
+_U32_MAX = 0xFFFF_FFFF
+_U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+_NANOS = 1_000_000_000
+
+
+# --- encoding -------------------------------------------------------------------------
+
+
+class _Writer:
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def u32(self, value: int) -> None:
+        self.parts.append(_U32.pack(value))
+
+    def u64(self, value: int) -> None:
+        self.parts.append(_U64.pack(value))
+
+    def string(self, value: str) -> None:
+        data = value.encode()
+        self.parts.append(_U64.pack(len(data)))
+        self.parts.append(data)
+
+    def raw_bytes(self, value: bytes) -> None:
+        self.parts.append(_U64.pack(len(value)))
+        self.parts.append(bytes(value))
+
+    def f32_map(self, mapping: Mapping[str, float]) -> None:
+        self.u64(len(mapping))
+        for key, value in mapping.items():
+            self.string(key)
+            self.parts.append(_F32.pack(value))
+
+    def tag(self, present: bool) -> None:
+        self.parts.append(b"\x01" if present else b"\x00")
+
+    def time(self, value: Timestamp | Duration) -> None:
+        self.parts.append(_TIME.pack(value.secs, value.nanos))
+
+
+def _encode_health(w: _Writer, health: ProviderHealth) -> None:
+    w.u32(health.consecutive_failures)
+    for moment in (health.last_success, health.last_failure):
+        if moment is None:
+            w.tag(False)
+        else:
+            w.tag(True)
+            w.time(moment)
+    w.time(health.average_response_time)
+    w.u32(_PROVIDER_STATUS_INDEX[health.current_status])
+
+
+def _encode_status(w: _Writer, status: ProducerStatusType) -> None:
+    if isinstance(status, ErrorStatus):
+        w.u32(_ERROR_STATUS_INDEX)
+        w.string(status.reason)
+    else:
+        w.u32(_PRODUCER_STATE_INDEX[status])
+
+
+def _encode_into(w: _Writer, message: ProducerMessage) -> None:
+    if isinstance(message, AttributeBatch):
+        parts = w.parts
+        parts.append(b"\x03\x00\x00\x00")
+        w.string(message.producer_id)
+        parts.append(_U64.pack(len(message.attributes)))
+        for attribute in message.attributes:
+            data = attribute.encode()
+            parts.append(_U64.pack(len(data)))
+            parts.append(data)
+        w.string(message.provider_used)
+        meta = message.generation_metadata
+        parts.append(
+            _META.pack(
+                meta.response_time_ms,
+                meta.tokens_used,
+                meta.prompt_tokens,
+                meta.completion_tokens,
+                _PROVIDER_STATUS_INDEX[meta.provider_status],
+            )
+        )
+        stats = message.bloom_stats
+        if stats is None:
+            parts.append(b"\x00")
+        else:
+            parts.append(b"\x01")
+            parts.append(
+                _STATS.pack(
+                    stats.total_candidates,
+                    stats.filtered_candidates,
+                    stats.filter_effectiveness,
+                    stats.last_filter_update,
+                )
+            )
+    elif isinstance(message, StartTopic):
+        w.u32(0)
+        w.string(message.topic)
+        w.string(message.prompt)
+        w.f32_map(message.provider_weights)
+        cfg = message.generation_config
+        w.parts.append(_CONFIG.pack(cfg.temperature, cfg.max_tokens, cfg.batch_size))
+    elif isinstance(message, UpdateConfiguration):
+        w.u32(1)
+        if message.prompt is None:
+            w.tag(False)
+        else:
+            w.tag(True)
+            w.string(message.prompt)
+        if message.provider_weights is None:
+            w.tag(False)
+        else:
+            w.tag(True)
+            w.f32_map(message.provider_weights)
+        if message.bloom_filter is None:
+            w.tag(False)
+        else:
+            w.tag(True)
+            w.raw_bytes(message.bloom_filter)
+    elif isinstance(message, Stop):
+        w.u32(2)
+    elif isinstance(message, ProducerStatus):
+        w.u32(4)
+        w.string(message.producer_id)
+        _encode_status(w, message.status)
+        w.u64(len(message.provider_health))
+        for name, health in message.provider_health.items():
+            w.string(name)
+            _encode_health(w, health)
+    else:
+        raise EncodeError(f"not a ProducerMessage: {type(message).__name__}")
+
+
+def encode(message: ProducerMessage) -> bytes:
+    """bincode payload of one message (without the length prefix)."""
+    w = _Writer()
+    try:
+        _encode_into(w, message)
+    except (struct.error, OverflowError) as exc:
+        raise EncodeError(f"cannot encode {type(message).__name__}: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        raise EncodeError(f"cannot encode {type(message).__name__}: invalid text: {exc}") from exc
+    return b"".join(w.parts)
+
+
+# --- decoding -------------------------------------------------------------------------
+
+
+class _Reader:
+    __slots__ = ("buf", "end", "pos")
+
+    def __init__(self, payload: bytes) -> None:
+        self.buf = payload
+        self.pos = 0
+        self.end = len(payload)
+
+    def _need(self, n: int, what: str) -> int:
+        pos = self.pos
+        if n > self.end - pos:
+            raise DecodeError(
+                f"truncated payload: {what} needs {n} bytes at offset {pos}, {self.end - pos} left"
+            )
+        self.pos = pos + n
+        return pos
+
+    def u8(self, what: str) -> int:
+        return self.buf[self._need(1, what)]
+
+    def u32(self, what: str) -> int:
+        return int(_U32.unpack_from(self.buf, self._need(4, what))[0])
+
+    def u64(self, what: str) -> int:
+        return int(_U64.unpack_from(self.buf, self._need(8, what))[0])
+
+    def f32(self, what: str) -> float:
+        return float(_F32.unpack_from(self.buf, self._need(4, what))[0])
+
+    def f64(self, what: str) -> float:
+        return float(_F64.unpack_from(self.buf, self._need(8, what))[0])
+
+    def boolean(self, what: str) -> bool:
+        tag = self.u8(what)
+        if tag > 1:
+            raise DecodeError(f"invalid bool {tag} for {what} at offset {self.pos - 1}")
+        return tag == 1
+
+    def option(self, what: str) -> bool:
+        tag = self.u8(what)
+        if tag > 1:
+            raise DecodeError(f"invalid Option tag {tag} for {what} at offset {self.pos - 1}")
+        return tag == 1
+
+    def length(self, what: str, *, item_size: int = 1) -> int:
+        n = self.u64(what)
+        if n * item_size > self.end - self.pos:
+            raise DecodeError(
+                f"length {n} of {what} at offset {self.pos - 8} is larger than the "
+                f"{self.end - self.pos} bytes left"
+            )
+        return n
+
+    def string(self, what: str) -> str:
+        n = self.length(what)
+        start = self._need(n, what)
+        try:
+            return self.buf[start : start + n].decode()
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"invalid UTF-8 in {what} at offset {start}: {exc.reason}") from exc
+
+    def raw_bytes(self, what: str) -> bytes:
+        n = self.length(what)
+        start = self._need(n, what)
+        return bytes(self.buf[start : start + n])
+
+    def seq(self, what: str, item: Callable[[], T], *, min_item_size: int) -> list[T]:
+        n = self.length(what, item_size=min_item_size)
+        return [item() for _ in range(n)]
+
+    def map(self, what: str, value: Callable[[], T], *, min_item_size: int) -> dict[str, T]:
+        n = self.length(what, item_size=min_item_size)
+        result: dict[str, T] = {}
+        for _ in range(n):
+            key = self.string(f"{what} key")
+            if key in result:
+                raise DecodeError(f"duplicate key {key!r} in {what}")
+            result[key] = value()
+        return result
+
+    def time(self, what: str) -> tuple[int, int]:
+        secs = self.u64(what)
+        nanos = self.u32(what)
+        if nanos >= _NANOS:  # serde normalises like Duration::new
+            secs += nanos // _NANOS
+            nanos %= _NANOS
+            if secs > _U64_MAX:
+                raise DecodeError(f"{what} overflows: seconds above u64")
+        return secs, nanos
+
+    def provider_status(self, what: str) -> ProviderStatus:
+        index = self.u32(what)
+        if index >= len(_PROVIDER_STATUSES):
+            raise DecodeError(f"unknown ProviderStatus variant {index} in {what}")
+        return _PROVIDER_STATUSES[index]
+
+
+def _decode_strings(r: _Reader, what: str, *, count: int | None = None) -> tuple[str, ...]:
+    """``Vec<String>`` (or ``count`` consecutive Strings): the hot path of AttributeBatch,
+    kept free of per-item method calls."""
+    if count is None:
+        count = r.length(what, item_size=8)
+    buf, pos, end = r.buf, r.pos, r.end
+    unpack_from = _U64.unpack_from
+    items: list[str] = []
+    append = items.append
+    try:
+        for _ in range(count):
+            (size,) = unpack_from(buf, pos)
+            pos += 8
+            stop = pos + size
+            if stop > end:
+                raise DecodeError(
+                    f"length {size} of {what} at offset {pos - 8} is larger than the {end - pos} bytes left"
+                )
+            append(buf[pos:stop].decode())
+            pos = stop
+    except struct.error as exc:
+        raise DecodeError(f"truncated payload: length of {what} at offset {pos}") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8 in {what} near offset {pos}: {exc.reason}") from exc
+    r.pos = pos
+    return tuple(items)
+
+
+def _decode_config(r: _Reader) -> GenerationConfig:
+    return GenerationConfig(
+        temperature=r.f32("temperature"),
+        max_tokens=r.u32("max_tokens"),
+        batch_size=r.u32("batch_size"),
+    )
+
+
+def _decode_health(r: _Reader) -> ProviderHealth:
+    failures = r.u32("consecutive_failures")
+    last_success = Timestamp(*r.time("last_success")) if r.option("last_success") else None
+    last_failure = Timestamp(*r.time("last_failure")) if r.option("last_failure") else None
+    return ProviderHealth(
+        consecutive_failures=failures,
+        last_success=last_success,
+        last_failure=last_failure,
+        average_response_time=Duration(*r.time("average_response_time")),
+        current_status=r.provider_status("current_status"),
+    )
+
+
+def _decode_status(r: _Reader) -> ProducerStatusType:
+    index = r.u32("ProducerStatusType")
+    if index < len(_PRODUCER_STATES):
+        return _PRODUCER_STATES[index]
+    if index == _ERROR_STATUS_INDEX:
+        return ErrorStatus(r.string("Error reason"))
+    raise DecodeError(f"unknown ProducerStatusType variant {index}")
+
+
+def _decode_body(r: _Reader, variant: int) -> ProducerMessage:
+    if variant == 3:
+        producer_id = r.string("producer_id")
+        attributes = _decode_strings(r, "attributes")
+        provider_used = _decode_strings(r, "provider_used", count=1)[0]
+        elapsed, tokens, prompt_tokens, completion_tokens, status_index = _META.unpack_from(
+            r.buf, r._need(_META.size, "generation_metadata")
+        )
+        if status_index >= len(_PROVIDER_STATUSES):
+            raise DecodeError(f"unknown ProviderStatus variant {status_index} in provider_status")
+        metadata = GenerationMetadata(
+            elapsed, tokens, prompt_tokens, completion_tokens, _PROVIDER_STATUSES[status_index]
+        )
+        stats = None
+        if r.option("bloom_stats"):
+            stats = BloomFilterStats(*_STATS.unpack_from(r.buf, r._need(_STATS.size, "bloom_stats")))
+        return AttributeBatch(producer_id, attributes, provider_used, metadata, stats)
+    if variant == 0:
+        return StartTopic(
+            topic=r.string("topic"),
+            prompt=r.string("prompt"),
+            provider_weights=r.map("provider_weights", lambda: r.f32("weight"), min_item_size=12),
+            generation_config=_decode_config(r),
+        )
+    if variant == 1:
+        prompt = r.string("prompt") if r.option("prompt") else None
+        weights = (
+            r.map("provider_weights", lambda: r.f32("weight"), min_item_size=12)
+            if r.option("provider_weights")
+            else None
+        )
+        bloom = r.raw_bytes("bloom_filter") if r.option("bloom_filter") else None
+        return UpdateConfiguration(prompt, weights, bloom)
+    if variant == 2:
+        return Stop()
+    if variant == 4:
+        producer_id = r.string("producer_id")
+        status = _decode_status(r)
+        health = r.map("provider_health", lambda: _decode_health(r), min_item_size=8 + 22)
+        return ProducerStatus(producer_id, status, health)
+    raise DecodeError(f"unknown ProducerMessage variant {variant} (known: 0..=4)")
+
+
+def decode(payload: bytes | bytearray | memoryview) -> ProducerMessage:
+    """Decode exactly one message from a payload; anything else raises DecodeError."""
+    r = _Reader(bytes(payload))
+    message = _decode_body(r, r.u32("ProducerMessage variant"))
+    if r.pos != r.end:
+        raise DecodeError(
+            f"{r.end - r.pos} trailing bytes after {type(message).__name__} (payload {r.end} bytes)"
+        )
+    return message
+
+
+def is_finite_f32(value: float) -> bool:
+    """True when ``value`` is finite and representable as an f32."""
+    if not math.isfinite(value):
+        return False
+    try:
+        _F32.pack(value)
+    except OverflowError:
+        return False
+    return True

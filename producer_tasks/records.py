@@ -1,0 +1,136 @@
+"""Typed records that cross boundaries (provider -> cycle -> Redis -> bridge)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator_bridge.messages import (
+    Duration,
+    GenerationMetadata,
+    ProviderHealth,
+    ProviderStatus,
+    Timestamp,
+)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LLMResponse(Record):
+    """One provider answer (the seed's LLMResponse)."""
+
+    content: str
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    model: str
+    response_time_ms: float = Field(ge=0)
+
+    @property
+    def tokens_used(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class HealthRecord(Record):
+    """Fleet-wide health of one provider (the seed's ProviderHealth, in Redis)."""
+
+    consecutive_failures: int = 0
+    last_success_ms: int | None = None
+    last_failure_ms: int | None = None
+    successes: int = 0
+    total_response_ms: float = 0.0
+    status: ProviderStatus = ProviderStatus.UNKNOWN
+    cooldown_until_ms: int = 0
+    last_error: str = ""
+
+    @property
+    def average_response_ms(self) -> float:
+        return self.total_response_ms / self.successes if self.successes else 0.0
+
+    def to_wire(self) -> ProviderHealth:
+        return ProviderHealth(
+            consecutive_failures=min(self.consecutive_failures, 0xFFFF_FFFF),
+            last_success=None
+            if self.last_success_ms is None
+            else Timestamp.from_unix_ms(self.last_success_ms),
+            last_failure=None
+            if self.last_failure_ms is None
+            else Timestamp.from_unix_ms(self.last_failure_ms),
+            average_response_time=Duration.from_ms(self.average_response_ms),
+            current_status=self.status,
+        )
+
+
+class ProviderStats(Record):
+    """Fleet-wide counters of one provider (the seed's ProviderStats)."""
+
+    total_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+    total_response_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    candidates: int = 0
+    unique_contributions: int = 0
+    last_used_ms: int | None = None
+
+    @property
+    def tokens_used(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def mean_response_ms(self) -> float:
+        return self.total_response_ms / self.successful_requests if self.successful_requests else 0.0
+
+
+class GenerationAttempt(Record):
+    """One generation cycle, kept in a bounded history (the seed's GenerationAttempt)."""
+
+    timestamp_ms: int
+    provider_used: str
+    prompt_sent: str
+    raw_response: str
+    parsed_candidates: list[str]
+    response_time_ms: float
+    tokens_used: int
+    success: bool
+    error: str = ""
+
+
+class BatchRecord(Record):
+    """A batch waiting in the Redis stream for the bridge."""
+
+    epoch: int
+    topic: str
+    attributes: list[str]
+    provider_used: str
+    metadata: MetadataRecord
+    bloom: BloomCounts | None = None
+
+
+class MetadataRecord(Record):
+    response_time_ms: int
+    prompt_tokens: int
+    completion_tokens: int
+    provider_status: ProviderStatus
+
+    def to_wire(self) -> GenerationMetadata:
+        cap = 0xFFFF_FFFF
+        return GenerationMetadata(
+            response_time_ms=self.response_time_ms,
+            tokens_used=min(self.prompt_tokens + self.completion_tokens, cap),
+            prompt_tokens=min(self.prompt_tokens, cap),
+            completion_tokens=min(self.completion_tokens, cap),
+            provider_status=self.provider_status,
+        )
+
+
+class BloomCounts(Record):
+    """Fleet-wide bloom statistics at the time a batch was filtered."""
+
+    total_candidates: int
+    filtered_candidates: int
+    last_filter_update_ms: int
+
+
+BatchRecord.model_rebuild()

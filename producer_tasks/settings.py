@@ -1,0 +1,244 @@
+"""Typed settings, read once from the environment.
+
+Names are fixed by DESIGN.md: ``REDIS_URL``, ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``,
+``PRODUCER_ID``, ``ORCHESTRATOR_ADDR``, ``OPENAI_*``, ``ANTHROPIC_*``; everything else is
+``PRODUCER_<FIELD>``. An unknown ``PRODUCER_*`` variable is an error (a typo must not be
+silently ignored), and so is any invalid value; the error names the variable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from producer_tasks.errors import ConfigurationError
+
+ENV_PREFIX = "PRODUCER_"
+PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "mock")
+
+
+def _alias(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Every setting of the producer fleet (workers, beat, bridge and the CLI)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    # --- fixed names (DESIGN.md) ------------------------------------------------------
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=_alias("REDIS_URL"),
+        description="Redis for fleet state, the batch stream and the bloom filter; "
+        "default broker and result backend",
+    )
+    celery_broker_url: str | None = Field(
+        None,
+        validation_alias=_alias("CELERY_BROKER_URL"),
+        description="Celery broker (default: REDIS_URL)",
+    )
+    celery_result_backend: str | None = Field(
+        None,
+        validation_alias=_alias("CELERY_RESULT_BACKEND"),
+        description="Celery result backend (default: REDIS_URL)",
+    )
+    id: str = Field(
+        "producer-1",
+        min_length=1,
+        max_length=200,
+        description="Producer id sent to the orchestrator; namespaces the Redis keys",
+    )
+    orchestrator_addr: str = Field(
+        "127.0.0.1:7979",
+        validation_alias=_alias("ORCHESTRATOR_ADDR"),
+        description="host:port the bridge connects to",
+    )
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("OPENAI_API_KEY"),
+        description="Enables the openai provider",
+    )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=_alias("OPENAI_BASE_URL"),
+        description="Any OpenAI-compatible server (vLLM, Ollama, llama.cpp)",
+    )
+    openai_model: str = Field(
+        "gpt-4o-mini",
+        validation_alias=_alias("OPENAI_MODEL"),
+        description="OpenAI model",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("ANTHROPIC_API_KEY"),
+        description="Enables the anthropic provider",
+    )
+    anthropic_base_url: str | None = Field(
+        None,
+        validation_alias=_alias("ANTHROPIC_BASE_URL"),
+        description="Anthropic API base URL",
+    )
+    anthropic_model: str = Field(
+        "claude-haiku-4-5",
+        validation_alias=_alias("ANTHROPIC_MODEL"),
+        description="Anthropic model",
+    )
+
+    # --- PRODUCER_* -------------------------------------------------------------------
+    concurrency: int = Field(8, ge=1, le=4096, description="Fleet-wide generation cycles in flight")
+    max_backlog: int = Field(
+        1000, ge=1, description="Batches waiting for the bridge above which generation pauses"
+    )
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout of one provider call")
+    health_check_interval_s: float = Field(
+        15.0, gt=0, description="How often beat probes providers that are not Healthy"
+    )
+    health_check: Literal["model", "completion"] = Field(
+        "model", description="`model`: free model lookup; `completion`: one-token completion"
+    )
+    unhealthy_after: int = Field(3, ge=1, description="Consecutive failures that make a provider Unhealthy")
+    backoff_base_s: float = Field(1.0, gt=0, description="First retry delay after a failure")
+    backoff_max_s: float = Field(60.0, gt=0, description="Cap of the exponential backoff")
+    lane_lease_s: float = Field(
+        5.0, gt=0, description="Worker heartbeat lifetime; lanes of a silent worker are restored"
+    )
+    reconcile_interval_s: float = Field(1.0, gt=0, description="How often lanes are reconciled")
+    openai_rpm: int | None = Field(None, ge=1, description="Fleet-wide requests per minute to openai")
+    openai_tpm: int | None = Field(None, ge=1, description="Fleet-wide tokens per minute to openai")
+    anthropic_rpm: int | None = Field(None, ge=1, description="Fleet-wide requests per minute to anthropic")
+    anthropic_tpm: int | None = Field(None, ge=1, description="Fleet-wide tokens per minute to anthropic")
+    mock_rpm: int | None = Field(None, ge=1, description="Fleet-wide requests per minute to mock")
+    mock_latency_ms: float = Field(50.0, ge=0, le=600_000, description="Mock provider latency")
+    mock_failure_rate: float = Field(0.0, ge=0, le=1, description="Share of mock calls that fail")
+    mock_vocabulary: int = Field(
+        5000, ge=10, le=10_000_000, description="Distinct attributes the mock can produce per topic"
+    )
+    bloom_filter: bool = Field(False, description="Pre-filter candidates with the shared bloom filter")
+    bloom_capacity: int = Field(1_000_000, ge=1, description="Items the producer's own filter is sized for")
+    bloom_error_rate: float = Field(0.01, gt=0, lt=1, description="Target false-positive rate of that filter")
+    selection: Literal["static", "adaptive"] = Field(
+        "static", description="`adaptive` scales weights by recent novelty and success"
+    )
+    history_size: int = Field(100, ge=1, le=100_000, description="Generation attempts kept in Redis")
+    max_response_chars: int = Field(
+        100_000, ge=100, description="Longest model answer that is parsed (the rest is ignored)"
+    )
+    max_attribute_chars: int = Field(200, ge=2, description="Longest attribute kept")
+    max_frame_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, le=0xFFFF_FFFF, description="Largest frame accepted from the orchestrator"
+    )
+    status_interval_s: float = Field(10.0, gt=0, description="Periodic ProducerStatus interval")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the bridge's reconnect backoff")
+    orchestrator_tls: bool = Field(False, description="Use TLS to the orchestrator")
+    orchestrator_tls_ca: str | None = Field(None, description="CA bundle for the orchestrator's certificate")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus endpoint of the bridge (off when unset)"
+    )
+
+    @field_validator("orchestrator_addr")
+    @classmethod
+    def _check_addr(cls, value: str) -> str:
+        parse_addr(value)
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if any(c.isspace() for c in value) or "{" in value or "}" in value:
+            raise ValueError("must not contain whitespace or braces")
+        return value
+
+    # --- derived ----------------------------------------------------------------------
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def result_backend(self) -> str:
+        return self.celery_result_backend or self.redis_url
+
+    def is_configured(self, provider: str) -> bool:
+        """The seed's ``is_provider_configured``: a key is set (mock: always)."""
+        if provider == "openai":
+            return self.openai_api_key is not None
+        if provider == "anthropic":
+            return self.anthropic_api_key is not None
+        return provider == "mock"
+
+    @property
+    def configured_providers(self) -> tuple[str, ...]:
+        return tuple(p for p in PROVIDERS if self.is_configured(p))
+
+    def rate_limits(self, provider: str) -> tuple[int | None, int | None]:
+        """(requests per minute, tokens per minute) for a provider; None = unlimited."""
+        rpm: int | None = getattr(self, f"{provider}_rpm", None)
+        tpm: int | None = getattr(self, f"{provider}_tpm", None)
+        return rpm, tpm
+
+
+def parse_addr(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` too) with a clear error."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return host, int(port_text)
+
+
+def env_names() -> dict[str, str]:
+    """Environment variable name -> field name, for every setting."""
+    names: dict[str, str] = {}
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names[str(alias.choices[0]).upper()] = name
+        else:
+            names[f"{ENV_PREFIX}{name}".upper()] = name
+    return names
+
+
+def _check_unknown(environ: Mapping[str, str]) -> None:
+    known = env_names()
+    unknown = sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name.upper(), list(known), n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise ConfigurationError("unknown setting(s): " + ", ".join(hints))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; every problem becomes one ConfigurationError."""
+    env = os.environ if environ is None else environ
+    _check_unknown(env)
+    known = env_names()
+    values = {known[k.upper()]: v for k, v in env.items() if k.upper() in known and v != ""}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        reverse = {field: env for env, field in known.items()}
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{reverse.get(field, field)}: {error['msg']}")
+        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()

@@ -1,0 +1,226 @@
+"""A local fake of the OpenAI and Anthropic HTTP APIs, for tests and benchmarks.
+
+The official SDKs talk to it over real HTTP (keep-alive, HTTP/1.1). What it answers is
+scripted per API ("openai" or "anthropic"): success with usage, latency, a status code
+with Retry-After, HTML with status 200, garbage JSON, an empty body, or a hang. Every
+request is recorded (time, API, path) so tests count what reached the "provider".
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from producer_tasks import mock
+
+API_KEY = "sk-test-fake-0123456789"
+
+
+@dataclass
+class Behaviour:
+    mode: str = "ok"  # ok | status | html | garbage | empty | hang | no_choices
+    status: int = 500
+    retry_after: str | None = None
+    latency_ms: float = 0.0
+    hang_s: float = 60.0
+    vocabulary: int = 1000
+    topic: str = "fake"
+    count: int | None = None  # requests this behaviour applies to; then back to "ok"
+
+
+@dataclass
+class Request:
+    at: float
+    api: str
+    path: str
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeLLM:
+    behaviours: dict[str, Behaviour] = field(
+        default_factory=lambda: {"openai": Behaviour(), "anthropic": Behaviour()}
+    )
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closing: threading.Event = field(default_factory=threading.Event)
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    server: ThreadingHTTPServer | None = None
+
+    # --- control ----------------------------------------------------------------------
+    def set(self, api: str, **changes: Any) -> None:
+        with self.lock:
+            self.behaviours[api] = Behaviour(**changes)
+
+    def count(self, api: str | None = None, *, kind: str | None = None) -> int:
+        with self.lock:
+            return sum(
+                1 for r in self.requests if (api is None or r.api == api) and (kind is None or kind in r.path)
+            )
+
+    def times(self, api: str) -> list[float]:
+        with self.lock:
+            return [r.at for r in self.requests if r.api == api]
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakeLLM:
+        fake = self
+
+        class Handler(_Handler):
+            owner = fake
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.closing.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    # --- answering --------------------------------------------------------------------
+    def take(self, api: str, path: str, body: dict[str, Any]) -> Behaviour:
+        with self.lock:
+            self.requests.append(Request(time.time(), api, path, body))
+            behaviour = self.behaviours[api]
+            if behaviour.count is not None:
+                behaviour.count -= 1
+                if behaviour.count <= 0:
+                    self.behaviours[api] = Behaviour(
+                        latency_ms=behaviour.latency_ms,
+                        vocabulary=behaviour.vocabulary,
+                        topic=behaviour.topic,
+                    )
+            return behaviour
+
+    def content(self, behaviour: Behaviour, batch: int) -> str:
+        with self.lock:
+            items = mock.draw(behaviour.topic, batch, vocabulary=behaviour.vocabulary, rng=self.rng)
+        return "Here you go:\n" + "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeLLM
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _api(self) -> str:
+        if self.path.endswith("/chat/completions"):
+            return "openai"
+        if self.path.endswith("/messages"):
+            return "anthropic"
+        return "anthropic" if self.headers.get("anthropic-version") else "openai"
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._handle({})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        self._handle(body)
+
+    def _authorised(self) -> bool:
+        return (
+            self.headers.get("Authorization") == f"Bearer {API_KEY}"
+            or self.headers.get("x-api-key") == API_KEY
+        )
+
+    def _handle(self, body: dict[str, Any]) -> None:
+        owner = self.owner
+        api = self._api()
+        behaviour = owner.take(api, self.path, body)
+        if behaviour.latency_ms:
+            owner.closing.wait(behaviour.latency_ms / 1000)
+        if not self._authorised():
+            self._send(
+                401,
+                json.dumps(
+                    {"error": {"message": "invalid api key", "type": "authentication_error"}}
+                ).encode(),
+            )
+            return
+        mode = behaviour.mode
+        if mode == "hang":
+            owner.closing.wait(behaviour.hang_s)
+            self.close_connection = True
+            return
+        if mode == "status":
+            headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after else {}
+            error = {"type": "error", "error": {"type": "api_error", "message": f"fake {behaviour.status}"}}
+            self._send(behaviour.status, json.dumps(error).encode(), headers=headers)
+            return
+        if mode == "html":
+            self._send(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+            return
+        if mode == "garbage":
+            self._send(200, b'{"choices": [{"message": ')
+            return
+        if mode == "empty":
+            self._send(200, b"")
+            return
+        self._send(200, json.dumps(self._success(api, body, behaviour)).encode())
+
+    def _success(self, api: str, body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
+        if "/models" in self.path:
+            model = self.path.rsplit("/", 1)[-1]
+            if api == "openai":
+                return {"id": model, "object": "model", "created": 0, "owned_by": "fake"}
+            return {"id": model, "type": "model", "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
+        text = self.owner.content(behaviour, 10) if behaviour.mode != "no_choices" else ""
+        model = str(body.get("model", "fake-model"))
+        if api == "openai":
+            return {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": []
+                if behaviour.mode == "no_choices"
+                else [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                ],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 42, "total_tokens": 53},
+            }
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}] if text else [],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 13, "output_tokens": 40},
+        }

@@ -1,0 +1,98 @@
+"""Settings: fixed names, validation with clear errors, secrets never printed."""
+
+from __future__ import annotations
+
+import pytest
+
+from producer_tasks.errors import ConfigurationError
+from producer_tasks.settings import env_names, load_settings, parse_addr
+
+
+def test_defaults_and_fixed_names() -> None:
+    settings = load_settings({})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.broker_url == settings.result_backend == settings.redis_url
+    assert settings.openai_model == "gpt-4o-mini"
+    assert settings.configured_providers == ("mock",)
+    names = env_names()
+    for name in (
+        "REDIS_URL",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "PRODUCER_ID",
+        "ORCHESTRATOR_ADDR",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_MODEL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_MODEL",
+        "PRODUCER_CONCURRENCY",
+        "PRODUCER_MAX_BACKLOG",
+        "PRODUCER_BLOOM_FILTER",
+    ):
+        assert name in names
+    others = [n for n in names if not n.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_"))]
+    assert sorted(others) == sorted(
+        ["REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "ORCHESTRATOR_ADDR"]
+    )
+
+
+def test_values_are_read_and_typed() -> None:
+    settings = load_settings(
+        {
+            "PRODUCER_CONCURRENCY": "32",
+            "PRODUCER_BLOOM_FILTER": "true",
+            "OPENAI_API_KEY": "sk-x",
+            "CELERY_BROKER_URL": "redis://broker/1",
+            "PRODUCER_ID": "p-7",
+            "PRODUCER_OPENAI_RPM": "600",
+        }
+    )
+    assert settings.concurrency == 32
+    assert settings.bloom_filter is True
+    assert settings.id == "p-7"
+    assert settings.broker_url == "redis://broker/1"
+    assert settings.result_backend == settings.redis_url
+    assert settings.configured_providers == ("openai", "mock")
+    assert settings.rate_limits("openai") == (600, None)
+
+
+def test_secrets_never_appear_in_repr_or_errors() -> None:
+    settings = load_settings({"OPENAI_API_KEY": "sk-very-secret", "ANTHROPIC_API_KEY": "ak-secret"})
+    assert "sk-very-secret" not in repr(settings)
+    assert "sk-very-secret" not in str(settings.model_dump())
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({"OPENAI_API_KEY": "sk-very-secret", "PRODUCER_CONCURRENCY": "0"})
+    assert "sk-very-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"PRODUCER_CONCURENCY": "4"}, "PRODUCER_CONCURENCY (did you mean PRODUCER_CONCURRENCY?)"),
+        ({"PRODUCER_CONCURRENCY": "many"}, "PRODUCER_CONCURRENCY: Input should be a valid integer"),
+        ({"PRODUCER_CONCURRENCY": "0"}, "PRODUCER_CONCURRENCY: Input should be greater than or equal to 1"),
+        ({"ORCHESTRATOR_ADDR": "localhost"}, "ORCHESTRATOR_ADDR: Value error, 'localhost' is not host:port"),
+        ({"PRODUCER_SELECTION": "smart"}, "PRODUCER_SELECTION: Input should be 'static' or 'adaptive'"),
+        ({"PRODUCER_MOCK_FAILURE_RATE": "1.5"}, "PRODUCER_MOCK_FAILURE_RATE"),
+        ({"PRODUCER_ID": "has space"}, "PRODUCER_ID: Value error, must not contain whitespace"),
+        ({"PRODUCER_BLOOM_ERROR_RATE": "0"}, "PRODUCER_BLOOM_ERROR_RATE"),
+    ],
+)
+def test_invalid_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(environ)
+    assert message in str(info.value)
+
+
+def test_empty_values_mean_unset() -> None:
+    assert load_settings({"OPENAI_API_KEY": ""}).openai_api_key is None
+
+
+def test_parse_addr() -> None:
+    assert parse_addr("127.0.0.1:7979") == ("127.0.0.1", 7979)
+    assert parse_addr("[::1]:80") == ("::1", 80)
+    for bad in ("", "host", "host:0", "host:99999", ":80", "host:x"):
+        with pytest.raises(ValueError, match="is not host:port"):
+            parse_addr(bad)
