@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator_bridge.messages import (
@@ -73,6 +75,8 @@ class ProviderStats(Record):
     candidates: int = 0
     unique_contributions: int = 0
     last_used_ms: int | None = None
+    ema_success: float = 1.0  # moving average of successful calls
+    ema_novelty: float = 1.0  # moving average of unique / candidates per batch
 
     @property
     def tokens_used(self) -> int:
@@ -134,3 +138,56 @@ class BloomCounts(Record):
 
 
 BatchRecord.model_rebuild()
+
+
+class Phase(StrEnum):
+    """Where the fleet is for its current topic."""
+
+    IDLE = "idle"  # no topic yet
+    RUNNING = "running"
+    STOPPING = "stopping"  # Stop received; cycles in flight finish
+    STOPPED = "stopped"
+
+
+class LaneStatus(StrEnum):
+    QUEUED = "queued"  # message sent to a provider queue
+    RESERVED = "reserved"  # a worker has taken the message
+    RUNNING = "running"  # the cycle is allowed to spend tokens
+    WAITING = "waiting"  # paused (backlog, no provider, rate limit, backoff) until until_ms
+
+
+class GenerationSettings(Record):
+    """The orchestrator's GenerationConfig, validated."""
+
+    temperature: float
+    max_tokens: int
+    batch_size: int
+
+
+class TopicState(Record):
+    """The fleet's topic, prompt, weights and generation settings (one per producer)."""
+
+    topic: str = ""
+    prompt: str = ""
+    weights: dict[str, float] = Field(default_factory=dict)
+    generation: GenerationSettings = GenerationSettings(temperature=0.7, max_tokens=1024, batch_size=20)
+    epoch: int = 0
+    phase: Phase = Phase.IDLE
+    concurrency: int = 8
+    max_backlog: int = 1000
+    updated_ms: int = 0
+
+
+class LaneRecord(Record):
+    """One of the fleet's ``concurrency`` generation lanes."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    token: str
+    provider: str
+    status: LaneStatus
+    worker: str = ""
+    since_ms: int = 0
+    until_ms: int = 0
+    reason: str = ""
+    failures: int = 0

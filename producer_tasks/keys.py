@@ -1,0 +1,77 @@
+"""Redis key names of one producer fleet (everything fleet-wide lives in Redis).
+
+All keys of a producer share the ``prod:{id}:`` prefix, so several producers can share
+one Redis and ``producer status`` can find everything with one SCAN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STREAM_GROUP = "bridge"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    producer_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"prod:{self.producer_id}:"
+
+    @property
+    def state(self) -> str:
+        """Hash: topic state (phase, epoch, data JSON)."""
+        return f"{self.prefix}state"
+
+    @property
+    def lanes(self) -> str:
+        """Hash: lane index -> lane JSON (token, provider, status, worker, ...)."""
+        return f"{self.prefix}lanes"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker name -> last heartbeat (unix ms)."""
+        return f"{self.prefix}workers"
+
+    def queue_workers(self, queue: str) -> str:
+        """Sorted set: workers consuming a provider queue -> last heartbeat (unix ms)."""
+        return f"{self.prefix}queue:{queue}:workers"
+
+    def health(self, provider: str) -> str:
+        return f"{self.prefix}health:{provider}"
+
+    def stats(self, provider: str) -> str:
+        return f"{self.prefix}stats:{provider}"
+
+    def rate(self, provider: str, kind: str) -> str:
+        return f"{self.prefix}rate:{provider}:{kind}"
+
+    @property
+    def history(self) -> str:
+        """List: the last generation attempts, newest first (JSON)."""
+        return f"{self.prefix}history"
+
+    @property
+    def batches(self) -> str:
+        """Stream: batches waiting for the bridge."""
+        return f"{self.prefix}batches"
+
+    @property
+    def bloom(self) -> str:
+        """String: the bloom filter bits (MSB-first, as GETBIT/SETBIT)."""
+        return f"{self.prefix}bloom"
+
+    @property
+    def bloom_meta(self) -> str:
+        """Hash: num_bits, num_hashes, items, loaded_ms, source; plus fleet-wide counters."""
+        return f"{self.prefix}bloom:meta"
+
+    @property
+    def reconcile_lock(self) -> str:
+        return f"{self.prefix}reconcile:lock"
+
+    @property
+    def bridge(self) -> str:
+        """Hash: the bridge's own status (connected, frames sent, last error)."""
+        return f"{self.prefix}bridge"

@@ -1,0 +1,72 @@
+"""Celery tasks: thin wrappers around ``cycle.run_cycle`` and the health check."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orchestrator_bridge.messages import ProviderStatus
+from producer_tasks import healthstore, providers
+from producer_tasks.app import app
+from producer_tasks.cycle import run_cycle
+from producer_tasks.errors import ProviderError, ProviderNotConfiguredError, StateError
+from producer_tasks.fleet import now_ms
+from producer_tasks.routing import CYCLE_TASK, HEALTH_CHECK_TASK
+from producer_tasks.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+MAX_REDIS_RETRY_S = 30
+
+
+@app.task(name=CYCLE_TASK, bind=True, ignore_result=True)
+def cycle(self: Any, *, provider: str, epoch: int, lane: int, token: str) -> str:
+    """One generation cycle of a lane on ``provider`` (routed to that provider's queue)."""
+    try:
+        outcome = run_cycle(
+            get_runtime(),
+            provider=provider,
+            epoch=epoch,
+            lane=lane,
+            token=token,
+            worker=self.request.hostname or "local",
+        )
+    except StateError as exc:  # a Redis blip: try again later, the message is kept
+        delay = min(MAX_REDIS_RETRY_S, 2 ** min(self.request.retries, 5))
+        log.warning("cycle of lane %d: %s; retrying in %ss", lane, exc, delay)
+        raise self.retry(exc=exc, countdown=delay, max_retries=None) from exc
+    return outcome.value
+
+
+@app.task(name=HEALTH_CHECK_TASK, ignore_result=True)
+def health_check(*, provider: str) -> str:
+    """Probe a provider that is not Healthy (by default a free model lookup)."""
+    rt = get_runtime()
+    health = rt.fleet.read_health(provider)
+    if health.status is ProviderStatus.HEALTHY:
+        return "healthy"
+    started = now_ms()
+    try:
+        providers.health_check(rt.clients, provider)
+    except ProviderNotConfiguredError as exc:
+        return f"skipped: {exc}"
+    except ProviderError as exc:
+        healthstore.record_outcome(
+            rt.fleet,
+            rt.settings,
+            provider,
+            success=False,
+            error=f"health check: {exc}",
+            counts_as_request=False,
+        )
+        log.info("health check of %s failed: %s", provider, exc)
+        return "failed"
+    healthstore.record_outcome(
+        rt.fleet,
+        rt.settings,
+        provider,
+        success=True,
+        response_ms=now_ms() - started,
+        counts_as_request=False,
+    )
+    log.info("health check of %s succeeded: back in selection", provider)
+    return "recovered"
