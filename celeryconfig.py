@@ -39,9 +39,11 @@ task_routes = ("producer_tasks.routing.route_by_provider",)
 task_create_missing_queues = True
 task_default_queue = "mock"
 
-# Flower shows tasks from these events.
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events cost about a quarter of a worker's CPU per cycle, so they are off by
+# default; Flower switches them on in the workers it watches (its --enable_events
+# default), and `celery -A producer_tasks worker -E` forces them on.
+worker_send_task_events = False
+task_send_sent_event = False
 
 timezone = "UTC"
 enable_utc = True

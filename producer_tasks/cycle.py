@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestrator_bridge.messages import ProviderStatus
 from producer_tasks import bloom, healthstore, lanes, ratelimit, stream
 from producer_tasks.errors import NoUsableProviderError, ProviderError, RateLimitedError
 from producer_tasks.fleet import Fleet, FleetView, now_ms
@@ -97,7 +98,7 @@ def _preflight(
 
 def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, worker: str) -> Outcome:
     fleet, settings = rt.fleet, rt.settings
-    view = fleet.view(with_stats=rt.adaptive)
+    view = fleet.view(lane=lane, with_stats=rt.adaptive)
     stopped = _preflight(rt, view, provider=provider, epoch=epoch, lane=lane, token=token)
     if stopped is not None:
         return stopped
@@ -138,19 +139,20 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
     if settings.bloom_filter and candidates:
         filtered = bloom.check_and_add(fleet, settings, candidates)
         passed, counts = filtered.passed, filtered.counts
-    status = healthstore.record_outcome(
-        fleet,
-        settings,
-        provider,
-        success=True,
-        response=response,
-        candidates=len(candidates),
-        unique=len(passed),
-        attempt=healthstore.make_attempt(
-            provider=provider, prompt=prompt, response=response, candidates=passed, success=True
-        ),
-    )
-    outcome = Outcome.EMPTY
+    calls = [
+        healthstore.outcome_call(
+            fleet,
+            settings,
+            provider,
+            success=True,
+            response=response,
+            candidates=len(candidates),
+            unique=len(passed),
+            attempt=healthstore.make_attempt(
+                provider=provider, prompt=prompt, response=response, candidates=passed, success=True
+            ),
+        )
+    ]
     if passed:
         batch = BatchRecord(
             epoch=epoch,
@@ -161,14 +163,18 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
                 response_time_ms=round(response.response_time_ms),
                 prompt_tokens=response.prompt_tokens,
                 completion_tokens=response.completion_tokens,
-                provider_status=status,
+                provider_status=ProviderStatus.HEALTHY,  # a success makes it Healthy (seed rule)
             ),
             bloom=counts,
         )
-        outcome = Outcome.DELIVERED if stream.append(fleet, batch) else Outcome.DISCARDED
+        calls.append(stream.append_call(fleet, batch))
+    results = fleet.run(*calls)  # health/statistics and the batch: one round trip
+    outcome = Outcome.EMPTY
+    if passed:
+        outcome = Outcome.DELIVERED if results[1] else Outcome.DISCARDED
         if outcome is Outcome.DISCARDED:
             log.info("topic changed during the call: batch of %d dropped", len(passed))
-    _next(rt, lane=lane, token=token)
+    _next(rt, view, lane=lane, token=token)
     return outcome
 
 
@@ -191,6 +197,7 @@ def _failed(
         success=False,
         error=str(exc),
         cooldown_until_ms=cooldown,
+        rate_limited=isinstance(exc, RateLimitedError),
         attempt=healthstore.make_attempt(
             provider=provider, prompt=prompt, response=None, candidates=[], success=False, error=str(exc)
         ),
@@ -206,9 +213,13 @@ def _failed(
     return Outcome.FAILED
 
 
-def _next(rt: Runtime, *, lane: int, token: str) -> None:
-    """Dispatch the lane's next cycle (or release it when stopping / topic changed)."""
-    view = rt.fleet.view(with_stats=rt.adaptive)
+def _next(rt: Runtime, view: FleetView, *, lane: int, token: str) -> None:
+    """Dispatch the lane's next cycle (or release it when stopping / topic changed).
+
+    ``view`` is the one read before the call: the assign script re-checks the phase and
+    the epoch atomically, and the next cycle's preflight re-checks backlog and health,
+    so a slightly old view costs nothing but saves a round trip per cycle.
+    """
     if view.state.phase is not Phase.RUNNING or lane >= view.state.concurrency:
         lanes.release(rt.fleet, lane=lane, token=token)
         return

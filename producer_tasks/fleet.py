@@ -29,6 +29,15 @@ R = TypeVar("R")
 SCRIPT_NAMES = ("assign", "transition", "deliver", "outcome", "ratelimit", "bloom_check_add")
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One Lua script invocation, to be run alone or pipelined with others."""
+
+    name: str
+    keys: list[str]
+    args: list[Any]
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -127,6 +136,14 @@ class Fleet:
         with redis_errors(f"script {name}"):
             return self.scripts[name](keys=keys, args=args)
 
+    def run(self, *calls: ScriptCall) -> list[Any]:
+        """Several scripts in one round trip (each atomic on its own), results in order."""
+        with redis_errors("scripts " + ", ".join(c.name for c in calls)):
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                self.scripts[call.name](keys=call.keys, args=call.args, client=pipe)
+            return list(pipe.execute())
+
     # --- reads ------------------------------------------------------------------------
     @translated("read state")
     def read_state(self) -> TopicState:
@@ -143,12 +160,15 @@ class Fleet:
         )
 
     @translated("read fleet view")
-    def view(self, *, with_stats: bool = False) -> FleetView:
-        """State, lanes, health, live queues and backlog in one round trip."""
+    def view(self, *, lane: int | None = None, with_stats: bool = False) -> FleetView:
+        """State, lanes (all, or just ``lane``), health, live queues and backlog in one round trip."""
         now = now_ms()
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(self.keys.state, ["data", "phase", "epoch"])
-        pipe.hgetall(self.keys.lanes)
+        if lane is None:
+            pipe.hgetall(self.keys.lanes)
+        else:
+            pipe.hget(self.keys.lanes, str(lane))
         for provider in PROVIDERS:
             pipe.hgetall(self.keys.health(provider))
         for provider in PROVIDERS:
@@ -159,7 +179,10 @@ class Fleet:
                 pipe.hgetall(self.keys.stats(provider))
         results = pipe.execute()
         data, phase, epoch = results[0]
-        lanes = {int(k): LaneRecord.model_validate_json(v) for k, v in results[1].items()}
+        if lane is None:
+            lanes = {int(k): LaneRecord.model_validate_json(v) for k, v in results[1].items()}
+        else:
+            lanes = {lane: LaneRecord.model_validate_json(results[1])} if results[1] else {}
         n = len(PROVIDERS)
         health = {p: parse_health(results[2 + i]) for i, p in enumerate(PROVIDERS)}
         live = frozenset(p for i, p in enumerate(PROVIDERS) if results[2 + n + i] > 0)

@@ -3,7 +3,8 @@
 The seed's rules: a success resets the failure count and makes the provider Healthy;
 each failure counts; ``unhealthy_after`` (3) consecutive failures make it Unhealthy
 (fewer: Degraded). The average response time is the mean over successful calls.
-A 429 sets a fleet-wide cooldown until its Retry-After (or the backoff) has passed.
+A 429 sets a fleet-wide cooldown until its Retry-After (or the backoff) has passed; it
+makes the provider Degraded but does not count towards Unhealthy (the provider answers).
 """
 
 from __future__ import annotations
@@ -46,6 +47,21 @@ def record_failure(
     if cooldown_until_ms is not None:
         update["cooldown_until_ms"] = max(health.cooldown_until_ms, cooldown_until_ms)
     return health.model_copy(update=update)
+
+
+def record_rate_limit(
+    health: HealthRecord, *, now_ms: int, error: str, cooldown_until_ms: int
+) -> HealthRecord:
+    """A 429 is no sign of ill health: a fleet-wide cooldown, Degraded, failures unchanged."""
+    status = health.status if health.status is ProviderStatus.UNHEALTHY else ProviderStatus.DEGRADED
+    return health.model_copy(
+        update={
+            "last_failure_ms": now_ms,
+            "status": status,
+            "last_error": error[:300],
+            "cooldown_until_ms": max(health.cooldown_until_ms, cooldown_until_ms),
+        }
+    )
 
 
 def is_usable(health: HealthRecord, *, now_ms: int) -> bool:

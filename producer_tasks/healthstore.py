@@ -6,8 +6,10 @@ those of ``producer_tasks.health`` and tests check that both agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from orchestrator_bridge.messages import ProviderStatus
-from producer_tasks.fleet import Fleet, now_ms
+from producer_tasks.fleet import Fleet, ScriptCall, now_ms
 from producer_tasks.records import GenerationAttempt, LLMResponse
 from producer_tasks.settings import Settings
 
@@ -15,7 +17,7 @@ EMA_ALPHA = 0.1
 MAX_HISTORY_TEXT = 2000
 
 
-def record_outcome(
+def outcome_call(
     fleet: Fleet,
     settings: Settings,
     provider: str,
@@ -27,11 +29,12 @@ def record_outcome(
     unique: int = 0,
     error: str = "",
     cooldown_until_ms: int = 0,
+    rate_limited: bool = False,
     attempt: GenerationAttempt | None = None,
     counts_as_request: bool = True,
-) -> ProviderStatus:
-    """Update statistics, health and history; return the provider's new status."""
-    status = fleet.script(
+) -> ScriptCall:
+    """The script call that updates statistics, health and history (see ``record_outcome``)."""
+    return ScriptCall(
         "outcome",
         [fleet.keys.health(provider), fleet.keys.stats(provider), fleet.keys.history],
         [
@@ -49,8 +52,14 @@ def record_outcome(
             settings.history_size,
             1 if counts_as_request else 0,
             EMA_ALPHA,
+            1 if rate_limited else 0,
         ],
     )
+
+
+def record_outcome(fleet: Fleet, settings: Settings, provider: str, **outcome: Any) -> ProviderStatus:
+    """Update statistics, health and history atomically; return the provider's new status."""
+    (status,) = fleet.run(outcome_call(fleet, settings, provider, **outcome))
     return ProviderStatus(status)
 
 

@@ -11,16 +11,21 @@ from dataclasses import dataclass
 
 import redis
 
-from producer_tasks.fleet import Fleet, redis_errors
+from producer_tasks.fleet import Fleet, ScriptCall, redis_errors
 from producer_tasks.keys import STREAM_GROUP
 from producer_tasks.records import BatchRecord
 
 
-def append(fleet: Fleet, batch: BatchRecord) -> str | None:
-    """Append if the batch's epoch is still current; the entry id, or None (topic changed)."""
-    entry = fleet.script(
+def append_call(fleet: Fleet, batch: BatchRecord) -> ScriptCall:
+    """Append if the batch's epoch is still current: the script returns the entry id, or
+    nothing when the topic changed meanwhile."""
+    return ScriptCall(
         "deliver", [fleet.keys.state, fleet.keys.batches], [batch.epoch, batch.model_dump_json()]
     )
+
+
+def append(fleet: Fleet, batch: BatchRecord) -> str | None:
+    (entry,) = fleet.run(append_call(fleet, batch))
     return str(entry) if entry else None
 
 

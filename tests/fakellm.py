@@ -21,6 +21,11 @@ from producer_tasks import mock
 API_KEY = "sk-test-fake-0123456789"
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many SDK connections open at once
+
+
 @dataclass
 class Behaviour:
     mode: str = "ok"  # ok | status | html | garbage | empty | hang | no_choices
@@ -31,6 +36,8 @@ class Behaviour:
     vocabulary: int = 1000
     topic: str = "fake"
     count: int | None = None  # requests this behaviour applies to; then back to "ok"
+    seconds: float | None = None  # how long it applies (from the first request); then "ok"
+    first_at: float | None = None
 
 
 @dataclass
@@ -79,8 +86,7 @@ class FakeLLM:
         class Handler(_Handler):
             owner = fake
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -95,6 +101,15 @@ class FakeLLM:
         with self.lock:
             self.requests.append(Request(time.time(), api, path, body))
             behaviour = self.behaviours[api]
+            if behaviour.seconds is not None:
+                now = time.time()
+                behaviour.first_at = behaviour.first_at or now
+                if now - behaviour.first_at > behaviour.seconds:
+                    behaviour = self.behaviours[api] = Behaviour(
+                        latency_ms=behaviour.latency_ms,
+                        vocabulary=behaviour.vocabulary,
+                        topic=behaviour.topic,
+                    )
             if behaviour.count is not None:
                 behaviour.count -= 1
                 if behaviour.count <= 0:
@@ -141,6 +156,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        if self.path == "/_stats":  # request counts, for benchmarks that run us as a process
+            with self.owner.lock:
+                counts: dict[str, int] = {}
+                for request in self.owner.requests:
+                    counts[request.api] = counts.get(request.api, 0) + 1
+            self._send(200, json.dumps(counts).encode())
+            return
         self._handle({})
 
     def do_POST(self) -> None:
@@ -224,3 +246,32 @@ class _Handler(BaseHTTPRequestHandler):
             "stop_sequence": None,
             "usage": {"input_tokens": 13, "output_tokens": 40},
         }
+
+
+def main() -> None:
+    """Serve as a separate process (benchmarks): ``python -m tests.fakellm --port N``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="fake OpenAI/Anthropic server")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--vocabulary", type=int, default=1000)
+    args = parser.parse_args()
+    fake = FakeLLM()
+    for api in fake.behaviours:
+        fake.set(api, latency_ms=args.latency_ms, vocabulary=args.vocabulary)
+
+    class Handler(_Handler):
+        owner = fake
+
+    server = _Server(("127.0.0.1", args.port), Handler)
+    fake.server = server
+    print(f"listening on {fake.url}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from producer_tasks.health import (
     backoff_s,
     is_usable,
     record_failure,
+    record_rate_limit,
     record_success,
     unusable_reason,
 )
@@ -51,6 +52,18 @@ def test_cooldown_blocks_until_it_ends() -> None:
     assert not is_usable(health, now_ms=3999)
     assert "cooling down for 1.0s" in (unusable_reason(health, now_ms=3000) or "")
     assert is_usable(health, now_ms=4000)
+
+
+def test_a_rate_limit_cools_down_without_counting_towards_unhealthy() -> None:
+    health = fail(fail(HealthRecord()))
+    limited = record_rate_limit(health, now_ms=1000, error="429", cooldown_until_ms=9000)
+    assert (limited.status, limited.consecutive_failures) == (ProviderStatus.DEGRADED, 2)
+    assert not is_usable(limited, now_ms=8999) and is_usable(limited, now_ms=9000)
+    unhealthy = fail(limited)
+    assert (
+        record_rate_limit(unhealthy, now_ms=0, error="429", cooldown_until_ms=0).status
+        is ProviderStatus.UNHEALTHY
+    )
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

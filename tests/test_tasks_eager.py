@@ -17,7 +17,7 @@ from orchestrator_bridge import ProviderStatus
 from producer_tasks import control, healthstore, lanes, ratelimit
 from producer_tasks.app import app
 from producer_tasks.cycle import Outcome, Runtime
-from producer_tasks.health import record_failure, record_success
+from producer_tasks.health import record_failure, record_rate_limit, record_success
 from producer_tasks.records import BatchRecord, HealthRecord, LaneStatus, Phase
 from producer_tasks.tasks import cycle, health_check
 from tests.conftest import RecordingDispatcher, make_runtime, provider_env
@@ -59,6 +59,10 @@ def serve(rt: Runtime, *queues: str, worker: str = "w1@test") -> None:
 def run_next(rec: RecordingDispatcher, *, worker: str = "w1@test") -> str:
     message = rec.sent.pop(0)
     return str(cycle.delay(**message).get())
+
+
+def fake_calls(rt: Runtime) -> int:
+    return rt.fleet.read_stats("mock").total_requests
 
 
 def batches(rt: Runtime) -> list[BatchRecord]:
@@ -210,7 +214,10 @@ def test_backlog_bound_pauses_and_resumes(redis_url: str, installed_runtime: Any
     lanes.reconcile(rt.fleet, rt.dispatcher, queued_timeout_ms=QUEUED_TIMEOUT_MS)
     for _ in range(3):
         assert run_next(rec) == Outcome.DELIVERED
-    assert rec.sent == []  # the third batch filled the backlog: the lane waits
+    # the third batch filled the backlog: the lane's next cycle checks before it spends
+    assert run_next(rec) == Outcome.WAITING
+    assert rec.sent == []
+    assert fake_calls(rt) == 3
     lane = rt.fleet.view().lanes[0]
     assert lane.status is LaneStatus.WAITING and lane.reason.startswith("backlog full")
     assert lanes.reconcile(rt.fleet, rt.dispatcher, queued_timeout_ms=QUEUED_TIMEOUT_MS).dispatched == []
@@ -263,7 +270,9 @@ def test_429_sets_a_fleet_wide_cooldown(redis_url: str, installed_runtime: Any, 
     view = rt.fleet.view()
     limited = [p for p in ("openai", "anthropic") if view.health[p].cooldown_until_ms > view.now_ms]
     assert len(limited) == 1
-    assert view.health[limited[0]].cooldown_until_ms - view.now_ms > 25_000
+    health = view.health[limited[0]]
+    assert health.cooldown_until_ms - view.now_ms > 25_000
+    assert (health.status, health.consecutive_failures) == (ProviderStatus.DEGRADED, 0)  # alive, just busy
     assert limited[0] not in lanes.eligible_providers(view)
 
 
@@ -349,18 +358,32 @@ def test_invalid_configuration_is_rejected_and_changes_nothing(mock_rt: Any) -> 
 
 def test_outcome_script_follows_the_pure_health_rules(mock_rt: Any) -> None:
     rt, _ = mock_rt
-    sequence = [False, False, True, False, False, False, False, True, True, False]
+    sequence = ["fail", "429", "fail", "ok", "fail", "fail", "fail", "429", "ok", "429", "ok", "fail"]
     pure = HealthRecord()
-    for i, ok in enumerate(sequence):
-        healthstore.record_outcome(rt.fleet, rt.settings, "mock", success=ok, response_ms=100 + i, error="e")
+    for i, step in enumerate(sequence):
+        ok, limited = step == "ok", step == "429"
+        cooldown = 1000 * i if limited else 0
+        healthstore.record_outcome(
+            rt.fleet,
+            rt.settings,
+            "mock",
+            success=ok,
+            response_ms=100 + i,
+            error="e",
+            rate_limited=limited,
+            cooldown_until_ms=cooldown,
+        )
         if ok:
             pure = record_success(pure, now_ms=0, response_ms=100 + i)
+        elif limited:
+            pure = record_rate_limit(pure, now_ms=0, error="e", cooldown_until_ms=cooldown)
         else:
             pure = record_failure(pure, now_ms=0, unhealthy_after=rt.settings.unhealthy_after, error="e")
         stored = rt.fleet.read_health("mock")
-        assert (stored.status, stored.consecutive_failures, stored.successes) == (
+        assert (stored.status, stored.consecutive_failures, stored.successes, stored.cooldown_until_ms) == (
             pure.status,
             pure.consecutive_failures,
             pure.successes,
-        )
+            pure.cooldown_until_ms,
+        ), step
         assert stored.average_response_ms == pytest.approx(pure.average_response_ms)

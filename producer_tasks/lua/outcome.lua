@@ -3,7 +3,9 @@
 -- ARGV: success (1/0), now_ms, response_ms, prompt_tokens, completion_tokens, candidates,
 --       unique, unhealthy_after, cooldown_until_ms (0 = none), error, history JSON ("" = none),
 --       history size, counts_as_request (1/0: health checks are not requests),
---       alpha of the moving averages of success and novelty (unique / candidates)
+--       alpha of the moving averages of success and novelty (unique / candidates),
+--       rate limited (1/0: a 429 is no sign of ill health: it sets the cooldown and makes
+--       the provider degraded, but does not count towards unhealthy)
 -- Health rules (same as producer_tasks.health, cross-checked by tests): a success resets
 -- failures and makes the provider healthy; N consecutive failures make it unhealthy,
 -- fewer degraded; the average response time is over successful calls.
@@ -26,12 +28,20 @@ if success then
   end
   redis.call('HSET', KEYS[1], 'consecutive_failures', 0, 'last_success_ms', now,
              'status', 'healthy', 'last_error', '')
+elseif ARGV[15] == '1' then
+  if request then redis.call('HINCRBY', KEYS[2], 'failed_requests', 1) end
+  if redis.call('HGET', KEYS[1], 'status') ~= 'unhealthy' then
+    redis.call('HSET', KEYS[1], 'status', 'degraded')
+  end
+  redis.call('HSET', KEYS[1], 'last_failure_ms', now, 'last_error', ARGV[10])
 else
   if request then redis.call('HINCRBY', KEYS[2], 'failed_requests', 1) end
   local failures = redis.call('HINCRBY', KEYS[1], 'consecutive_failures', 1)
   local status = 'degraded'
   if failures >= tonumber(ARGV[8]) then status = 'unhealthy' end
   redis.call('HSET', KEYS[1], 'last_failure_ms', now, 'status', status, 'last_error', ARGV[10])
+end
+if not success then
   local cooldown = tonumber(ARGV[9])
   if cooldown > 0 then
     local previous = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until_ms') or '0')

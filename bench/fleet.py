@@ -1,0 +1,202 @@
+"""Cycles per second of one Celery worker against a plain asyncio loop (same SDK, same load).
+
+The fake OpenAI server runs as its own process with 200 ms latency. Baseline: 32 asyncio
+tasks looping ``AsyncOpenAI.chat.completions.create`` + parsing. Ours: one worker
+``-P threads -c 32`` with 32 lanes in flight, each cycle doing everything a real one does
+(Redis state, health, stats, history, stream append, next dispatch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+
+from bench.report import write_section
+from producer_tasks import control
+from producer_tasks.embedded import EmbeddedRedis, free_port
+from producer_tasks.fleet import Fleet
+from producer_tasks.parsing import parse_response
+from producer_tasks.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCY_MS = 200
+IN_FLIGHT = 32
+WARMUP_S = 4.0
+MEASURE_S = 15.0
+KEY = "sk-test-fake-0123456789"
+
+
+def start_fake(port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakellm", "--port", str(port), "--latency-ms", str(LATENCY_MS)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    process.stdout.readline()  # "listening on ..."
+    return process
+
+
+def fake_count(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=5) as answer:
+        return sum(json.loads(answer.read()).values())
+
+
+async def _baseline(base_url: str) -> float:
+    client = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0, timeout=30)
+    done = 0
+    measuring = False
+    stop_at = time.monotonic() + WARMUP_S + MEASURE_S
+
+    async def lane() -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            response = await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "List 10 cheeses"}],
+                temperature=0.7,
+                max_tokens=100,
+            )
+            parse_response(response.choices[0].message.content or "", batch_size=10)
+            if measuring:
+                done += 1
+
+    tasks = [asyncio.create_task(lane()) for _ in range(IN_FLIGHT)]
+    await asyncio.sleep(WARMUP_S)
+    measuring = True
+    started = time.monotonic()
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - started
+    await client.close()
+    return done / elapsed
+
+
+def baseline(base_url: str) -> float:
+    return asyncio.run(_baseline(base_url))
+
+
+def ours(base_url: str, redis: EmbeddedRedis, log: Path) -> tuple[float, int]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_"))},
+        "REDIS_URL": redis.url,
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": base_url,
+    }
+    settings = load_settings(
+        {k: v for k, v in env.items() if k in ("REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    )
+    fleet = Fleet.from_settings(settings)
+    fleet.redis.flushall()
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "producer_tasks",
+                "worker",
+                "-Q",
+                "openai",
+                "-P",
+                "threads",
+                "-c",
+                str(IN_FLIGHT),
+                "-n",
+                "bench@%h",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not fleet.live_workers():
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError(f"worker did not start; see {log}")
+            time.sleep(0.2)
+        tuned = settings.model_copy(update={"concurrency": IN_FLIGHT, "max_backlog": 10**9})
+        result = control.start_topic(
+            fleet,
+            tuned,
+            topic="cheese",
+            prompt="List {batch_size} {topic}",
+            weights={"openai": 1.0},
+            temperature=0.7,
+            max_tokens=100,
+            batch_size=10,
+        )
+        assert result.accepted, result.reason
+        time.sleep(WARMUP_S)
+        first = fleet.read_stats("openai").total_requests
+        started = time.monotonic()
+        time.sleep(MEASURE_S)
+        last = fleet.read_stats("openai").total_requests
+        elapsed = time.monotonic() - started
+        control.stop(fleet)
+        return (last - first) / elapsed, fleet.backlog()
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def run() -> dict[str, float]:
+    port = free_port()
+    fake = start_fake(port)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        with EmbeddedRedis(unix_socket=False) as redis:
+            log = Path(redis.directory) / "worker.log"
+            first = baseline(base_url)
+            fleet_rate, backlog = ours(base_url, redis, log)
+            second = baseline(base_url)
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    base = statistics.mean([first, second])
+    ratio = fleet_rate / base
+    ideal = IN_FLIGHT * 1000 / LATENCY_MS
+    write_section(
+        "fleet",
+        f"""
+## Fleet: cycles per second, one worker `-P threads -c {IN_FLIGHT}`, {IN_FLIGHT} in flight
+
+Fake OpenAI server (separate process) with {LATENCY_MS} ms latency; ideal = {ideal:.0f}/s.
+Baseline: a plain asyncio loop with `AsyncOpenAI` and {IN_FLIGHT} concurrent calls, parsing
+each answer, measured before and after ours.
+
+| | cycles/s |
+| --- | ---: |
+| asyncio baseline (before, after) | {first:.1f}, {second:.1f} |
+| Celery fleet (ours) | {fleet_rate:.1f} |
+
+**Ratio ours / baseline = {ratio:.2f}** (goal ≥ 0.9). Each of our cycles also reads the
+fleet state, claims its lane, records health, statistics and history, appends its batch
+to the stream and dispatches the lane's next cycle through the broker
+({backlog} batches were in the stream at the end).
+""",
+    )
+    return {"baseline_before": first, "baseline_after": second, "ours": fleet_rate, "ratio": ratio}
+
+
+if __name__ == "__main__":
+    print(run())

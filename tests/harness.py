@@ -1,0 +1,116 @@
+"""Real processes for integration tests: Celery workers, beat, bridge, orchestrator.
+
+Each process writes its log to a file; ``Processes.stop_all`` ends what it started, by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CELERY = [sys.executable, "-m", "celery", "-A", "producer_tasks"]
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.1,
+    what: str = "condition",
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@dataclass
+class Processes:
+    log_dir: Path
+    env: dict[str, str]
+    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def spawn(
+        self, name: str, args: list[str], *, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_"))
+        }
+        env.update(self.env)
+        env.update(extra_env or {})
+        env["PYTHONUNBUFFERED"] = "1"
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.started.append((name, process))
+        return process
+
+    def worker(
+        self,
+        name: str,
+        queues: str,
+        *,
+        concurrency: int = 8,
+        pool: str = "threads",
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            name,
+            [
+                *CELERY,
+                "worker",
+                "-Q",
+                queues,
+                "-P",
+                pool,
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            extra_env=extra_env,
+        )
+
+    def beat(self) -> subprocess.Popen[bytes]:
+        return self.spawn("beat", [*CELERY, "beat", "--loglevel", "INFO"])
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, process: subprocess.Popen[bytes], *, timeout_s: float = 15) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for _, process in reversed(self.started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, process in reversed(self.started):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        self.started.clear()
