@@ -6,7 +6,7 @@ import importlib
 import json
 import sys
 
-ALL = ("codec", "fleet")
+ALL = ("codec", "fleet", "bridge")
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,84 @@
-"""The ``producer`` console script."""
+"""The ``producer`` console script: ``run``, ``bridge``, ``orchestrator``, ``status``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from producer_tasks.errors import ConfigurationError, ProducerError
+from producer_tasks.settings import parse_addr
+
+log = logging.getLogger("producer")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def weight(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not provider=weight (e.g. openai=2)") from None
+
+
+def address(text: str) -> tuple[str, int]:
+    try:
+        return parse_addr(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def add_topic_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--topic", required=True, help="what to generate attributes for")
+    parser.add_argument("--prompt", help="prompt template; {topic} and {batch_size} are substituted")
+    parser.add_argument(
+        "--weight",
+        type=weight,
+        action="append",
+        default=[],
+        metavar="PROVIDER=W",
+        help="provider weight, repeatable (default: every provider in use, equally)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=20)
+    parser.add_argument("--max-tokens", type=positive_int, default=1024)
+    parser.add_argument("--temperature", type=float, default=0.9)
+    parser.add_argument("--count", type=positive_int, help="stop after N unique attributes")
+    parser.add_argument("--duration", type=positive_float, help="stop after S seconds")
+    parser.add_argument("--output", type=Path, help="JSONL file of unique attributes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -12,8 +86,86 @@ def build_parser() -> argparse.ArgumentParser:
         prog="producer",
         description="The distributed attribute producer (Celery workers, bridge, orchestrator).",
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    commands.add_parser("bridge", help="run the bridge to the orchestrator (ORCHESTRATOR_ADDR)")
+
+    orchestrator = commands.add_parser("orchestrator", help="run the reference orchestrator")
+    orchestrator.add_argument("--listen", type=address, default=("127.0.0.1", 7979), metavar="HOST:PORT")
+    add_topic_options(orchestrator)
+    orchestrator.add_argument("--batch-log", type=Path, help="JSONL file of every batch received")
+    orchestrator.add_argument(
+        "--bloom-interval", type=float, default=5.0, help="seconds between bloom filters sent (0: never)"
+    )
     return parser
+
+
+def run_bridge() -> int:
+    from orchestrator_bridge.bridge import SHUTDOWN_GRACE_S, Bridge
+    from producer_tasks.fleet import Fleet
+    from producer_tasks.runtime import CeleryDispatcher
+    from producer_tasks.settings import get_settings
+
+    settings = get_settings()
+    from producer_tasks.app import app
+
+    bridge = Bridge(settings, Fleet.from_settings(settings), CeleryDispatcher(app))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, bridge.stopping.set)
+        task = asyncio.create_task(bridge.run())
+        await bridge.stopping.wait()
+        log.info("shutting down (at most %.0fs)", SHUTDOWN_GRACE_S)
+        try:
+            await asyncio.wait_for(task, timeout=SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            log.warning("bridge did not finish in time; cancelled")
+
+    log.info("bridge %s -> orchestrator %s", settings.id, settings.orchestrator_addr)
+    asyncio.run(main())
+    return 0
+
+
+def run_orchestrator(args: argparse.Namespace) -> int:
+    from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
+
+    options = OrchestratorOptions(
+        topic=args.topic,
+        **({"prompt": args.prompt} if args.prompt else {}),
+        weights=dict(args.weight) or {"mock": 1.0},
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        count=args.count,
+        duration_s=args.duration,
+        output=args.output,
+        batch_log=args.batch_log,
+        bloom_interval_s=args.bloom_interval or None,
+    )
+    orchestrator = ReferenceOrchestrator(options)
+    host, port = args.listen
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(orchestrator.run(host, port))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(orchestrator.stop_all()))
+        reporter = asyncio.create_task(report(orchestrator))
+        await task
+        reporter.cancel()
+
+    async def report(o: ReferenceOrchestrator) -> None:
+        while True:
+            await asyncio.sleep(2)
+            log.info("progress: %s", o.progress.line())
+
+    log.info("reference orchestrator listening on %s:%d for topic %r", host, port, args.topic)
+    asyncio.run(main())
+    log.info("done: %s", orchestrator.progress.line())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,8 +174,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    setup_logging(args.log_level)
+    try:
+        if args.command == "bridge":
+            return run_bridge()
+        if args.command == "orchestrator":
+            return run_orchestrator(args)
+    except ConfigurationError as exc:
+        print(f"producer: {exc}", file=sys.stderr)
+        return 2
+    except ProducerError as exc:
+        print(f"producer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

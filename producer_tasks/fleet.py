@@ -212,6 +212,10 @@ class Fleet:
     def read_history(self, limit: int = 100) -> list[dict[str, Any]]:
         return [json.loads(item) for item in self.redis.lrange(self.keys.history, 0, limit - 1)]
 
+    @translated("read counters")
+    def read_counters(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.redis.hgetall(self.keys.counters).items()}
+
     @translated("read backlog")
     def backlog(self) -> int:
         return int(self.redis.xlen(self.keys.batches))

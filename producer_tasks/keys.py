@@ -58,6 +58,11 @@ class Keys:
         return f"{self.prefix}batches"
 
     @property
+    def counters(self) -> str:
+        """Hash: fleet-wide counters (batches appended / discarded, attributes appended)."""
+        return f"{self.prefix}counters"
+
+    @property
     def bloom(self) -> str:
         """String: the bloom filter bits (MSB-first, as GETBIT/SETBIT)."""
         return f"{self.prefix}bloom"

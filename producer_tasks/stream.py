@@ -19,9 +19,8 @@ from producer_tasks.records import BatchRecord
 def append_call(fleet: Fleet, batch: BatchRecord) -> ScriptCall:
     """Append if the batch's epoch is still current: the script returns the entry id, or
     nothing when the topic changed meanwhile."""
-    return ScriptCall(
-        "deliver", [fleet.keys.state, fleet.keys.batches], [batch.epoch, batch.model_dump_json()]
-    )
+    keys = [fleet.keys.state, fleet.keys.batches, fleet.keys.counters]
+    return ScriptCall("deliver", keys, [batch.epoch, batch.model_dump_json(), len(batch.attributes)])
 
 
 def append(fleet: Fleet, batch: BatchRecord) -> str | None:

@@ -89,6 +89,12 @@ class Processes:
     def beat(self) -> subprocess.Popen[bytes]:
         return self.spawn("beat", [*CELERY, "beat", "--loglevel", "INFO"])
 
+    def bridge(self, name: str = "bridge") -> subprocess.Popen[bytes]:
+        return self.spawn(name, [sys.executable, "-m", "orchestrator_bridge"])
+
+    def orchestrator(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        return self.spawn(name, [sys.executable, "-m", "orchestrator_bridge.cli", "orchestrator", *args])
+
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""

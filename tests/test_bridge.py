@@ -1,0 +1,300 @@
+"""The bridge in-process against a scripted orchestrator socket and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from orchestrator_bridge import (
+    AttributeBatch,
+    BloomFilter,
+    ErrorStatus,
+    GenerationConfig,
+    ProducerState,
+    ProducerStatus,
+    StartTopic,
+    Stop,
+    UpdateConfiguration,
+    decode,
+    encode,
+    read_frame,
+)
+from orchestrator_bridge.bridge import Bridge
+from orchestrator_bridge.errors import ConnectionClosedError
+from orchestrator_bridge.framing import frame
+from orchestrator_bridge.messages import ProviderStatus
+from producer_tasks import bloom, stream
+from producer_tasks.fleet import Fleet
+from producer_tasks.records import BatchRecord, BloomCounts, MetadataRecord, Phase
+from producer_tasks.settings import load_settings
+from tests.conftest import RecordingDispatcher
+
+pytestmark = pytest.mark.timeout(60)
+START = StartTopic("cheese", "List {batch_size} {topic}", {"mock": 1.0}, GenerationConfig(0.7, 100, 10))
+
+
+@dataclass
+class FakeOrchestrator:
+    """A scripted orchestrator: records every frame, lets the test send anything."""
+
+    connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(
+        default_factory=asyncio.Queue
+    )
+    server: asyncio.Server | None = None
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def start(self) -> int:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            await self.connections.put((reader, writer))
+
+        self.server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.wait_for(self.connections.get(), timeout=15)
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
+
+
+async def next_message(reader: asyncio.StreamReader, kind: type, *, timeout: float = 10) -> object:
+    """The next message of ``kind`` (others, e.g. periodic statuses, are skipped)."""
+
+    async def find() -> object:
+        while True:
+            message = decode(await read_frame(reader))
+            if isinstance(message, kind):
+                return message
+
+    return await asyncio.wait_for(find(), timeout=timeout)
+
+
+async def status_matching(reader: asyncio.StreamReader, wanted: object) -> ProducerStatus:
+    async def find() -> ProducerStatus:
+        while True:
+            message = decode(await read_frame(reader))
+            if isinstance(message, ProducerStatus) and (
+                message.status == wanted
+                or (wanted is ErrorStatus and isinstance(message.status, ErrorStatus))
+            ):
+                return message
+
+    return await asyncio.wait_for(find(), timeout=10)
+
+
+def send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+
+
+@dataclass
+class Setup:
+    bridge: Bridge
+    fleet: Fleet
+    orchestrator: FakeOrchestrator
+    dispatcher: RecordingDispatcher
+
+
+@pytest.fixture
+async def setup(redis_url: str) -> AsyncIterator[Setup]:
+    orchestrator = FakeOrchestrator()
+    port = await orchestrator.start()
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
+            "PRODUCER_STATUS_INTERVAL_S": "0.5",
+            "PRODUCER_MAX_FRAME_BYTES": "65536",
+            "PRODUCER_RECONNECT_MAX_S": "0.5",
+        }
+    )
+    fleet = Fleet.from_settings(settings)
+    fleet.heartbeat("w1@test", ["mock"])
+    dispatcher = RecordingDispatcher()
+    bridge = Bridge(settings, fleet, dispatcher)
+    task = asyncio.create_task(bridge.run())
+    try:
+        yield Setup(bridge, fleet, orchestrator, dispatcher)
+    finally:
+        bridge.stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, timeout=10)
+        await orchestrator.close()
+
+
+def batch(epoch: int, n: int, *, bloom_counts: BloomCounts | None = None) -> BatchRecord:
+    return BatchRecord(
+        epoch=epoch,
+        topic="cheese",
+        attributes=[f"Cheese {n}-{i}" for i in range(20)],
+        provider_used="mock",
+        metadata=MetadataRecord(
+            response_time_ms=12, prompt_tokens=5, completion_tokens=40, provider_status=ProviderStatus.HEALTHY
+        ),
+        bloom=bloom_counts,
+    )
+
+
+async def test_status_first_then_start_topic_runs_the_fleet(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    first = decode(await read_frame(reader))
+    assert isinstance(first, ProducerStatus) and first.status is ProducerState.IDLE
+    assert set(first.provider_health) == {"mock"}
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    state = setup.fleet.read_state()
+    assert (state.topic, state.phase) == ("cheese", Phase.RUNNING)
+    assert len(setup.dispatcher.sent) == state.concurrency  # lanes dispatched at once
+    send(writer, frame(encode(Stop())))
+    await status_matching(reader, ProducerState.STOPPED)  # no lane was running
+
+
+async def test_invalid_configuration_answers_error_and_keeps_the_previous(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    bad = StartTopic("towns", "p", {"mock": -1.0}, GenerationConfig(0.7, 100, 10))
+    send(writer, frame(encode(bad)))
+    error = await status_matching(reader, ErrorStatus)
+    assert isinstance(error.status, ErrorStatus) and "finite number >= 0" in error.status.reason
+    await status_matching(reader, ProducerState.RUNNING)  # and then its real status again
+    send(writer, frame(encode(UpdateConfiguration(provider_weights={"mock": 0.0}))))
+    error = await status_matching(reader, ErrorStatus)
+    assert isinstance(error.status, ErrorStatus) and "weight above 0" in error.status.reason
+    send(writer, frame(encode(UpdateConfiguration(bloom_filter=b"\x07garbage"))))
+    error = await status_matching(reader, ErrorStatus)
+    assert isinstance(error.status, ErrorStatus) and "invalid bloom filter" in error.status.reason
+    state = setup.fleet.read_state()
+    assert (state.topic, state.weights) == ("cheese", {"mock": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "log_text"),
+    [
+        ("unknown variant", frame(b"\x09\x00\x00\x00"), "unknown ProducerMessage variant 9"),
+        ("truncated payload", frame(encode(START)[:-3]), "truncated payload"),
+        ("random bytes", frame(bytes(range(7, 60))), "malformed frame"),
+        ("trailing bytes", frame(encode(Stop()) + b"\x00"), "trailing bytes"),
+    ],
+)
+async def test_a_bad_frame_is_logged_reported_and_survived(
+    setup: Setup, caplog: pytest.LogCaptureFixture, name: str, data: bytes, log_text: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator_bridge")
+    reader, writer = await setup.orchestrator.connection()
+    await read_frame(reader)
+    send(writer, data)
+    error = await status_matching(reader, ErrorStatus)
+    assert isinstance(error.status, ErrorStatus) and "malformed frame" in error.status.reason
+    lines = [r for r in caplog.records if "malformed frame" in r.getMessage()]
+    assert len(lines) == 1 and log_text in lines[0].getMessage(), name
+    send(writer, frame(encode(START)))  # the same connection keeps working
+    await status_matching(reader, ProducerState.RUNNING)
+    assert setup.bridge.counters.bad_frames == 1
+
+
+async def test_a_2_gib_length_closes_and_reconnects(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator_bridge")
+    reader, writer = await setup.orchestrator.connection()
+    await read_frame(reader)
+    send(writer, struct.pack(">I", 2**31))  # no body follows: it must not be awaited
+    with pytest.raises(ConnectionClosedError):
+        await asyncio.wait_for(read_frame(reader), timeout=10)
+    lines = [r.getMessage() for r in caplog.records if "exceeds the maximum" in r.getMessage()]
+    assert len(lines) == 1 and "2147483648 bytes" in lines[0]
+    reader2, _ = await setup.orchestrator.connection()  # it reconnected
+    first = decode(await read_frame(reader2))
+    assert isinstance(first, ProducerStatus)
+
+
+async def test_batches_are_forwarded_and_acknowledged_after_writing(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    epoch = setup.fleet.read_state().epoch
+    counts = BloomCounts(total_candidates=40, filtered_candidates=10, last_filter_update_ms=1_700_000_000_000)
+    for n in range(5):
+        assert stream.append(setup.fleet, batch(epoch, n, bloom_counts=counts if n == 4 else None))
+    received = [await next_message(reader, AttributeBatch) for _ in range(5)]
+    assert [m.attributes[0] for m in received] == [f"Cheese {n}-0" for n in range(5)]  # type: ignore[attr-defined]
+    last = received[-1]
+    assert isinstance(last, AttributeBatch) and last.bloom_stats is not None
+    assert last.bloom_stats.filter_effectiveness == 0.25
+    assert received[0].bloom_stats is None  # type: ignore[attr-defined]
+    assert last.producer_id == "producer-1" and last.generation_metadata.tokens_used == 45
+    await asyncio.sleep(0.3)
+    assert setup.fleet.backlog() == 0  # acknowledged and deleted: Redis does not grow
+
+
+async def test_batches_of_an_older_topic_are_never_forwarded(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    old = setup.fleet.read_state().epoch
+    setup.fleet.redis.xadd(
+        setup.fleet.keys.batches, {"epoch": old - 1, "data": batch(old - 1, 99).model_dump_json()}
+    )
+    stream.append(setup.fleet, batch(old, 1))
+    received = await next_message(reader, AttributeBatch)
+    assert isinstance(received, AttributeBatch) and received.attributes[0] == "Cheese 1-0"
+    await asyncio.sleep(0.3)
+    assert setup.bridge.counters.stale_batches_dropped == 1 and setup.fleet.backlog() == 0
+
+
+async def test_pending_entries_are_resent_by_a_restarted_bridge(redis_url: str) -> None:
+    orchestrator = FakeOrchestrator()
+    port = await orchestrator.start()
+    settings = load_settings({"REDIS_URL": redis_url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}"})
+    fleet = Fleet.from_settings(settings)
+    fleet.heartbeat("w1@test", ["mock"])
+    from producer_tasks import control
+
+    control.start_topic(
+        fleet,
+        settings,
+        topic="cheese",
+        prompt="p",
+        weights={"mock": 1.0},
+        temperature=0.7,
+        max_tokens=100,
+        batch_size=20,
+    )
+    epoch = fleet.read_state().epoch
+    stream.ensure_group(fleet)
+    for n in range(3):
+        stream.append(fleet, batch(epoch, n))
+    # a previous bridge read them and died before writing: they are pending, not acknowledged
+    assert len(stream.read(fleet, "bridge-producer-1", pending=False, block_ms=100)) == 3
+    stream.append(fleet, batch(epoch, 3))
+    bridge = Bridge(settings, fleet, RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    reader, _ = await orchestrator.connection()
+    received = [await next_message(reader, AttributeBatch) for _ in range(4)]
+    assert sorted(m.attributes[0] for m in received) == [f"Cheese {n}-0" for n in range(4)]  # type: ignore[attr-defined]
+    bridge.stopping.set()
+    await asyncio.wait_for(task, timeout=10)
+    await orchestrator.close()
+
+
+async def test_bloom_filter_update_is_loaded(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    orchestrator_filter = BloomFilter(1024, 4)
+    orchestrator_filter.update(["Brie", "Comté"])
+    send(writer, frame(encode(UpdateConfiguration(bloom_filter=orchestrator_filter.to_wire().encode()))))
+    await asyncio.sleep(0.5)
+    shape = bloom.read_shape(setup.fleet)
+    assert shape is not None and (shape.num_bits, shape.num_hashes) == (1024, 4)
