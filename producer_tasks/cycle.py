@@ -19,7 +19,7 @@ from enum import StrEnum
 from orchestrator_bridge.messages import ProviderStatus
 from producer_tasks import bloom, healthstore, lanes, ratelimit, stream
 from producer_tasks.errors import NoUsableProviderError, ProviderError, RateLimitedError
-from producer_tasks.fleet import Fleet, FleetView, now_ms
+from producer_tasks.fleet import CommandCall, Fleet, FleetView, ScriptCall, now_ms
 from producer_tasks.health import backoff_s
 from producer_tasks.lanes import Dispatcher
 from producer_tasks.parsing import parse_response
@@ -136,10 +136,11 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
         max_attribute_chars=settings.max_attribute_chars,
     )
     passed, counts = candidates, None
+    bloom_updates: tuple[CommandCall, ...] = ()
     if settings.bloom_filter and candidates:
-        filtered = bloom.check_and_add(fleet, settings, candidates)
-        passed, counts = filtered.passed, filtered.counts
-    calls = [
+        filtered = bloom.check_and_add(fleet, settings, candidates, defer_counters=True)
+        passed, counts, bloom_updates = filtered.passed, filtered.counts, filtered.counter_updates
+    calls: list[ScriptCall | CommandCall] = [
         healthstore.outcome_call(
             fleet,
             settings,
@@ -168,7 +169,8 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
             bloom=counts,
         )
         calls.append(stream.append_call(fleet, batch))
-    results = fleet.run(*calls)  # health/statistics and the batch: one round trip
+    calls.extend(bloom_updates)
+    results = fleet.run(*calls)  # health, statistics, bloom counters and the batch: one round trip
     outcome = Outcome.EMPTY
     if passed:
         outcome = Outcome.DELIVERED if results[1] else Outcome.DISCARDED

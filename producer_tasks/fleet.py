@@ -26,7 +26,7 @@ from producer_tasks.settings import PROVIDERS, Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
-SCRIPT_NAMES = ("assign", "transition", "deliver", "outcome", "ratelimit", "bloom_check_add")
+SCRIPT_NAMES = ("assign", "transition", "deliver", "outcome", "ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,13 @@ class ScriptCall:
     name: str
     keys: list[str]
     args: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCall:
+    """One plain Redis command, to be pipelined with script calls."""
+
+    args: tuple[Any, ...]
 
 
 def now_ms() -> int:
@@ -136,12 +143,15 @@ class Fleet:
         with redis_errors(f"script {name}"):
             return self.scripts[name](keys=keys, args=args)
 
-    def run(self, *calls: ScriptCall) -> list[Any]:
-        """Several scripts in one round trip (each atomic on its own), results in order."""
-        with redis_errors("scripts " + ", ".join(c.name for c in calls)):
+    def run(self, *calls: ScriptCall | CommandCall) -> list[Any]:
+        """Several scripts and commands in one round trip (each atomic on its own)."""
+        with redis_errors("pipelined writes"):
             pipe = self.redis.pipeline(transaction=False)
             for call in calls:
-                self.scripts[call.name](keys=call.keys, args=call.args, client=pipe)
+                if isinstance(call, ScriptCall):
+                    self.scripts[call.name](keys=call.keys, args=call.args, client=pipe)
+                else:
+                    pipe.execute_command(*call.args)
             return list(pipe.execute())
 
     # --- reads ------------------------------------------------------------------------

@@ -64,7 +64,8 @@ class Keys:
 
     @property
     def bloom(self) -> str:
-        """String: the bloom filter bits (MSB-first, as GETBIT/SETBIT)."""
+        """Prefix of the bloom filter's bits: a string per generation, ``…:bloom:<generation>``
+        (MSB first, as GETBIT/SETBIT)."""
         return f"{self.prefix}bloom"
 
     @property

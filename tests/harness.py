@@ -120,3 +120,70 @@ class Processes:
                 process.kill()
                 process.wait(timeout=10)
         self.started.clear()
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    received: int  # attributes that reached the orchestrator
+    unique: int
+    batches: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.unique
+
+
+def dedup_run(
+    redis_url: str, log_dir: Path, *, bloom_filter: bool, count: int, vocabulary: int, concurrency: int = 4
+) -> DedupResult:
+    """Orchestrator + bridge + one mock worker until ``count`` unique attributes."""
+    import json
+
+    import redis
+
+    from orchestrator_bridge import normalize
+    from producer_tasks.embedded import free_port
+
+    redis.Redis.from_url(redis_url).flushall()
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "REDIS_URL": redis_url,
+        "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
+        "PRODUCER_MOCK_LATENCY_MS": "20",
+        "PRODUCER_MOCK_VOCABULARY": str(vocabulary),
+        "PRODUCER_CONCURRENCY": str(concurrency),
+        "PRODUCER_BLOOM_FILTER": "true" if bloom_filter else "false",
+        "PRODUCER_BLOOM_CAPACITY": "100000",
+        "PRODUCER_BLOOM_ERROR_RATE": "0.001",
+    }
+    processes = Processes(log_dir, env)
+    batch_log = log_dir / "batches.jsonl"
+    try:
+        orchestrator = processes.orchestrator(
+            "orch",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--topic",
+            "cheese",
+            "--weight",
+            "mock=1",
+            "--batch-size",
+            "20",
+            "--count",
+            str(count),
+            "--batch-log",
+            str(batch_log),
+            "--bloom-interval",
+            "2",
+        )
+        processes.worker("w1", "mock", concurrency=concurrency)
+        processes.bridge()
+        orchestrator.wait(timeout=300)
+    finally:
+        processes.stop_all()
+    received: list[str] = []
+    lines = batch_log.read_text().splitlines() if batch_log.exists() else []
+    for line in lines:
+        received.extend(json.loads(line)["attributes"])
+    return DedupResult(len(received), len({normalize(a) for a in received}), len(lines))

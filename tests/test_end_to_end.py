@@ -17,7 +17,7 @@ from producer_tasks.embedded import free_port
 from producer_tasks.fleet import Fleet
 from producer_tasks.records import Phase
 from producer_tasks.settings import load_settings
-from tests.harness import Processes, wait_for
+from tests.harness import Processes, dedup_run, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -155,3 +155,13 @@ def test_kill_9_of_the_bridge_loses_no_batch(world: World) -> None:
     appended = world.appended()
     wait_for(lambda: len(signatures(batch_log)) >= appended, timeout_s=10, what="all batches received")
     assert len(signatures(batch_log)) == appended  # each appended batch arrived (re-sends are duplicates)
+
+
+def test_bloom_filter_cuts_duplicates_reaching_the_orchestrator(redis_url: str, tmp_path: Path) -> None:
+    off = dedup_run(redis_url, tmp_path / "off", bloom_filter=False, count=300, vocabulary=600)
+    on = dedup_run(redis_url, tmp_path / "on", bloom_filter=True, count=300, vocabulary=600)
+    print(f"duplicates reaching the orchestrator: off {off}, on {on}")
+    assert off.unique >= 300 and on.unique >= 300
+    assert off.duplicates > 100  # the mock repeats itself like a real model
+    off_rate, on_rate = off.duplicates / off.received, on.duplicates / on.received
+    assert on_rate <= 0.05 * off_rate, (off, on)

@@ -387,3 +387,30 @@ def test_outcome_script_follows_the_pure_health_rules(mock_rt: Any) -> None:
             pure.cooldown_until_ms,
         ), step
         assert stored.average_response_ms == pytest.approx(pure.average_response_ms)
+
+
+def test_adaptive_selection_favours_the_provider_that_brings_new_attributes(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    fake_llm.set("openai", vocabulary=20, topic="cheese")  # repeats itself at once
+    fake_llm.set("anthropic", vocabulary=100_000, topic="cheese")
+    rt, rec = make_runtime(
+        redis_url,
+        PRODUCER_CONCURRENCY="1",
+        PRODUCER_SELECTION="adaptive",
+        PRODUCER_BLOOM_FILTER="true",
+        **provider_env(fake_llm),
+    )
+    installed_runtime(rt)
+    serve(rt, "openai", "anthropic")
+    start(rt, weights={"openai": 1.0, "anthropic": 1.0})
+    lanes.reconcile(rt.fleet, rt.dispatcher, queued_timeout_ms=QUEUED_TIMEOUT_MS, adaptive=True)
+    for _ in range(150):
+        serve(rt, "openai", "anthropic")  # the worker's heartbeat, as its thread would
+        run_next(rec)
+    stats = {p: rt.fleet.read_stats(p) for p in ("openai", "anthropic")}
+    assert stats["openai"].ema_novelty < 0.3 < stats["anthropic"].ema_novelty
+    late = [r.api for r in fake_llm.requests[-60:]]
+    assert late.count("anthropic") > 2 * late.count("openai")  # static would be about even
+    assert late.count("openai") > 0  # the floor keeps it selectable
+    assert stats["anthropic"].unique_contributions > stats["openai"].unique_contributions
