@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/producer --help
+	$(BIN)/producer run --topic "$(TOPIC)" --count $(COUNT) --output unique.jsonl
 
 lint: setup
 	$(BIN)/ruff check .

@@ -39,6 +39,7 @@ from orchestrator_bridge.messages import (
 from producer_tasks import bloom, control, lanes, stream
 from producer_tasks.errors import ProducerError
 from producer_tasks.fleet import Fleet, now_ms
+from producer_tasks.metrics import render_metrics
 from producer_tasks.records import BatchRecord, Phase
 from producer_tasks.settings import PROVIDERS, Settings, parse_addr
 
@@ -162,6 +163,16 @@ class Bridge:
         """Connect, serve, reconnect: until ``stopping`` is set."""
         with contextlib.suppress(ProducerError):
             await self.redis(stream.ensure_group, self.fleet)
+        metrics = None
+        if self.settings.metrics_port is not None:
+            metrics = await self.serve_metrics(self.settings.metrics_port)
+        try:
+            await self.connect_forever()
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    async def connect_forever(self) -> None:
         attempt = 0
         while not self.stopping.is_set():
             try:
@@ -242,6 +253,37 @@ class Bridge:
             await self.redis(self.reconcile)
         return None
 
+    async def serve_metrics(self, port: int) -> asyncio.Server:
+        """A minimal HTTP endpoint: ``GET /metrics`` in the Prometheus text format."""
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+                path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b"/"
+                if path.split(b"?")[0] != b"/metrics":
+                    status, body = b"404 Not Found", b"try /metrics\n"
+                else:
+                    try:
+                        status, body = b"200 OK", (await self.redis(render_metrics, self.fleet)).encode()
+                    except ProducerError as exc:
+                        status, body = b"503 Service Unavailable", f"{exc}\n".encode()
+                writer.write(
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                    + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                    + body
+                )
+                await writer.drain()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(answer, "0.0.0.0", port)
+        log.info("metrics on :%d/metrics", port)
+        return server
+
     def reconcile(self) -> None:
         lanes.reconcile(
             self.fleet,
@@ -277,6 +319,7 @@ class Connection:
     async def serve(self) -> None:
         bridge = self.bridge
         await self.send_status(await bridge.current_status())  # first, on every connect
+        await bridge.publish_counters()
         if bridge.on_connected is not None:
             await bridge.on_connected()
         tasks = [

@@ -86,10 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="producer",
         description="The distributed attribute producer (Celery workers, bridge, orchestrator).",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for run)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    run = commands.add_parser("run", help="the whole system locally, in one command")
+    add_topic_options(run)
+    run.add_argument("--concurrency", type=positive_int, help="generation cycles in flight (fleet-wide)")
+    run.add_argument(
+        "--orchestrator",
+        type=address,
+        metavar="HOST:PORT",
+        help="a real orchestrator (default: the built-in reference orchestrator)",
+    )
+
     commands.add_parser("bridge", help="run the bridge to the orchestrator (ORCHESTRATOR_ADDR)")
+
+    status = commands.add_parser("status", help="the fleet as Redis sees it")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="refresh every 2 seconds until Ctrl-C")
 
     orchestrator = commands.add_parser("orchestrator", help="run the reference orchestrator")
     orchestrator.add_argument("--listen", type=address, default=("127.0.0.1", 7979), metavar="HOST:PORT")
@@ -99,6 +113,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--bloom-interval", type=float, default=5.0, help="seconds between bloom filters sent (0: never)"
     )
     return parser
+
+
+def run_local(args: argparse.Namespace) -> int:
+    from orchestrator_bridge.local import LocalRun, RunOptions
+
+    if args.orchestrator is None and args.count is None and args.duration is None:
+        print("producer run: give --count N or --duration S (or stop it with Ctrl-C)", file=sys.stderr)
+    options = RunOptions(
+        topic=args.topic,
+        prompt=args.prompt,
+        weights=dict(args.weight),
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        count=args.count,
+        duration_s=args.duration,
+        output=args.output,
+        concurrency=args.concurrency,
+        orchestrator=f"{args.orchestrator[0]}:{args.orchestrator[1]}" if args.orchestrator else None,
+    )
+    return LocalRun(options).run()
+
+
+def run_status(args: argparse.Namespace) -> int:
+    import time
+
+    from producer_tasks.fleet import Fleet
+    from producer_tasks.settings import get_settings
+    from producer_tasks.status import render, snapshot
+
+    fleet = Fleet.from_settings(get_settings())
+    while True:
+        status = snapshot(fleet)
+        text = status.model_dump_json(indent=2) if args.json else render(status)
+        if args.watch and not args.json and sys.stdout.isatty():
+            print("\033[2J\033[H", end="")
+        print(text, flush=True)
+        if not args.watch:
+            return 0
+        time.sleep(2)
 
 
 def run_bridge() -> int:
@@ -130,11 +184,11 @@ def run_bridge() -> int:
 
 
 def run_orchestrator(args: argparse.Namespace) -> int:
-    from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
+    from orchestrator_bridge.orchestrator import DEFAULT_PROMPT, OrchestratorOptions, ReferenceOrchestrator
 
     options = OrchestratorOptions(
         topic=args.topic,
-        **({"prompt": args.prompt} if args.prompt else {}),
+        prompt=args.prompt or DEFAULT_PROMPT,
         weights=dict(args.weight) or {"mock": 1.0},
         batch_size=args.batch_size,
         max_tokens=args.max_tokens,
@@ -174,10 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    setup_logging(args.log_level)
+    setup_logging(args.log_level or ("WARNING" if args.command == "run" else "INFO"))
     try:
+        if args.command == "run":
+            return run_local(args)
         if args.command == "bridge":
             return run_bridge()
+        if args.command == "status":
+            return run_status(args)
         if args.command == "orchestrator":
             return run_orchestrator(args)
     except ConfigurationError as exc:

@@ -36,12 +36,13 @@ from orchestrator_bridge.messages import (
 )
 
 log = logging.getLogger(__name__)
+DEFAULT_PROMPT = "List {batch_size} distinct {topic}. Only the names, one per line."
 
 
 @dataclass(frozen=True)
 class OrchestratorOptions:
     topic: str
-    prompt: str = "List {batch_size} distinct {topic}. Only the names, one per line."
+    prompt: str = DEFAULT_PROMPT
     weights: dict[str, float] = field(default_factory=lambda: {"mock": 1.0})
     batch_size: int = 20
     max_tokens: int = 1024
@@ -98,6 +99,7 @@ class ReferenceOrchestrator:
         self.done = asyncio.Event()  # count or duration reached: Stop sent
         self.finished = asyncio.Event()  # every producer reported Stopped (or grace over)
         self.writers: set[asyncio.StreamWriter] = set()
+        self.handlers: set[asyncio.Task[Any]] = set()
         self.on_progress = on_progress
         self._output: IO[str] | None = None
         self._batch_log: IO[str] | None = None
@@ -154,7 +156,22 @@ class ReferenceOrchestrator:
                 writer.write(frame(codec.encode(Stop())))
                 await writer.drain()
 
+    async def aclose(self) -> None:
+        """Close the server and every connection, and wait for their handlers."""
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.handlers):
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+        self.close()
+        if self.server is not None:
+            await self.server.wait_closed()
+
     async def on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
         peer = writer.get_extra_info("peername")
         log.info("producer connected from %s", peer)
         self.writers.add(writer)
@@ -178,6 +195,8 @@ class ReferenceOrchestrator:
                     self.on_status(message)
         except (BridgeError, ConnectionError, OSError) as exc:
             log.info("producer %s disconnected: %s", peer, exc)
+        except asyncio.CancelledError:
+            log.debug("connection handler of %s cancelled", peer)
         finally:
             if bloom_task is not None:
                 bloom_task.cancel()

@@ -30,6 +30,7 @@ from orchestrator_bridge.errors import ConnectionClosedError
 from orchestrator_bridge.framing import frame
 from orchestrator_bridge.messages import ProviderStatus
 from producer_tasks import bloom, stream
+from producer_tasks.embedded import free_port
 from producer_tasks.fleet import Fleet
 from producer_tasks.records import BatchRecord, BloomCounts, MetadataRecord, Phase
 from producer_tasks.settings import load_settings
@@ -298,3 +299,48 @@ async def test_bloom_filter_update_is_loaded(setup: Setup) -> None:
     await asyncio.sleep(0.5)
     shape = bloom.read_shape(setup.fleet)
     assert shape is not None and (shape.num_bits, shape.num_hashes) == (1024, 4)
+
+
+async def test_metrics_endpoint(redis_url: str) -> None:
+    orchestrator = FakeOrchestrator()
+    port = await orchestrator.start()
+    metrics_port = free_port()
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
+            "PRODUCER_METRICS_PORT": str(metrics_port),
+        }
+    )
+    fleet = Fleet.from_settings(settings)
+    fleet.heartbeat("w1@test", ["mock"])
+    from producer_tasks import healthstore
+
+    healthstore.record_outcome(fleet, settings, "mock", success=True, response_ms=320.0)
+    healthstore.record_outcome(fleet, settings, "mock", success=False, error="boom")
+    bridge = Bridge(settings, fleet, RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    reader, writer = await orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+
+    async def get(path: str) -> tuple[str, str]:
+        r, w = await asyncio.open_connection("127.0.0.1", metrics_port)
+        w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = (await r.read()).decode()
+        w.close()
+        head, _, body = data.partition("\r\n\r\n")
+        return head.splitlines()[0], body
+
+    status_line, body = await get("/metrics")
+    assert status_line == "HTTP/1.1 200 OK"
+    assert 'producer_requests_total{provider="mock"} 2' in body
+    assert 'producer_request_failures_total{provider="mock"} 1' in body
+    assert 'producer_request_duration_seconds_bucket{provider="mock",le="0.5"} 1' in body
+    assert 'producer_request_duration_seconds_bucket{provider="mock",le="0.25"} 0' in body
+    assert "producer_backlog_batches 0" in body and "producer_bridge_connected 1" in body
+    assert "# TYPE producer_request_duration_seconds histogram" in body
+    assert (await get("/other"))[0] == "HTTP/1.1 404 Not Found"
+    bridge.stopping.set()
+    await asyncio.wait_for(task, timeout=10)
+    await orchestrator.close()

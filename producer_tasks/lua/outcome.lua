@@ -25,6 +25,13 @@ if success then
     redis.call('HINCRBY', KEYS[2], 'unique_contributions', ARGV[7])
     redis.call('HINCRBY', KEYS[1], 'successes', 1)
     redis.call('HINCRBYFLOAT', KEYS[1], 'total_response_ms', ARGV[3])
+    -- latency histogram (non-cumulative buckets; producer_tasks.metrics adds them up)
+    local ms = tonumber(ARGV[3])
+    local bucket = 'inf'
+    for _, le in ipairs({100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}) do
+      if ms <= le then bucket = tostring(le) break end
+    end
+    redis.call('HINCRBY', KEYS[2], 'latency_le_' .. bucket, 1)
   end
   redis.call('HSET', KEYS[1], 'consecutive_failures', 0, 'last_success_ms', now,
              'status', 'healthy', 'last_error', '')
