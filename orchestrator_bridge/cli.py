@@ -15,6 +15,7 @@ from producer_tasks.errors import ConfigurationError, ProducerError
 from producer_tasks.settings import parse_addr
 
 log = logging.getLogger("producer")
+COMMANDS = ("run", "bridge", "orchestrator", "status")  # fixed by DESIGN.md
 
 
 def setup_logging(level: str) -> None:
