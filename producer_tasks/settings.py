@@ -126,7 +126,9 @@ class Settings(BaseSettings):
     mock_vocabulary: int = Field(
         5000, ge=10, le=10_000_000, description="Distinct attributes the mock can produce per topic"
     )
-    bloom_filter: bool = Field(False, description="Pre-filter candidates with the shared bloom filter")
+    bloom_filter: bool = Field(
+        False, description="Pre-filter candidates with the shared bloom filter (`producer run` turns it on)"
+    )
     bloom_capacity: int = Field(1_000_000, ge=1, description="Items the producer's own filter is sized for")
     bloom_error_rate: float = Field(0.01, gt=0, lt=1, description="Target false-positive rate of that filter")
     selection: Literal["static", "adaptive"] = Field(

@@ -50,7 +50,7 @@ def check_env_names(names: set[str]) -> None:
 
 
 def test_cli_knows_the_fixed_subcommands() -> None:
-    assert SUBCOMMANDS == {"run", "bridge", "orchestrator", "status"}
+    assert {"run", "bridge", "orchestrator", "status"} == SUBCOMMANDS
     usage = build_parser().format_help()
     assert all(command in usage for command in COMMANDS)
 
@@ -143,3 +143,12 @@ def test_dockerfile() -> None:
     assert cmd is not None
     check_command(yaml.safe_load(cmd.group(1)))
     assert "USER producer" in text
+
+
+def test_readme_documents_every_setting_and_the_two_commands() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    missing = [name for name in env_names() if f"`{name}`" not in readme]
+    assert not missing, f"README lacks {missing}"
+    assert "make run" in readme and "make test" in readme
+    ci = (DEPLOY.parent / ".ci" / "run").read_text()
+    assert "make test" in ci
