@@ -263,10 +263,6 @@ class _Reader:
         start = self._need(n, what)
         return bytes(self.buf[start : start + n])
 
-    def seq(self, what: str, item: Callable[[], T], *, min_item_size: int) -> list[T]:
-        n = self.length(what, item_size=min_item_size)
-        return [item() for _ in range(n)]
-
     def map(self, what: str, value: Callable[[], T], *, min_item_size: int) -> dict[str, T]:
         n = self.length(what, item_size=min_item_size)
         result: dict[str, T] = {}
@@ -292,34 +288,6 @@ class _Reader:
         if index >= len(_PROVIDER_STATUSES):
             raise DecodeError(f"unknown ProviderStatus variant {index} in {what}")
         return _PROVIDER_STATUSES[index]
-
-
-def _decode_strings(r: _Reader, what: str, *, count: int | None = None) -> tuple[str, ...]:
-    """``Vec<String>`` (or ``count`` consecutive Strings): the hot path of AttributeBatch,
-    kept free of per-item method calls."""
-    if count is None:
-        count = r.length(what, item_size=8)
-    buf, pos, end = r.buf, r.pos, r.end
-    unpack_from = _U64.unpack_from
-    items: list[str] = []
-    append = items.append
-    try:
-        for _ in range(count):
-            (size,) = unpack_from(buf, pos)
-            pos += 8
-            stop = pos + size
-            if stop > end:
-                raise DecodeError(
-                    f"length {size} of {what} at offset {pos - 8} is larger than the {end - pos} bytes left"
-                )
-            append(buf[pos:stop].decode())
-            pos = stop
-    except struct.error as exc:
-        raise DecodeError(f"truncated payload: length of {what} at offset {pos}") from exc
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"invalid UTF-8 in {what} near offset {pos}: {exc.reason}") from exc
-    r.pos = pos
-    return tuple(items)
 
 
 def _decode_config(r: _Reader) -> GenerationConfig:
@@ -352,23 +320,73 @@ def _decode_status(r: _Reader) -> ProducerStatusType:
     raise DecodeError(f"unknown ProducerStatusType variant {index}")
 
 
+def _decode_attribute_batch(r: _Reader) -> AttributeBatch:
+    """The hot path (one per batch): straight-line, local variables, no per-field calls."""
+    buf, pos, end = r.buf, r.pos, r.end
+    unpack_u64 = _U64.unpack_from
+    try:
+        (size,) = unpack_u64(buf, pos)
+        pos += 8
+        if pos + size > end:
+            raise DecodeError(
+                f"length {size} of producer_id at offset {pos - 8} is larger than the {end - pos} bytes left"
+            )
+        producer_id = buf[pos : pos + size].decode()
+        pos += size
+        (count,) = unpack_u64(buf, pos)
+        pos += 8
+        if count * 8 > end - pos:
+            raise DecodeError(
+                f"length {count} of attributes at offset {pos - 8} is larger than the {end - pos} bytes left"
+            )
+        attributes: list[str] = []
+        append = attributes.append
+        for _ in range(count):
+            (size,) = unpack_u64(buf, pos)
+            pos += 8
+            stop = pos + size
+            if stop > end:
+                raise DecodeError(
+                    f"length {size} of an attribute at offset {pos - 8} is larger than "
+                    f"the {end - pos} bytes left"
+                )
+            append(buf[pos:stop].decode())
+            pos = stop
+        (size,) = unpack_u64(buf, pos)
+        pos += 8
+        if pos + size > end:
+            raise DecodeError(
+                f"length {size} of provider_used at offset {pos - 8} is larger than the "
+                f"{end - pos} bytes left"
+            )
+        provider_used = buf[pos : pos + size].decode()
+        pos += size
+        elapsed, tokens, prompt_tokens, completion_tokens, status_index = _META.unpack_from(buf, pos)
+        pos += _META.size
+        tag = buf[pos]
+        pos += 1
+        stats = None
+        if tag == 1:
+            stats = BloomFilterStats(*_STATS.unpack_from(buf, pos))
+            pos += _STATS.size
+        elif tag != 0:
+            raise DecodeError(f"invalid Option tag {tag} for bloom_stats at offset {pos - 1}")
+    except (struct.error, IndexError) as exc:
+        raise DecodeError(f"truncated payload: AttributeBatch ends at offset {pos} of {end}") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8 in AttributeBatch near offset {pos}: {exc.reason}") from exc
+    if status_index >= len(_PROVIDER_STATUSES):
+        raise DecodeError(f"unknown ProviderStatus variant {status_index} in provider_status")
+    r.pos = pos
+    metadata = GenerationMetadata(
+        elapsed, tokens, prompt_tokens, completion_tokens, _PROVIDER_STATUSES[status_index]
+    )
+    return AttributeBatch(producer_id, tuple(attributes), provider_used, metadata, stats)
+
+
 def _decode_body(r: _Reader, variant: int) -> ProducerMessage:
     if variant == 3:
-        producer_id = r.string("producer_id")
-        attributes = _decode_strings(r, "attributes")
-        provider_used = _decode_strings(r, "provider_used", count=1)[0]
-        elapsed, tokens, prompt_tokens, completion_tokens, status_index = _META.unpack_from(
-            r.buf, r._need(_META.size, "generation_metadata")
-        )
-        if status_index >= len(_PROVIDER_STATUSES):
-            raise DecodeError(f"unknown ProviderStatus variant {status_index} in provider_status")
-        metadata = GenerationMetadata(
-            elapsed, tokens, prompt_tokens, completion_tokens, _PROVIDER_STATUSES[status_index]
-        )
-        stats = None
-        if r.option("bloom_stats"):
-            stats = BloomFilterStats(*_STATS.unpack_from(r.buf, r._need(_STATS.size, "bloom_stats")))
-        return AttributeBatch(producer_id, attributes, provider_used, metadata, stats)
+        return _decode_attribute_batch(r)
     if variant == 0:
         return StartTopic(
             topic=r.string("topic"),
