@@ -6,6 +6,7 @@ continuous loop is driven one cycle at a time.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -414,3 +415,42 @@ def test_adaptive_selection_favours_the_provider_that_brings_new_attributes(
     assert late.count("anthropic") > 2 * late.count("openai")  # static would be about even
     assert late.count("openai") > 0  # the floor keeps it selectable
     assert stats["anthropic"].unique_contributions > stats["openai"].unique_contributions
+
+
+def test_secrets_never_reach_redis_logs_or_status(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    from producer_tasks.status import snapshot
+    from tests.fakellm import API_KEY
+
+    caplog.set_level(logging.DEBUG)
+    rt, rec = make_runtime(
+        redis_url,
+        PRODUCER_CONCURRENCY="1",
+        PRODUCER_BACKOFF_BASE_S="0.001",
+        PRODUCER_BLOOM_FILTER="true",
+        **provider_env(fake_llm),
+    )
+    installed_runtime(rt)
+    serve(rt, "openai")
+    start(rt, weights={"openai": 1.0})
+    lanes.reconcile(rt.fleet, rt.dispatcher, queued_timeout_ms=QUEUED_TIMEOUT_MS)
+    assert run_next(rec) == Outcome.DELIVERED
+    fake_llm.set("openai", mode="status", status=401)
+    assert run_next(rec) == Outcome.FAILED
+    assert health_check.delay(provider="openai").get() == "failed"
+    client = rt.fleet.redis
+    stored = []
+    for key in client.scan_iter("*"):
+        kind = client.type(key)
+        if kind == "hash":
+            stored.append(str(client.hgetall(key)))
+        elif kind == "list":
+            stored.append(str(client.lrange(key, 0, -1)))
+        elif kind == "stream":
+            stored.append(str(client.xrange(key)))
+        elif kind == "string" and not key.startswith(rt.fleet.keys.bloom):
+            stored.append(str(client.get(key)))
+    everything = "\n".join(stored) + snapshot(rt.fleet).model_dump_json() + caplog.text
+    assert "HTTP 401" in everything  # the failure itself is recorded ...
+    assert API_KEY not in everything  # ... the key never is
