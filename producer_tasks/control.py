@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import redis
 
-from producer_tasks.errors import ConfigurationError
-from producer_tasks.fleet import Fleet, now_ms, redis_errors
+from producer_tasks.errors import ConfigurationError, StateError
+from producer_tasks.fleet import Fleet, now_ms, parse_state, redis_errors
 from producer_tasks.records import GenerationSettings, LaneRecord, LaneStatus, Phase, TopicState
 from producer_tasks.settings import Settings
 
@@ -27,6 +27,7 @@ MAX_BATCH_SIZE = 1000
 MAX_PROMPT_CHARS = 100_000
 MAX_TOPIC_CHARS = 10_000
 BUSY = (LaneStatus.RUNNING, LaneStatus.RESERVED)
+MAX_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -79,32 +80,39 @@ def validate_prompt(prompt: str) -> str:
     return prompt
 
 
-def _write(fleet: Fleet, expected_data: str | None, state: TopicState, *, new_topic: bool) -> bool:
-    """Write the state if nobody changed it since it was read (optimistic transaction)."""
+def _transact(
+    fleet: Fleet, change: Callable[[TopicState], tuple[TopicState, bool]]
+) -> tuple[TopicState, bool]:
+    """Read the state, apply ``change`` and write the result atomically (WATCH, retried).
+
+    ``change`` returns the new state and whether it starts a new topic, in which case the
+    old topic's lanes and backlog are dropped in the same transaction.
+    """
     keys = fleet.keys
-    with redis_errors("write state"), fleet.redis.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(keys.state)
-            if pipe.hget(keys.state, "data") != expected_data:
-                pipe.unwatch()
-                return False
-            pipe.multi()
-            pipe.hset(
-                keys.state,
-                mapping={
-                    "data": state.model_dump_json(),
-                    "phase": state.phase.value,
-                    "epoch": str(state.epoch),
-                    "updated_ms": str(state.updated_ms),
-                },
-            )
-            if new_topic:
-                pipe.delete(keys.lanes)  # lanes of the old topic are stale
-                pipe.xtrim(keys.batches, maxlen=0)  # its backlog must never reach the new topic
-            pipe.execute()
-            return True
-        except redis.WatchError:
-            return False
+    for _ in range(MAX_ATTEMPTS):
+        with redis_errors("update state"), fleet.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(keys.state)
+                current = parse_state(*pipe.hmget(keys.state, ["data", "phase", "epoch"]))
+                state, new_topic = change(current)
+                pipe.multi()
+                pipe.hset(
+                    keys.state,
+                    mapping={
+                        "data": state.model_dump_json(),
+                        "phase": state.phase.value,
+                        "epoch": str(state.epoch),
+                        "updated_ms": str(state.updated_ms),
+                    },
+                )
+                if new_topic:
+                    pipe.delete(keys.lanes)  # lanes of the old topic are stale
+                    pipe.xtrim(keys.batches, maxlen=0)  # its backlog must never reach the new topic
+                pipe.execute()
+                return state, new_topic
+            except redis.WatchError:
+                continue
+    raise StateError("fleet state changed concurrently too often; try again")
 
 
 def start_topic(
@@ -129,12 +137,10 @@ def start_topic(
         validate_prompt(prompt)
     except ConfigurationError as exc:
         return ControlResult(False, reason=str(exc))
-    for _ in range(20):
-        with redis_errors("read state"):
-            data = fleet.redis.hget(fleet.keys.state, "data")
-        current = fleet.read_state()
+
+    def change(current: TopicState) -> tuple[TopicState, bool]:
         same = current.topic == topic and current.phase is not Phase.IDLE
-        state = TopicState(
+        return TopicState(
             topic=topic,
             prompt=prompt,
             weights=checked.weights or {},
@@ -144,11 +150,11 @@ def start_topic(
             concurrency=settings.concurrency,
             max_backlog=settings.max_backlog,
             updated_ms=now_ms(),
-        )
-        if _write(fleet, data, state, new_topic=not same):
-            log.info("topic %r %s (epoch %d)", topic, "updated" if same else "started", state.epoch)
-            return ControlResult(True, warnings=tuple(checked.warnings), state=state, new_topic=not same)
-    return ControlResult(False, reason="state changed concurrently too often; try again")
+        ), not same
+
+    state, new_topic = _transact(fleet, change)
+    log.info("topic %r %s (epoch %d)", topic, "started" if new_topic else "updated", state.epoch)
+    return ControlResult(True, warnings=tuple(checked.warnings), state=state, new_topic=new_topic)
 
 
 def update_configuration(
@@ -158,32 +164,30 @@ def update_configuration(
     prompt: str | None = None,
     weights: Mapping[str, float] | None = None,
 ) -> ControlResult:
-    """Apply each given field; None leaves it as it is. (The bloom filter: ``bloom``.)"""
+    """Apply each given field; None leaves it as it is (the bloom filter: ``bloom.load_wire``)."""
     try:
         checked = validate_weights(weights, settings) if weights is not None else Validated(None)
         if prompt is not None:
             validate_prompt(prompt)
     except ConfigurationError as exc:
         return ControlResult(False, reason=str(exc))
-    for _ in range(20):
-        with redis_errors("read state"):
-            data = fleet.redis.hget(fleet.keys.state, "data")
-        current = fleet.read_state()
-        update: dict[str, object] = {"updated_ms": now_ms()}
-        if prompt is not None:
-            update["prompt"] = prompt
-        if checked.weights is not None:
-            update["weights"] = checked.weights
-        state = current.model_copy(update=update)
-        if _write(fleet, data, state, new_topic=False):
-            return ControlResult(True, warnings=tuple(checked.warnings), state=state)
-    return ControlResult(False, reason="state changed concurrently too often; try again")
+    update: dict[str, object] = {}
+    if prompt is not None:
+        update["prompt"] = prompt
+    if checked.weights is not None:
+        update["weights"] = checked.weights
+
+    def change(current: TopicState) -> tuple[TopicState, bool]:
+        return current.model_copy(update={**update, "updated_ms": now_ms()}), False
+
+    state, _ = _transact(fleet, change)
+    return ControlResult(True, warnings=tuple(checked.warnings), state=state)
 
 
 def stop(fleet: Fleet) -> ControlResult:
     """No new cycle starts; cycles in flight finish and are delivered; then Stopped."""
     keys = fleet.keys
-    for _ in range(20):
+    for _ in range(MAX_ATTEMPTS):
         with redis_errors("stop"), fleet.redis.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(keys.state, keys.lanes)
@@ -204,4 +208,4 @@ def stop(fleet: Fleet) -> ControlResult:
                 return ControlResult(True, state=fleet.read_state())
             except redis.WatchError:
                 continue
-    return ControlResult(False, reason="state changed concurrently too often; try again")
+    raise StateError("fleet state changed concurrently too often; try again")

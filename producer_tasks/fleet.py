@@ -71,7 +71,9 @@ def translated(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 
 def _load_script(name: str) -> str:
-    return resources.files("producer_tasks").joinpath("lua", f"{name}.lua").read_text()
+    """A script from ``lua/``, with the shared helpers of ``lua/common.lua`` in front."""
+    folder = resources.files("producer_tasks").joinpath("lua")
+    return folder.joinpath("common.lua").read_text() + "\n" + folder.joinpath(f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,15 @@ class FleetView:
     @property
     def running(self) -> bool:
         return self.state.phase is Phase.RUNNING
+
+
+def parse_state(data: str | None, phase: str | None, epoch: str | None) -> TopicState:
+    """The state hash's fields: the JSON record, with phase and epoch kept beside it (the
+    Lua scripts read and change those two)."""
+    if not data:
+        return TopicState()
+    state = TopicState.model_validate_json(data)
+    return state.model_copy(update={"phase": Phase(phase or state.phase), "epoch": int(epoch or state.epoch)})
 
 
 def parse_health(raw: dict[str, str]) -> HealthRecord:
@@ -157,17 +168,7 @@ class Fleet:
     # --- reads ------------------------------------------------------------------------
     @translated("read state")
     def read_state(self) -> TopicState:
-        data, phase, epoch = self.redis.hmget(self.keys.state, ["data", "phase", "epoch"])
-        return self._state(data, phase, epoch)
-
-    @staticmethod
-    def _state(data: str | None, phase: str | None, epoch: str | None) -> TopicState:
-        if not data:
-            return TopicState()
-        state = TopicState.model_validate_json(data)
-        return state.model_copy(
-            update={"phase": Phase(phase or state.phase), "epoch": int(epoch or state.epoch)}
-        )
+        return parse_state(*self.redis.hmget(self.keys.state, ["data", "phase", "epoch"]))
 
     @translated("read fleet view")
     def view(self, *, lane: int | None = None, with_stats: bool = False) -> FleetView:
@@ -201,7 +202,7 @@ class Fleet:
             {p: parse_stats(results[3 + 2 * n + i]) for i, p in enumerate(PROVIDERS)} if with_stats else {}
         )
         return FleetView(
-            state=self._state(data, phase, epoch),
+            state=parse_state(data, phase, epoch),
             lanes=lanes,
             health=health,
             live_queues=live,

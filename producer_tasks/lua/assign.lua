@@ -16,19 +16,7 @@ if current_token ~= expected then
   return 0
 end
 if phase ~= 'running' or current_epoch ~= epoch then
-  if current then
-    redis.call('HDEL', KEYS[2], lane)
-  end
-  if phase == 'stopping' then
-    local busy = false
-    for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
-      local l = cjson.decode(v)
-      if l.status == 'running' or l.status == 'reserved' then busy = true break end
-    end
-    if not busy then
-      redis.call('HSET', KEYS[1], 'phase', 'stopped', 'updated_ms', now)
-    end
-  end
+  release_lane(KEYS[1], KEYS[2], current and lane or nil, now)
   return 0
 end
 local record = {token = token, provider = provider, status = 'queued', worker = '',

@@ -15,15 +15,7 @@ if status == 'running' or status == 'waiting' then
   local phase = redis.call('HGET', KEYS[1], 'phase')
   local current_epoch = redis.call('HGET', KEYS[1], 'epoch')
   if phase ~= 'running' or (epoch ~= '' and current_epoch ~= epoch) then
-    redis.call('HDEL', KEYS[2], lane)
-    if phase == 'stopping' then
-      local busy = false
-      for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
-        local l = cjson.decode(v)
-        if l.status == 'running' or l.status == 'reserved' then busy = true break end
-      end
-      if not busy then redis.call('HSET', KEYS[1], 'phase', 'stopped', 'updated_ms', now) end
-    end
+    release_lane(KEYS[1], KEYS[2], lane, now)
     return 0
   end
 end
