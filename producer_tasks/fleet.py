@@ -138,6 +138,10 @@ class Fleet:
         self.lease_ms = lease_ms
         self.scripts = {name: client.register_script(_load_script(name)) for name in SCRIPT_NAMES}
 
+    def close(self) -> None:
+        """Close the Redis connections."""
+        self.redis.close()
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Fleet:
         client = redis.Redis.from_url(

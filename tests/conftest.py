@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,22 @@ from producer_tasks.providers import Clients
 from producer_tasks.runtime import set_runtime
 from producer_tasks.settings import Settings, load_settings
 from tests.fakellm import API_KEY, FakeLLM
+
+_to_close: list[Callable[[], None]] = []
+
+
+def open_fleet(settings: Settings) -> Fleet:
+    """A Fleet whose Redis connections are closed after the test."""
+    fleet = Fleet.from_settings(settings)
+    _to_close.append(fleet.close)
+    return fleet
+
+
+@pytest.fixture(autouse=True)
+def _close_connections() -> Iterator[None]:
+    yield
+    while _to_close:
+        _to_close.pop()()
 
 
 @pytest.fixture
@@ -74,11 +90,12 @@ def make_runtime(redis_url: str, **env: str) -> tuple[Runtime, RecordingDispatch
     dispatcher = RecordingDispatcher()
     runtime = Runtime(
         settings=settings,
-        fleet=Fleet.from_settings(settings),
+        fleet=open_fleet(settings),
         clients=Clients(settings),
         dispatcher=dispatcher,
         rng=random.Random(42),
     )
+    _to_close.append(runtime.clients.close)
     return runtime, dispatcher
 
 

@@ -144,7 +144,8 @@ def dedup_run(
     from orchestrator_bridge import normalize
     from producer_tasks.embedded import free_port
 
-    redis.Redis.from_url(redis_url).flushall()
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushall()
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {

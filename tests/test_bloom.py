@@ -14,13 +14,14 @@ from orchestrator_bridge.bloomwire import optimal_parameters
 from producer_tasks import bloom
 from producer_tasks.fleet import Fleet
 from producer_tasks.settings import Settings, load_settings
+from tests.conftest import open_fleet
 
 VECTORS = Path(__file__).parent / "data" / "protocol-vectors.jsonl"
 
 
 def make(redis_url: str, **env: str) -> tuple[Fleet, Settings]:
     settings = load_settings({"REDIS_URL": redis_url, **env})
-    return Fleet.from_settings(settings), settings
+    return open_fleet(settings), settings
 
 
 def words(prefix: str, n: int) -> list[str]:

@@ -34,7 +34,7 @@ from producer_tasks.embedded import free_port
 from producer_tasks.fleet import Fleet
 from producer_tasks.records import BatchRecord, BloomCounts, MetadataRecord, Phase
 from producer_tasks.settings import load_settings
-from tests.conftest import RecordingDispatcher
+from tests.conftest import RecordingDispatcher, open_fleet
 
 pytestmark = pytest.mark.timeout(60)
 START = StartTopic("cheese", "List {batch_size} {topic}", {"mock": 1.0}, GenerationConfig(0.7, 100, 10))
@@ -121,7 +121,7 @@ async def setup(redis_url: str) -> AsyncIterator[Setup]:
             "PRODUCER_RECONNECT_MAX_S": "0.5",
         }
     )
-    fleet = Fleet.from_settings(settings)
+    fleet = open_fleet(settings)
     fleet.heartbeat("w1@test", ["mock"])
     dispatcher = RecordingDispatcher()
     bridge = Bridge(settings, fleet, dispatcher)
@@ -258,7 +258,7 @@ async def test_pending_entries_are_resent_by_a_restarted_bridge(redis_url: str) 
     orchestrator = FakeOrchestrator()
     port = await orchestrator.start()
     settings = load_settings({"REDIS_URL": redis_url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}"})
-    fleet = Fleet.from_settings(settings)
+    fleet = open_fleet(settings)
     fleet.heartbeat("w1@test", ["mock"])
     from producer_tasks import control
 
@@ -312,7 +312,7 @@ async def test_metrics_endpoint(redis_url: str) -> None:
             "PRODUCER_METRICS_PORT": str(metrics_port),
         }
     )
-    fleet = Fleet.from_settings(settings)
+    fleet = open_fleet(settings)
     fleet.heartbeat("w1@test", ["mock"])
     from producer_tasks import healthstore
 

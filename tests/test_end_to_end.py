@@ -14,9 +14,9 @@ import pytest
 from orchestrator_bridge import normalize
 from producer_tasks import control
 from producer_tasks.embedded import free_port
-from producer_tasks.fleet import Fleet
 from producer_tasks.records import Phase
 from producer_tasks.settings import load_settings
+from tests.conftest import open_fleet
 from tests.harness import Processes, dedup_run, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -38,7 +38,7 @@ class World:
         }
         self.processes = Processes(log_dir, self.env)
         self.settings = load_settings(self.env)
-        self.fleet = Fleet.from_settings(self.settings)
+        self.fleet = open_fleet(self.settings)
 
     def orchestrator(self, name: str, *extra: str) -> tuple[Path, Path]:
         output, batches = self.dir / f"{name}-unique.jsonl", self.dir / f"{name}-batches.jsonl"

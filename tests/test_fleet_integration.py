@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from producer_tasks import control
-from producer_tasks.fleet import Fleet
 from producer_tasks.records import LaneStatus, Phase
 from producer_tasks.settings import Settings, load_settings
-from tests.conftest import provider_env
+from tests.conftest import open_fleet, provider_env
 from tests.fakellm import FakeLLM
 from tests.harness import Processes, wait_for
 
@@ -37,7 +36,7 @@ class Harness:
         self.fake = fake
         self.processes = Processes(log_dir, self.env)
         self.settings: Settings = load_settings(self.env)
-        self.fleet = Fleet.from_settings(self.settings)
+        self.fleet = open_fleet(self.settings)
 
     def start(
         self,
