@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import trustme
 
 from orchestrator_bridge import (
     AttributeBatch,
@@ -344,3 +347,35 @@ async def test_metrics_endpoint(redis_url: str) -> None:
     bridge.stopping.set()
     await asyncio.wait_for(task, timeout=10)
     await orchestrator.close()
+
+
+async def test_tls_to_the_orchestrator(redis_url: str, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    received: asyncio.Queue[object] = asyncio.Queue()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await received.put(decode(await read_frame(reader)))
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
+            "PRODUCER_ORCHESTRATOR_TLS": "true",
+            "PRODUCER_ORCHESTRATOR_TLS_CA": str(ca_file),
+        }
+    )
+    bridge = Bridge(settings, open_fleet(settings), RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    first = await asyncio.wait_for(received.get(), timeout=15)
+    assert isinstance(first, ProducerStatus)  # the status frame arrived over TLS
+    bridge.stopping.set()
+    await asyncio.wait_for(task, timeout=10)
+    server.close()
+    await server.wait_closed()
