@@ -27,9 +27,9 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     runtime = get_runtime()
     consumed = [q.name for q in sender.task_consumer.queues] if sender is not None else []
     queues = [q for q in consumed if runtime.settings.is_configured(q)]
-    skipped = sorted(set(consumed) - set(queues))
-    if skipped:
-        log.warning("queues %s are consumed but not configured here (missing API key?)", skipped)
+    for queue in sorted(set(consumed) - set(queues)):
+        log.warning("not consuming queue %r: provider not configured here (missing API key?)", queue)
+        sender.cancel_task_queue(queue)
     heartbeat = Heartbeat(runtime, worker=sender.hostname, queues=queues)
     heartbeat.tick()  # registered before the first message is taken
     heartbeat.start()

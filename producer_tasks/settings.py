@@ -12,10 +12,10 @@ import difflib
 import os
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from producer_tasks.errors import ConfigurationError
 
@@ -163,6 +163,19 @@ class Settings(BaseSettings):
             raise ValueError("must not contain whitespace or braces")
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what ``load_settings`` passes in: it is the one place that reads the
+        environment (so an explicit mapping is never mixed with ``os.environ``)."""
+        return (init_settings,)
+
     # --- derived ----------------------------------------------------------------------
     @property
     def broker_url(self) -> str:
@@ -228,9 +241,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     _check_unknown(env)
     known = env_names()
-    values = {known[k.upper()]: v for k, v in env.items() if k.upper() in known and v != ""}
+    values: dict[str, Any] = {known[k.upper()]: v for k, v in env.items() if k.upper() in known and v != ""}
     try:
-        return Settings.model_validate(values)
+        return Settings(**values)
     except ValidationError as exc:
         reverse = {field: env for env, field in known.items()}
         problems = []

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from orchestrator_bridge.messages import ProviderStatus
-from producer_tasks import healthstore, providers
+from producer_tasks import healthstore, lanes, providers
 from producer_tasks.app import app
 from producer_tasks.cycle import run_cycle
-from producer_tasks.errors import ProviderError, ProviderNotConfiguredError, StateError
+from producer_tasks.errors import ProducerError, ProviderError, ProviderNotConfiguredError, StateError
 from producer_tasks.fleet import now_ms
+from producer_tasks.records import LaneStatus
 from producer_tasks.routing import CYCLE_TASK, HEALTH_CHECK_TASK
 from producer_tasks.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 MAX_REDIS_RETRY_S = 30
+UNEXPECTED_ERROR_PAUSE_MS = 5000
 
 
 @app.task(name=CYCLE_TASK, bind=True, ignore_result=True)
@@ -34,6 +37,19 @@ def cycle(self: Any, *, provider: str, epoch: int, lane: int, token: str) -> str
         delay = min(MAX_REDIS_RETRY_S, 2 ** min(self.request.retries, 5))
         log.warning("cycle of lane %d: %s; retrying in %ss", lane, exc, delay)
         raise self.retry(exc=exc, countdown=delay, max_retries=None) from exc
+    except Exception as exc:  # a bug or an unforeseen error must not strand the lane
+        log.exception("cycle of lane %d on %s failed unexpectedly", lane, provider)
+        reason = f"error: {type(exc).__name__}: {exc}"[:300]
+        with contextlib.suppress(ProducerError):
+            lanes.transition(
+                get_runtime().fleet,
+                lane=lane,
+                token=token,
+                status=LaneStatus.WAITING,
+                until_ms=now_ms() + UNEXPECTED_ERROR_PAUSE_MS,
+                reason=reason,
+            )
+        return "error"
     return outcome.value
 
 

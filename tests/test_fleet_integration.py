@@ -230,3 +230,15 @@ def test_backlog_bound_stops_generation(harness: Harness, fake_llm: FakeLLM) -> 
     ids = [entry_id for entry_id, _ in harness.fleet.redis.xrange(harness.fleet.keys.batches)]
     harness.fleet.redis.xdel(harness.fleet.keys.batches, *ids)
     wait_for(lambda: fake_llm.count("openai") > calls, what="generation resumes")
+
+
+def test_a_worker_does_not_consume_a_queue_it_cannot_serve(harness: Harness) -> None:
+    harness.processes.worker("w1", "openai,mock", concurrency=4, extra_env={"OPENAI_API_KEY": ""})
+    harness.wait_workers(1)
+    fleet = harness.fleet
+    wait_for(lambda: "not consuming queue 'openai'" in harness.processes.log("w1"), what="the warning")
+    assert fleet.redis.zcard(fleet.keys.queue_workers("openai")) == 0
+    assert fleet.redis.zcard(fleet.keys.queue_workers("mock")) == 1
+    harness.start({"openai": 1.0, "mock": 1.0}, concurrency=2)
+    wait_for(lambda: harness.backlog() >= 5, what="mock batches")
+    assert harness.fake.count("openai") == 0  # selection never sends cycles to an unserved queue

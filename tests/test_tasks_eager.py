@@ -454,3 +454,20 @@ def test_secrets_never_reach_redis_logs_or_status(
     everything = "\n".join(stored) + snapshot(rt.fleet).model_dump_json() + caplog.text
     assert "HTTP 401" in everything  # the failure itself is recorded ...
     assert API_KEY not in everything  # ... the key never is
+
+
+def test_an_unexpected_error_parks_the_lane_instead_of_stranding_it(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", **provider_env(fake_llm))
+    installed_runtime(rt)
+    serve(rt, "openai")
+    start(rt, weights={"openai": 1.0})
+    lanes.reconcile(rt.fleet, rt.dispatcher, queued_timeout_ms=QUEUED_TIMEOUT_MS)
+    message = rec.sent.pop(0)
+    rt.fleet.redis.hset(rt.fleet.keys.state, "data", "{not json")  # a corrupted state record
+    assert cycle.delay(**message).get() == "error"
+    assert "failed unexpectedly" in caplog.text
+    raw = rt.fleet.redis.hget(rt.fleet.keys.lanes, "0")  # reconcile will pick the lane up again
+    assert '"status":"waiting"' in raw and "ValidationError" in raw
+    assert fake_llm.count() == 0
