@@ -180,7 +180,8 @@ def run() -> dict[str, float]:
         f"""
 ## Fleet: cycles per second, one worker `-P threads -c {IN_FLIGHT}`, {IN_FLIGHT} in flight
 
-Fake OpenAI server (separate process) with {LATENCY_MS} ms latency; ideal = {ideal:.0f}/s.
+Fake OpenAI server (separate process) with {LATENCY_MS} ms latency; ideal = {ideal:.0f}/s (neither
+side reaches it: the fake server, Redis and the client share 2 cores).
 Baseline: a plain asyncio loop with `AsyncOpenAI` and {IN_FLIGHT} concurrent calls, parsing
 each answer, measured before and after ours.
 
