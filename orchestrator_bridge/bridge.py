@@ -17,7 +17,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from orchestrator_bridge import codec
@@ -72,7 +72,6 @@ class BridgeCounters:
     rejected_configurations: int = 0
     last_error: str = ""
     connected: bool = False
-    by_provider: dict[str, int] = field(default_factory=dict)
 
 
 def batch_message(producer_id: str, batch: BatchRecord) -> AttributeBatch:
@@ -419,7 +418,7 @@ class Connection:
 
     async def forward(self, entries: list[stream.Entry], epoch: int) -> None:
         bridge = self.bridge
-        messages: list[ProducerMessage] = []
+        messages: list[AttributeBatch] = []
         done: list[str] = []
         for entry in entries:
             if entry.batch is None or entry.epoch != epoch:
@@ -433,12 +432,8 @@ class Connection:
             done.append(entry.id)
         if messages:
             await self.send(*messages)  # written to the socket: now they may be acknowledged
-            for m in messages:
-                if isinstance(m, AttributeBatch):
-                    bridge.counters.batches_forwarded += 1
-                    bridge.counters.attributes_forwarded += len(m.attributes)
-                    by = bridge.counters.by_provider
-                    by[m.provider_used] = by.get(m.provider_used, 0) + len(m.attributes)
+            bridge.counters.batches_forwarded += len(messages)
+            bridge.counters.attributes_forwarded += sum(len(m.attributes) for m in messages)
         while True:
             try:
                 await bridge.redis(stream.acknowledge, bridge.fleet, done)

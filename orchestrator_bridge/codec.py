@@ -7,7 +7,6 @@ lengths larger than the bytes left all raise :class:`DecodeError`, never a forei
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -422,14 +421,3 @@ def decode(payload: bytes | bytearray | memoryview) -> ProducerMessage:
             f"{r.end - r.pos} trailing bytes after {type(message).__name__} (payload {r.end} bytes)"
         )
     return message
-
-
-def is_finite_f32(value: float) -> bool:
-    """True when ``value`` is finite and representable as an f32."""
-    if not math.isfinite(value):
-        return False
-    try:
-        _F32.pack(value)
-    except OverflowError:
-        return False
-    return True

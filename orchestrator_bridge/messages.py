@@ -5,7 +5,6 @@ Field order is wire order: the codec encodes fields in declaration order.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,11 +50,6 @@ class Timestamp:
     @classmethod
     def from_unix_ms(cls, unix_ms: int) -> Timestamp:
         return cls(unix_ms // 1000, (unix_ms % 1000) * 1_000_000)
-
-    @classmethod
-    def now(cls) -> Timestamp:
-        ns = time.time_ns()
-        return cls(ns // NANOS_PER_SECOND, ns % NANOS_PER_SECOND)
 
     @property
     def unix_ms(self) -> int:
