@@ -114,9 +114,9 @@ class ReferenceOrchestrator:
     # --- serving ----------------------------------------------------------------------
     async def serve(self, host: str, port: int) -> asyncio.Server:
         if self.options.output is not None:
-            self._output = self.options.output.open("a", encoding="utf-8")
+            self._output = self.options.output.open("w", encoding="utf-8")
         if self.options.batch_log is not None:
-            self._batch_log = self.options.batch_log.open("a", encoding="utf-8")
+            self._batch_log = self.options.batch_log.open("w", encoding="utf-8")
         self.server = await asyncio.start_server(self.on_connect, host, port)
         return self.server
 
