@@ -63,8 +63,8 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_topic_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--topic", required=True, help="what to generate attributes for")
+def add_topic_options(parser: argparse.ArgumentParser, *, topic_required: bool = True) -> None:
+    parser.add_argument("--topic", required=topic_required, help="what to generate attributes for")
     parser.add_argument("--prompt", help="prompt template; {topic} and {batch_size} are substituted")
     parser.add_argument(
         "--weight",
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="the whole system locally, in one command")
-    add_topic_options(run)
+    add_topic_options(run, topic_required=False)
     run.add_argument("--concurrency", type=positive_int, help="generation cycles in flight (fleet-wide)")
     run.add_argument(
         "--orchestrator",
@@ -119,10 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
 def run_local(args: argparse.Namespace) -> int:
     from orchestrator_bridge.local import LocalRun, RunOptions
 
+    if args.orchestrator is None and not args.topic:
+        print(
+            "producer run: --topic is required (unless --orchestrator names one that sets it)",
+            file=sys.stderr,
+        )
+        return 2
     if args.orchestrator is None and args.count is None and args.duration is None:
         print("producer run: give --count N or --duration S (or stop it with Ctrl-C)", file=sys.stderr)
     options = RunOptions(
-        topic=args.topic,
+        topic=args.topic or "",
         prompt=args.prompt,
         weights=dict(args.weight),
         batch_size=args.batch_size,

@@ -196,3 +196,48 @@ def test_flower_runs_with_authentication(redis_url: str, tmp_path: Path) -> None
     finally:
         flower.terminate()
         flower.wait(timeout=20)
+
+
+def test_run_against_an_external_orchestrator(tmp_path: Path) -> None:
+    port = free_port()
+    output = tmp_path / "orchestrator.jsonl"
+    orchestrator = subprocess.Popen(
+        [
+            PRODUCER,
+            "orchestrator",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--topic",
+            "rivers",
+            "--duration",
+            "60",
+            "--output",
+            str(output),
+        ],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        result = subprocess.run(
+            [
+                PRODUCER,
+                "run",
+                "--orchestrator",
+                f"127.0.0.1:{port}",
+                "--duration",
+                "10",
+            ],
+            env=clean_env(PRODUCER_MOCK_LATENCY_MS="20"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "attributes generated" in result.stderr
+        records = [json.loads(line) for line in output.read_text().splitlines()]
+        assert len(records) > 20  # the external orchestrator's topic was generated and delivered
+    finally:
+        orchestrator.terminate()
+        orchestrator.wait(timeout=30)
