@@ -33,7 +33,7 @@ from orchestrator_bridge.errors import ConnectionClosedError
 from orchestrator_bridge.framing import frame
 from orchestrator_bridge.messages import ProviderStatus
 from producer_tasks import bloom, stream
-from producer_tasks.embedded import free_port
+from producer_tasks.embedded import EmbeddedRedis, free_port
 from producer_tasks.fleet import Fleet
 from producer_tasks.records import BatchRecord, BloomCounts, MetadataRecord, Phase
 from producer_tasks.settings import load_settings
@@ -379,3 +379,39 @@ async def test_tls_to_the_orchestrator(redis_url: str, tmp_path: Path) -> None:
     await asyncio.wait_for(task, timeout=10)
     server.close()
     await server.wait_closed()
+
+
+async def test_a_redis_outage_is_survived(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    port = free_port()
+    redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+    orchestrator = FakeOrchestrator()
+    orchestrator_port = await orchestrator.start()
+    settings = load_settings(
+        {"REDIS_URL": redis_server.url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{orchestrator_port}"}
+    )
+    fleet = open_fleet(settings)
+    fleet.heartbeat("w1@test", ["mock"])
+    bridge = Bridge(settings, fleet, RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    try:
+        reader, writer = await orchestrator.connection()
+        send(writer, frame(encode(START)))
+        await status_matching(reader, ProducerState.RUNNING)
+        redis_server.stop()  # the blip: Redis is gone (and, without persistence, forgets everything)
+        await asyncio.sleep(3)
+        assert not task.done()  # the bridge is still alive and connected
+        assert any("batch stream" in r.getMessage() for r in caplog.records)
+        redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+        fleet.heartbeat("w1@test", ["mock"])
+        send(writer, frame(encode(START)))  # the orchestrator re-sends its topic
+        await status_matching(reader, ProducerState.RUNNING)
+        stream.ensure_group(fleet)
+        stream.append(fleet, batch(fleet.read_state().epoch, 7))
+        received = await next_message(reader, AttributeBatch, timeout=15)
+        assert isinstance(received, AttributeBatch) and received.attributes[0] == "Cheese 7-0"
+    finally:
+        bridge.stopping.set()
+        await asyncio.wait_for(task, timeout=10)
+        await orchestrator.close()
+        redis_server.stop()

@@ -471,3 +471,15 @@ def test_an_unexpected_error_parks_the_lane_instead_of_stranding_it(
     raw = rt.fleet.redis.hget(rt.fleet.keys.lanes, "0")  # reconcile will pick the lane up again
     assert '"status":"waiting"' in raw and "ValidationError" in raw
     assert fake_llm.count() == 0
+
+
+def test_a_redis_blip_retries_the_cycle_instead_of_losing_it(installed_runtime: Any) -> None:
+    from celery.exceptions import Retry
+
+    from producer_tasks.embedded import free_port
+
+    rt, _ = make_runtime(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    installed_runtime(rt)
+    with pytest.raises(Retry) as info:
+        cycle.delay(provider="mock", epoch=1, lane=0, token="t")
+    assert "redis" in str(info.value.exc) and info.value.when == 1
