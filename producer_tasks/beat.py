@@ -11,7 +11,6 @@ from typing import Any
 
 from celery.beat import Scheduler
 
-from producer_tasks.errors import ProducerError
 from producer_tasks.fleet import Fleet, now_ms
 from producer_tasks.settings import get_settings
 
@@ -35,12 +34,8 @@ class FleetScheduler(Scheduler):  # type: ignore[misc]
             if self._fleet is None:
                 self._fleet = Fleet.from_settings(get_settings())
             fleet = self._fleet
-            return bool(
-                fleet.redis.zcount(fleet.keys.queue_workers(provider), now_ms() - fleet.lease_ms, "+inf")
-            )
-        except (ProducerError, OSError) as exc:
-            log.warning("beat could not read live workers: %s", exc)
-            return True
-        except Exception as exc:  # redis errors: send anyway, the task handles it
+            alive_since = now_ms() - fleet.lease_ms
+            return bool(fleet.redis.zcount(fleet.keys.queue_workers(provider), alive_since, "+inf"))
+        except Exception as exc:  # a scheduler hook must never stop beat: send, the task copes
             log.warning("beat could not read live workers: %s", exc)
             return True
