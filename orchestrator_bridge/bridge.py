@@ -31,7 +31,6 @@ from orchestrator_bridge.messages import (
     ProducerState,
     ProducerStatus,
     ProducerStatusType,
-    ProviderHealth,
     StartTopic,
     Stop,
     UpdateConfiguration,
@@ -120,16 +119,16 @@ class Bridge:
         return await asyncio.to_thread(func, *args, **kwargs)
 
     def status_message(self, status: ProducerStatusType) -> ProducerStatus:
-        health: dict[str, ProviderHealth] = {}
-        for provider in PROVIDERS:
-            if self.settings.is_configured(provider):
-                health[provider] = self.fleet.read_health(provider).to_wire()
+        configured = [p for p in PROVIDERS if self.settings.is_configured(p)]
+        health = {p: h.to_wire() for p, h in self.fleet.read_healths(configured).items()}
         return ProducerStatus(self.settings.id, status, health)
 
-    async def current_status(self) -> ProducerStatus:
+    async def phase_status(self) -> ProducerStatusType:
         state = await self.redis(self.fleet.read_state)
-        status: ProducerStatusType = PHASE_STATUS[state.phase]
-        return await self.redis(self.status_message, status)
+        return PHASE_STATUS[state.phase]
+
+    async def current_status(self) -> ProducerStatus:
+        return await self.redis(self.status_message, await self.phase_status())
 
     async def publish_counters(self) -> None:
         c = self.counters
@@ -376,15 +375,14 @@ class Connection:
         while True:
             await asyncio.sleep(0.25)
             try:
-                status = await bridge.current_status()
+                status = await bridge.phase_status()  # polled cheaply; health only when sent
+                # a change (an Error report is followed by the phase's status again), or periodic
+                if status != self.last_status or time.monotonic() >= next_periodic:
+                    await self.send_status(await bridge.redis(bridge.status_message, status))
+                    await bridge.publish_counters()
+                    next_periodic = time.monotonic() + interval
             except ProducerError as exc:
                 log.warning("status: %s", exc)
-                continue
-            # a change (an Error report is followed by the phase's status again), or periodic
-            if status.status != self.last_status or time.monotonic() >= next_periodic:
-                await self.send_status(status)
-                await bridge.publish_counters()
-                next_periodic = time.monotonic() + interval
 
     async def forward_loop(self) -> None:
         """Pending entries first (re-sent after a crash), then new ones, acked after writing."""

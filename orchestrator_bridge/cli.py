@@ -9,10 +9,15 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from producer_tasks.errors import ConfigurationError, ProducerError
 from producer_tasks.settings import parse_addr
+
+if TYPE_CHECKING:
+    from orchestrator_bridge.orchestrator import OrchestratorOptions
 
 log = logging.getLogger("producer")
 COMMANDS = ("run", "bridge", "orchestrator", "status")  # fixed by DESIGN.md
@@ -116,6 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def job_options(args: argparse.Namespace, **extra: Any) -> OrchestratorOptions:
+    """The topic options shared by ``run`` and ``orchestrator``."""
+    from orchestrator_bridge.orchestrator import DEFAULT_PROMPT, OrchestratorOptions
+
+    return OrchestratorOptions(
+        topic=args.topic or "",
+        prompt=args.prompt or DEFAULT_PROMPT,
+        weights=dict(args.weight),
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        count=args.count,
+        duration_s=args.duration,
+        output=args.output,
+        **extra,
+    )
+
+
 def run_local(args: argparse.Namespace) -> int:
     from orchestrator_bridge.local import LocalRun, RunOptions
 
@@ -128,15 +151,7 @@ def run_local(args: argparse.Namespace) -> int:
     if args.orchestrator is None and args.count is None and args.duration is None:
         print("producer run: give --count N or --duration S (or stop it with Ctrl-C)", file=sys.stderr)
     options = RunOptions(
-        topic=args.topic or "",
-        prompt=args.prompt,
-        weights=dict(args.weight),
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        count=args.count,
-        duration_s=args.duration,
-        output=args.output,
+        job=job_options(args),
         concurrency=args.concurrency,
         orchestrator=f"{args.orchestrator[0]}:{args.orchestrator[1]}" if args.orchestrator else None,
     )
@@ -191,21 +206,11 @@ def run_bridge() -> int:
 
 
 def run_orchestrator(args: argparse.Namespace) -> int:
-    from orchestrator_bridge.orchestrator import DEFAULT_PROMPT, OrchestratorOptions, ReferenceOrchestrator
+    from orchestrator_bridge.orchestrator import ReferenceOrchestrator
 
-    options = OrchestratorOptions(
-        topic=args.topic,
-        prompt=args.prompt or DEFAULT_PROMPT,
-        weights=dict(args.weight) or {"mock": 1.0},
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        count=args.count,
-        duration_s=args.duration,
-        output=args.output,
-        batch_log=args.batch_log,
-        bloom_interval_s=args.bloom_interval or None,
-    )
+    options = job_options(args, batch_log=args.batch_log, bloom_interval_s=args.bloom_interval or None)
+    if not options.weights:
+        options = replace(options, weights={"mock": 1.0})
     orchestrator = ReferenceOrchestrator(options)
     host, port = args.listen
 

@@ -20,11 +20,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator_bridge.orchestrator import (
-    DEFAULT_PROMPT,
     OrchestratorOptions,
     Progress,
     ReferenceOrchestrator,
@@ -41,15 +40,7 @@ STOP_GRACE_S = 20.0
 
 @dataclass
 class RunOptions:
-    topic: str
-    prompt: str | None = None
-    weights: dict[str, float] = field(default_factory=dict)
-    batch_size: int = 20
-    max_tokens: int = 1024
-    temperature: float = 0.9
-    count: int | None = None
-    duration_s: float | None = None
-    output: Path | None = None
+    job: OrchestratorOptions  # what to ask for (empty weights: the providers in use, equally)
     concurrency: int | None = None
     orchestrator: str | None = None  # host:port of a real orchestrator
 
@@ -134,11 +125,7 @@ def progress_line(progress: Progress, fleet: Fleet, target: int | None, started:
     if target:
         filled = min(20, int(20 * progress.unique / target))
         bar = "[" + "#" * filled + "." * (20 - filled) + "] "
-    shares = (
-        " ".join(f"{p} {n / progress.unique:.0%}" for p, n in progress.unique_by_provider.most_common())
-        if progress.unique
-        else ""
-    )
+    shares = progress.shares(" ")
     return (
         f"{bar}{done} unique  {progress.unique / max(elapsed, 1e-9):.1f}/s  "
         f"filtered {filtered}  repeats {progress.duplicates}  {shares}  {elapsed:.0f}s"
@@ -189,9 +176,9 @@ class LocalRun:
 
     def run(self) -> int:
         settings = load_settings(self.environ)
-        providers = providers_in_use(settings, self.options.weights)
-        weights = self.options.weights or {p: 1.0 for p in providers}
-        if providers == ["mock"] and not self.options.weights:
+        providers = providers_in_use(settings, self.options.job.weights)
+        weights = self.options.job.weights or {p: 1.0 for p in providers}
+        if providers == ["mock"] and not self.options.job.weights:
             print(
                 "producer: no OPENAI_API_KEY or ANTHROPIC_API_KEY set: using the built-in mock provider",
                 file=sys.stderr,
@@ -219,19 +206,7 @@ class LocalRun:
         before = {p: fleet.read_stats(p) for p in providers}  # a shared Redis may hold earlier runs
         orchestrator = None
         if self.options.orchestrator is None:
-            orchestrator = ReferenceOrchestrator(
-                OrchestratorOptions(
-                    topic=self.options.topic,
-                    prompt=self.options.prompt or DEFAULT_PROMPT,
-                    weights=weights,
-                    batch_size=self.options.batch_size,
-                    max_tokens=self.options.max_tokens,
-                    temperature=self.options.temperature,
-                    count=self.options.count,
-                    duration_s=self.options.duration_s,
-                    output=self.options.output,
-                )
-            )
+            orchestrator = ReferenceOrchestrator(replace(self.options.job, weights=weights))
             await orchestrator.serve("127.0.0.1", port)
         children = Children(log_dir, env)
         python = sys.executable
@@ -275,8 +250,8 @@ class LocalRun:
             print(file=sys.stderr)
             if orchestrator is not None:
                 print(f"done: {orchestrator.progress.line()}", file=sys.stderr)
-                if self.options.output is not None:
-                    print(f"unique attributes written to {self.options.output}", file=sys.stderr)
+                if self.options.job.output is not None:
+                    print(f"unique attributes written to {self.options.job.output}", file=sys.stderr)
             print(summary_table(fleet, providers, before), file=sys.stderr)
             if self.crashed:
                 for name in self.crashed:
@@ -290,7 +265,7 @@ class LocalRun:
     ) -> int:
         tty = sys.stderr.isatty()
         last_print = 0.0
-        deadline = started + self.options.duration_s if self.options.duration_s else None
+        deadline = started + self.options.job.duration_s if self.options.job.duration_s else None
         while True:
             if self.interrupted.is_set():
                 print("\ninterrupted: stopping", file=sys.stderr)
@@ -306,7 +281,7 @@ class LocalRun:
             now = time.monotonic()
             if orchestrator is not None and (tty or now - last_print > 5):
                 line = await asyncio.to_thread(
-                    progress_line, orchestrator.progress, fleet, self.options.count, started
+                    progress_line, orchestrator.progress, fleet, self.options.job.count, started
                 )
                 print(
                     ("\r" + line.ljust(100)) if tty else line,

@@ -76,12 +76,12 @@ class Progress:
     def rate(self) -> float:
         return self.unique / max(1e-9, time.monotonic() - self.started)
 
+    def shares(self, separator: str = ", ") -> str:
+        """Each provider's share of the unique attributes, largest first."""
+        return separator.join(f"{p} {n / self.unique:.0%}" for p, n in self.unique_by_provider.most_common())
+
     def line(self) -> str:
-        shares = (
-            ", ".join(f"{p} {n / self.unique:.0%}" for p, n in self.unique_by_provider.most_common())
-            if self.unique
-            else "-"
-        )
+        shares = self.shares() or "-"
         return (
             f"{self.unique} unique ({self.rate:.1f}/s), {self.duplicates} duplicates, "
             f"{self.batches} batches; share: {shares}"

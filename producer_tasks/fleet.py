@@ -219,6 +219,14 @@ class Fleet:
     def read_health(self, provider: str) -> HealthRecord:
         return parse_health(self.redis.hgetall(self.keys.health(provider)))
 
+    @translated("read health")
+    def read_healths(self, providers: list[str]) -> dict[str, HealthRecord]:
+        """Several providers' health in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for provider in providers:
+            pipe.hgetall(self.keys.health(provider))
+        return {p: parse_health(raw) for p, raw in zip(providers, pipe.execute(), strict=True)}
+
     @translated("read stats")
     def read_stats(self, provider: str) -> ProviderStats:
         return parse_stats(self.redis.hgetall(self.keys.stats(provider)))

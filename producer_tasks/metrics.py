@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producer_tasks.fleet import Fleet, redis_errors
+from producer_tasks.fleet import Fleet, parse_stats, redis_errors
 from producer_tasks.settings import PROVIDERS
 from producer_tasks.status import snapshot
 
@@ -46,7 +46,7 @@ def _provider_metrics(out: _Exposition, fleet: Fleet, provider: str) -> None:
         raw = fleet.redis.hgetall(fleet.keys.stats(provider))
     if not raw:
         return
-    stats = fleet.read_stats(provider)
+    stats = parse_stats(raw)
     p = {"provider": provider}
     out.add("producer_requests_total", "counter", "Provider calls made by cycles", stats.total_requests, p)
     out.add(
