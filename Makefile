@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TOPIC ?= cheeses of the world
 COUNT ?= 200
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-unit test-redis lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,13 @@ lint: setup
 
 test: lint
 	$(BIN)/pytest
+
+# The fast layers alone: no Redis (seconds), then a real redis-server in eager mode.
+test-unit: setup
+	$(BIN)/pytest tests/unit
+
+test-redis: setup
+	$(BIN)/pytest tests/redis
 
 bench: setup
 	$(BIN)/python -m bench

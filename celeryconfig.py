@@ -35,7 +35,7 @@ task_reject_on_worker_lost = True
 task_acks_on_failure = True
 task_acks_on_timeout = True
 worker_prefetch_multiplier = 1
-task_routes = ("producer_tasks.routing.route_by_provider",)
+task_routes = ("producer_tasks.worker.routing.route_by_provider",)
 task_create_missing_queues = True
 task_default_queue = "mock"
 
@@ -48,7 +48,7 @@ task_send_sent_event = False
 timezone = "UTC"
 enable_utc = True
 
-beat_scheduler = "producer_tasks.beat:FleetScheduler"
+beat_scheduler = "producer_tasks.worker.beat:FleetScheduler"
 beat_schedule = {
     f"health-check-{provider}": {
         "task": "producer.health_check",

@@ -11,14 +11,14 @@ from __future__ import annotations
 import random
 
 from bench.report import write_section
-from orchestrator_bridge import normalize
-from producer_tasks import control, lanes
-from producer_tasks.cycle import Runtime, run_cycle
-from producer_tasks.embedded import EmbeddedRedis
-from producer_tasks.fleet import Fleet
-from producer_tasks.providers import Clients
+from orchestrator_bridge.cli.embedded import EmbeddedRedis
+from producer_tasks.bloomhash import normalize
+from producer_tasks.generation.cycle import run_cycle
 from producer_tasks.records import BatchRecord
+from producer_tasks.runtime import Runtime
 from producer_tasks.settings import load_settings
+from producer_tasks.state import control
+from producer_tasks.state.fleet import Fleet
 from tests.conftest import RecordingDispatcher, provider_env
 from tests.fakellm import FakeLLM
 
@@ -41,13 +41,7 @@ def measure(redis_url: str, fake: FakeLLM, selection: str) -> dict[str, float]:
     fleet.redis.flushall()
     fake.requests.clear()
     dispatcher = RecordingDispatcher()
-    runtime = Runtime(
-        settings=settings,
-        fleet=fleet,
-        clients=Clients(settings),
-        dispatcher=dispatcher,
-        rng=random.Random(11),
-    )
+    runtime = Runtime.create(settings, dispatcher, fleet=fleet, rng=random.Random(11))
     fleet.heartbeat("bench@local", ["openai", "anthropic"])
     result = control.start_topic(
         fleet,
@@ -60,15 +54,11 @@ def measure(redis_url: str, fake: FakeLLM, selection: str) -> dict[str, float]:
         batch_size=10,
     )
     assert result.accepted, result.reason
-    lanes.reconcile(
-        fleet, dispatcher, queued_timeout_ms=60_000, adaptive=selection == "adaptive", rng=runtime.rng
-    )
+    runtime.lanes.reconcile()
     while fake.count(kind="/chat/completions") + fake.count(kind="/messages") < REQUESTS:
         if not dispatcher.sent:
             fleet.heartbeat("bench@local", ["openai", "anthropic"])
-            lanes.reconcile(
-                fleet, dispatcher, queued_timeout_ms=60_000, adaptive=selection == "adaptive", rng=runtime.rng
-            )
+            runtime.lanes.reconcile()
             continue
         run_cycle(runtime, worker="bench@local", **dispatcher.sent.pop(0))
     entries = fleet.redis.xrange(fleet.keys.batches)

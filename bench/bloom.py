@@ -17,11 +17,12 @@ from pathlib import Path
 import redis
 
 from bench.report import write_section
-from orchestrator_bridge.bloomwire import bit_indices
-from producer_tasks import bloom
-from producer_tasks.embedded import EmbeddedRedis
-from producer_tasks.fleet import CommandCall, Fleet
+from orchestrator_bridge.cli.embedded import EmbeddedRedis
+from producer_tasks.bloomhash import bit_indices
 from producer_tasks.settings import load_settings
+from producer_tasks.state import bloom
+from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.scripts import CommandCall
 from tests.harness import dedup_run
 
 BATCH = 20

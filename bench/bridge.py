@@ -14,15 +14,15 @@ import sys
 import time
 
 from bench.report import write_section
-from orchestrator_bridge import codec
-from orchestrator_bridge.bridge import Bridge, batch_message
-from orchestrator_bridge.framing import frame
-from orchestrator_bridge.messages import ProviderStatus
-from producer_tasks import control, stream
-from producer_tasks.embedded import EmbeddedRedis, free_port
-from producer_tasks.fleet import Fleet
-from producer_tasks.records import BatchRecord, MetadataRecord
+from orchestrator_bridge.bridge import Bridge
+from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
+from orchestrator_bridge.convert import batch_message
+from orchestrator_bridge.protocol import codec
+from orchestrator_bridge.protocol.framing import frame
+from producer_tasks.records import BatchRecord, MetadataRecord, ProviderStatus
 from producer_tasks.settings import load_settings
+from producer_tasks.state import control, stream
+from producer_tasks.state.fleet import Fleet
 
 BATCHES = 5000
 SINK = """

@@ -21,11 +21,11 @@ from pathlib import Path
 import openai
 
 from bench.report import write_section
-from producer_tasks import control
-from producer_tasks.embedded import EmbeddedRedis, free_port
-from producer_tasks.fleet import Fleet
-from producer_tasks.parsing import parse_response
+from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
+from producer_tasks.generation.parsing import parse_response
 from producer_tasks.settings import load_settings
+from producer_tasks.state import control
+from producer_tasks.state.fleet import Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY_MS = 200

@@ -1,42 +1,25 @@
-"""Errors of the bridge package.
+"""Errors of the ``orchestrator_bridge`` package: one root, ``BridgeError``.
 
-::
-
-    BridgeError                      root of everything this package raises
-    ├── ProtocolError                a frame or payload does not follow protocol.md
-    │   ├── DecodeError              one payload is not exactly one ProducerMessage
-    │   ├── EncodeError              a value cannot be represented on the wire
-    │   └── FrameTooLargeError       a length prefix above the configured maximum
-    └── ConnectionClosedError        the peer closed the connection (mid-frame or between)
+The tree is defined in the protocol leaf (``orchestrator_bridge.protocol.errors``) so
+that the protocol imports nothing else; this module is where the rest of the package
+takes them from. Errors of the fleet (``producer_tasks.errors.ProducerError``) that the
+bridge meets are translated or reported where they enter.
 """
 
-from __future__ import annotations
+from orchestrator_bridge.protocol.errors import (
+    BridgeError,
+    ConnectionClosedError,
+    DecodeError,
+    EncodeError,
+    FrameTooLargeError,
+    ProtocolError,
+)
 
-
-class BridgeError(Exception):
-    """Root of every error raised by ``orchestrator_bridge``."""
-
-
-class ProtocolError(BridgeError):
-    """A frame or payload does not follow the wire protocol."""
-
-
-class DecodeError(ProtocolError):
-    """A payload is not exactly one valid ProducerMessage (that one frame is bad)."""
-
-
-class EncodeError(ProtocolError):
-    """A value cannot be encoded (out of range for its wire type)."""
-
-
-class FrameTooLargeError(ProtocolError):
-    """A length prefix exceeds the maximum frame size (the connection must be closed)."""
-
-    def __init__(self, length: int, maximum: int) -> None:
-        super().__init__(f"frame length {length} bytes exceeds the maximum of {maximum} bytes")
-        self.length = length
-        self.maximum = maximum
-
-
-class ConnectionClosedError(BridgeError):
-    """The peer closed the connection."""
+__all__ = [
+    "BridgeError",
+    "ConnectionClosedError",
+    "DecodeError",
+    "EncodeError",
+    "FrameTooLargeError",
+    "ProtocolError",
+]

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator_bridge import codec
-from orchestrator_bridge.bloomwire import BloomFilter, normalize
+from orchestrator_bridge.convert import filter_to_wire
 from orchestrator_bridge.errors import BridgeError, ProtocolError
-from orchestrator_bridge.framing import DEFAULT_MAX_FRAME_BYTES, frame, read_frame
-from orchestrator_bridge.messages import (
+from orchestrator_bridge.protocol import codec
+from orchestrator_bridge.protocol.framing import DEFAULT_MAX_FRAME_BYTES, frame, read_frame
+from orchestrator_bridge.protocol.messages import (
     AttributeBatch,
     ErrorStatus,
     GenerationConfig,
@@ -34,6 +34,7 @@ from orchestrator_bridge.messages import (
     Stop,
     UpdateConfiguration,
 )
+from producer_tasks.bloomhash import BloomFilter, normalize
 
 log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "List {batch_size} distinct {topic}. Only the names, one per line."
@@ -268,7 +269,7 @@ class ReferenceOrchestrator:
         interval = self.options.bloom_interval_s or 5.0
         while True:
             await asyncio.sleep(interval)
-            payload = self.bloom.to_wire().encode()
+            payload = filter_to_wire(self.bloom).encode()
             writer.write(frame(codec.encode(UpdateConfiguration(bloom_filter=payload))))
             await writer.drain()
             log.info("sent a bloom filter of %d items (%d bytes)", self.bloom.items, len(payload))

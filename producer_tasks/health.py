@@ -1,6 +1,6 @@
-"""Health rules as pure functions (storage in Redis lives in ``fleetstate``).
+"""Health rules as pure functions (stored in Redis by ``state/outcomes.py`` and its Lua script).
 
-The seed's rules: a success resets the failure count and makes the provider Healthy;
+The rules: a success resets the failure count and makes the provider Healthy;
 each failure counts; ``unhealthy_after`` (3) consecutive failures make it Unhealthy
 (fewer: Degraded). The average response time is the mean over successful calls.
 A 429 sets a fleet-wide cooldown until its Retry-After (or the backoff) has passed; it
@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import random
 
-from orchestrator_bridge.messages import ProviderStatus
-from producer_tasks.records import HealthRecord
+from producer_tasks.records import HealthRecord, ProviderStatus
 
 
 def record_success(health: HealthRecord, *, now_ms: int, response_ms: float) -> HealthRecord:

@@ -1,28 +1,32 @@
-"""Generation lanes: the fleet-wide target of cycles in flight, kept by reconcile.
+"""Generation lanes: the fleet-wide target of cycles in flight, and every rule about them.
 
 The fleet runs ``concurrency`` lanes. Each lane is a chain of cycle tasks: a finished
-cycle dispatches the lane's next cycle (``dispatch``), with a fresh token; only the task
+cycle dispatches the lane's next cycle (``Lanes.next``) with a fresh token; only the task
 holding a lane's current token may run, so a duplicate or a restored message of a lost
-worker is a cheap no-op. ``reconcile`` (run about every second by one worker, under a
-lock) re-dispatches lanes that are missing, whose worker stopped heart-beating, that
-waited long enough (backlog drained, provider back, backoff over), or whose message was
-lost between the lane update and the send.
+worker is a cheap no-op. A lane is QUEUED (message sent), RESERVED (a worker took it),
+RUNNING (allowed to spend tokens) or WAITING (backlog, no provider, rate limit, backoff).
+
+``Lanes.reconcile`` is the one entry point for everyone who restores lanes (a worker's
+heartbeat under the fleet-wide lock, the bridge after a control message): it
+re-dispatches lanes that are missing, whose worker stopped heart-beating, that waited
+long enough, or whose message was lost between the lane update and the send.
+The storage (Lua compare-and-set scripts) is ``producer_tasks.state``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from producer_tasks import health
+from producer_tasks.clock import now_ms
 from producer_tasks.errors import NoUsableProviderError
-from producer_tasks.fleet import Fleet, FleetView, now_ms, redis_errors
 from producer_tasks.records import LaneRecord, LaneStatus, Phase
 from producer_tasks.selection import adaptive_weights, effective_weight, weighted_choice
-from producer_tasks.settings import PROVIDERS
+from producer_tasks.settings import PROVIDERS, Settings
+from producer_tasks.state.fleet import Fleet, FleetView
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +34,17 @@ WAIT_BACKLOG = "backlog full"
 WAIT_NO_PROVIDER = "no usable provider"
 WAIT_RATE_LIMIT = "rate limited"
 WAIT_BACKOFF = "backoff"
+NO_PROVIDER_PAUSE_MS = 1000
+BUSY = (LaneStatus.RESERVED, LaneStatus.RUNNING)
 
 
 class Dispatcher(Protocol):
     """Sends one cycle message to a provider's queue."""
 
     def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None: ...
+
+
+# --- selection over a snapshot (pure) ---------------------------------------------------
 
 
 def eligible_providers(view: FleetView) -> list[str]:
@@ -81,97 +90,16 @@ def choose_provider(view: FleetView, *, adaptive: bool = False, rng: random.Rand
     return weighted_choice(eligible, selection_weights(view, adaptive=adaptive), rng=rng)
 
 
-def assign(
-    fleet: Fleet, *, lane: int, expected: str, provider: str, epoch: int, failures: int = -1
-) -> str | None:
-    """Give the lane a new token (compare-and-set on ``expected``); the token, or None."""
-    token = uuid.uuid4().hex
-    done = fleet.script(
-        "assign",
-        [fleet.keys.state, fleet.keys.lanes],
-        [lane, expected, token, provider, epoch, now_ms(), failures],
-    )
-    return token if done == 1 else None
+def queued_timeout_ms(settings: Settings) -> int:
+    """How long a QUEUED lane may wait for a worker before its message counts as lost."""
+    return round(max(60.0, 3 * settings.request_timeout_s) * 1000)
 
 
-def transition(
-    fleet: Fleet,
-    *,
-    lane: int,
-    token: str,
-    status: LaneStatus,
-    worker: str = "",
-    until_ms: int = 0,
-    reason: str = "",
-    failures: int = -1,
-    epoch: int | None = None,
-) -> int:
-    """1 done; 0 the producer stopped or the topic changed (lane released); -1 stale token."""
-    return int(
-        fleet.script(
-            "transition",
-            [fleet.keys.state, fleet.keys.lanes],
-            [
-                lane,
-                token,
-                status.value,
-                worker,
-                now_ms(),
-                until_ms,
-                reason,
-                failures,
-                "" if epoch is None else epoch,
-            ],
-        )
-    )
-
-
-def dispatch(
-    fleet: Fleet,
-    dispatcher: Dispatcher,
-    view: FleetView,
-    *,
-    lane: int,
-    expected: str,
-    failures: int = -1,
-    adaptive: bool = False,
-    rng: random.Random | None = None,
-) -> bool:
-    """Choose a provider and send the lane's next cycle. False when nothing was sent."""
-    try:
-        provider = choose_provider(view, adaptive=adaptive, rng=rng)
-    except NoUsableProviderError as exc:
-        if expected:
-            transition(
-                fleet,
-                lane=lane,
-                token=expected,
-                status=LaneStatus.WAITING,
-                until_ms=view.now_ms + 1000,
-                reason=f"{WAIT_NO_PROVIDER}: {exc}",
-            )
-        return False
-    token = assign(
-        fleet, lane=lane, expected=expected, provider=provider, epoch=view.state.epoch, failures=failures
-    )
-    if token is None:
-        return False
-    dispatcher.send(provider=provider, epoch=view.state.epoch, lane=lane, token=token)
-    return True
-
-
-def release(fleet: Fleet, *, lane: int, token: str) -> None:
-    """Remove the lane if ``token`` is current (stopped, topic changed, concurrency lowered).
-
-    This is the assign script's release path (an epoch that never matches): when the
-    producer is stopping and no lane is busy any more, the phase becomes Stopped.
-    """
-    assign(fleet, lane=lane, expected=token, provider="", epoch=-1)
-
-
-def settle_stop(fleet: Fleet) -> None:
-    """Stopping with no lane left: become Stopped."""
-    release(fleet, lane=-1, token="")
+def backlog_full(view: FleetView) -> str | None:
+    """The waiting reason when the stream holds too many batches, else None."""
+    if view.backlog >= view.state.max_backlog:
+        return f"{WAIT_BACKLOG} ({view.backlog} >= {view.state.max_backlog})"
+    return None
 
 
 @dataclass
@@ -180,71 +108,145 @@ class ReconcileReport:
     released: list[int] = field(default_factory=list)
 
 
-def _lost(lane: LaneRecord, view: FleetView, live_workers: set[str], queued_timeout_ms: int) -> bool:
-    if lane.status in (LaneStatus.RESERVED, LaneStatus.RUNNING):
-        return lane.worker not in live_workers
-    if lane.status is LaneStatus.QUEUED:
-        return view.now_ms - lane.since_ms > queued_timeout_ms
-    return False
+class Lanes:
+    """Lane transitions of one process: dispatch, park, release, reconcile."""
 
+    def __init__(
+        self, fleet: Fleet, dispatcher: Dispatcher, settings: Settings, *, rng: random.Random | None = None
+    ) -> None:
+        self.fleet = fleet
+        self.dispatcher = dispatcher
+        self.adaptive = settings.selection == "adaptive"
+        self.queued_timeout_ms = queued_timeout_ms(settings)
+        self.rng = rng or random.Random()
 
-def _ready(lane: LaneRecord, view: FleetView) -> bool:
-    """A waiting lane whose reason has cleared."""
-    if lane.status is not LaneStatus.WAITING or lane.until_ms > view.now_ms:
+    # --- one lane ---------------------------------------------------------------------
+    def dispatch(self, view: FleetView, *, lane: int, expected: str, failures: int = -1) -> bool:
+        """Choose a provider and send the lane's next cycle. False when nothing was sent."""
+        try:
+            provider = choose_provider(view, adaptive=self.adaptive, rng=self.rng)
+        except NoUsableProviderError as exc:
+            if expected:
+                self.fleet.transition(
+                    lane=lane,
+                    token=expected,
+                    status=LaneStatus.WAITING,
+                    until_ms=view.now_ms + NO_PROVIDER_PAUSE_MS,
+                    reason=f"{WAIT_NO_PROVIDER}: {exc}",
+                )
+            return False
+        return self.send(
+            lane=lane, expected=expected, provider=provider, epoch=view.state.epoch, failures=failures
+        )
+
+    def send(self, *, lane: int, expected: str, provider: str, epoch: int, failures: int = -1) -> bool:
+        """Give the lane a new token on ``provider`` and send its message."""
+        token = self.fleet.assign(
+            lane=lane, expected=expected, provider=provider, epoch=epoch, failures=failures
+        )
+        if token is None:
+            return False
+        self.dispatcher.send(provider=provider, epoch=epoch, lane=lane, token=token)
+        return True
+
+    def mark_reserved(self, *, lane: int, token: str, worker: str) -> None:
+        """A worker took the lane's message: the lane is now that worker's to lose."""
+        self.fleet.transition(lane=lane, token=token, status=LaneStatus.RESERVED, worker=worker)
+
+    def claim(self, *, lane: int, token: str, worker: str, epoch: int) -> int:
+        """RUNNING: the moment a cycle may spend tokens (1; 0 stopped/new topic; -1 stale)."""
+        return self.fleet.transition(
+            lane=lane, token=token, status=LaneStatus.RUNNING, worker=worker, epoch=epoch
+        )
+
+    def park(self, *, lane: int, token: str, reason: str, wait_ms: int, failures: int = -1) -> bool:
+        """WAITING until ``wait_ms`` from now; False when the producer stopped (lane released)."""
+        done = self.fleet.transition(
+            lane=lane,
+            token=token,
+            status=LaneStatus.WAITING,
+            until_ms=now_ms() + wait_ms,
+            reason=reason,
+            failures=failures,
+        )
+        return done == 1
+
+    def release(self, *, lane: int, token: str) -> None:
+        """Remove the lane if ``token`` is current (stopped, topic changed, concurrency lowered).
+
+        This is the assign script's release path (an epoch that never matches): when the
+        producer is stopping and no lane is busy any more, the phase becomes Stopped.
+        """
+        self.fleet.assign(lane=lane, expected=token, provider="", epoch=-1)
+
+    def settle_stop(self) -> None:
+        """Stopping with no lane left: become Stopped."""
+        self.release(lane=-1, token="")
+
+    def next(self, view: FleetView, *, lane: int, token: str) -> None:
+        """After a cycle: dispatch the lane's next one, park it (backlog), or release it.
+
+        ``view`` is the one read before the call: the assign script re-checks the phase and
+        the epoch atomically, and the next cycle's preflight re-checks backlog and health,
+        so a slightly old view costs nothing but saves a round trip per cycle.
+        """
+        if view.state.phase is not Phase.RUNNING or lane >= view.state.concurrency:
+            self.release(lane=lane, token=token)
+            return
+        full = backlog_full(view)
+        if full is not None:
+            self.park(lane=lane, token=token, reason=full, wait_ms=0, failures=0)
+            return
+        self.dispatch(view, lane=lane, expected=token, failures=0)
+
+    # --- the whole fleet --------------------------------------------------------------
+    def reconcile(self) -> ReconcileReport:
+        """Restore the fleet's lanes (idempotent: compare-and-set on every lane)."""
+        fleet = self.fleet
+        report = ReconcileReport()
+        view = fleet.view(with_stats=self.adaptive)
+        state = view.state
+        live = fleet.live_workers()
+        if state.phase is Phase.STOPPING:
+            for index, held in view.lanes.items():
+                if held.status not in BUSY or held.worker not in live:
+                    self.release(lane=index, token=held.token)
+                    report.released.append(index)
+            if not view.lanes:
+                self.settle_stop()
+            return report
+        if state.phase is not Phase.RUNNING:
+            return report
+        for index in range(state.concurrency):
+            current = view.lanes.get(index)
+            if current is not None and not (self._lost(current, view, live) or self._ready(current, view)):
+                continue
+            if self.dispatch(view, lane=index, expected=current.token if current else ""):
+                report.dispatched.append(index)
+        extra = [
+            index
+            for index, lane in view.lanes.items()
+            if index >= state.concurrency and lane.status in (LaneStatus.WAITING, LaneStatus.QUEUED)
+        ]
+        if extra:  # concurrency was lowered: their messages become stale
+            fleet.drop_lanes(extra)
+            report.released.extend(extra)
+        if report.dispatched:
+            log.info("reconcile dispatched lanes %s", report.dispatched)
+        return report
+
+    def _lost(self, lane: LaneRecord, view: FleetView, live_workers: set[str]) -> bool:
+        if lane.status in BUSY:
+            return lane.worker not in live_workers
+        if lane.status is LaneStatus.QUEUED:
+            return view.now_ms - lane.since_ms > self.queued_timeout_ms
         return False
-    if lane.reason.startswith(WAIT_BACKLOG):
-        return view.backlog < view.state.max_backlog
-    return bool(eligible_providers(view))
 
-
-def reconcile(
-    fleet: Fleet,
-    dispatcher: Dispatcher,
-    *,
-    queued_timeout_ms: int,
-    adaptive: bool = False,
-    rng: random.Random | None = None,
-) -> ReconcileReport:
-    """Restore the fleet's lanes (idempotent: compare-and-set on every lane)."""
-    report = ReconcileReport()
-    view = fleet.view(with_stats=adaptive)
-    state = view.state
-    live = fleet.live_workers()
-    if state.phase is Phase.STOPPING:
-        for index, held in view.lanes.items():
-            if held.status not in (LaneStatus.RESERVED, LaneStatus.RUNNING) or held.worker not in live:
-                release(fleet, lane=index, token=held.token)
-                report.released.append(index)
-        if not view.lanes:
-            settle_stop(fleet)
-        return report
-    if state.phase is not Phase.RUNNING:
-        return report
-    for index in range(state.concurrency):
-        current = view.lanes.get(index)
-        if current is not None and not (
-            _lost(current, view, live, queued_timeout_ms) or _ready(current, view)
-        ):
-            continue
-        if dispatch(
-            fleet,
-            dispatcher,
-            view,
-            lane=index,
-            expected=current.token if current else "",
-            adaptive=adaptive,
-            rng=rng,
-        ):
-            report.dispatched.append(index)
-    extra = [
-        str(index)
-        for index, lane in view.lanes.items()
-        if index >= state.concurrency and lane.status in (LaneStatus.WAITING, LaneStatus.QUEUED)
-    ]
-    if extra:  # concurrency was lowered: their messages become stale
-        with redis_errors("release lanes"):
-            fleet.redis.hdel(fleet.keys.lanes, *extra)
-        report.released.extend(int(i) for i in extra)
-    if report.dispatched:
-        log.info("reconcile dispatched lanes %s", report.dispatched)
-    return report
+    @staticmethod
+    def _ready(lane: LaneRecord, view: FleetView) -> bool:
+        """A waiting lane whose reason has cleared."""
+        if lane.status is not LaneStatus.WAITING or lane.until_ms > view.now_ms:
+            return False
+        if lane.reason.startswith(WAIT_BACKLOG):
+            return view.backlog < view.state.max_backlog
+        return bool(eligible_providers(view))

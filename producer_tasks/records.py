@@ -6,13 +6,14 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator_bridge.messages import (
-    Duration,
-    GenerationMetadata,
-    ProviderHealth,
-    ProviderStatus,
-    Timestamp,
-)
+
+class ProviderStatus(StrEnum):
+    """A provider's fleet-wide health (the bridge maps it onto the wire's enum by value)."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
 
 
 class Record(BaseModel):
@@ -20,7 +21,7 @@ class Record(BaseModel):
 
 
 class LLMResponse(Record):
-    """One provider answer (the seed's LLMResponse)."""
+    """One provider answer."""
 
     content: str
     prompt_tokens: int = Field(ge=0)
@@ -34,7 +35,7 @@ class LLMResponse(Record):
 
 
 class HealthRecord(Record):
-    """Fleet-wide health of one provider (the seed's ProviderHealth, in Redis)."""
+    """Fleet-wide health of one provider (kept in Redis; the wire's ProviderHealth)."""
 
     consecutive_failures: int = 0
     last_success_ms: int | None = None
@@ -49,22 +50,9 @@ class HealthRecord(Record):
     def average_response_ms(self) -> float:
         return self.total_response_ms / self.successes if self.successes else 0.0
 
-    def to_wire(self) -> ProviderHealth:
-        return ProviderHealth(
-            consecutive_failures=min(self.consecutive_failures, 0xFFFF_FFFF),
-            last_success=None
-            if self.last_success_ms is None
-            else Timestamp.from_unix_ms(self.last_success_ms),
-            last_failure=None
-            if self.last_failure_ms is None
-            else Timestamp.from_unix_ms(self.last_failure_ms),
-            average_response_time=Duration.from_ms(self.average_response_ms),
-            current_status=self.status,
-        )
-
 
 class ProviderStats(Record):
-    """Fleet-wide counters of one provider (the seed's ProviderStats)."""
+    """Fleet-wide counters of one provider."""
 
     total_requests: int = 0
     successful_requests: int = 0
@@ -77,6 +65,7 @@ class ProviderStats(Record):
     last_used_ms: int | None = None
     ema_success: float = 1.0  # moving average of successful calls
     ema_novelty: float = 1.0  # moving average of unique / candidates per batch
+    latency_buckets: dict[str, int] = Field(default_factory=dict)  # le (ms or "inf") -> successful calls
 
     @property
     def tokens_used(self) -> int:
@@ -88,7 +77,7 @@ class ProviderStats(Record):
 
 
 class GenerationAttempt(Record):
-    """One generation cycle, kept in a bounded history (the seed's GenerationAttempt)."""
+    """One generation cycle, kept in a bounded history."""
 
     timestamp_ms: int
     provider_used: str
@@ -117,16 +106,6 @@ class MetadataRecord(Record):
     prompt_tokens: int
     completion_tokens: int
     provider_status: ProviderStatus
-
-    def to_wire(self) -> GenerationMetadata:
-        cap = 0xFFFF_FFFF
-        return GenerationMetadata(
-            response_time_ms=self.response_time_ms,
-            tokens_used=min(self.prompt_tokens + self.completion_tokens, cap),
-            prompt_tokens=min(self.prompt_tokens, cap),
-            completion_tokens=min(self.completion_tokens, cap),
-            provider_status=self.provider_status,
-        )
 
 
 class BloomCounts(Record):

@@ -1,56 +1,52 @@
-"""The per-process runtime of a worker: settings, Redis, SDK clients, dispatcher."""
+"""What a worker process needs to run cycles: settings, Redis, SDK clients, lanes.
+
+Created once per process (``producer_tasks.worker.current``) or by a test; holds no
+fleet state of its own (that is all in Redis).
+"""
 
 from __future__ import annotations
 
 import random
-import threading
-from typing import Any
+from dataclasses import dataclass
 
-from producer_tasks.cycle import Runtime
-from producer_tasks.fleet import Fleet
-from producer_tasks.providers import Clients
-from producer_tasks.routing import CYCLE_TASK
-from producer_tasks.settings import get_settings
-
-_lock = threading.Lock()
-_runtime: Runtime | None = None
+from producer_tasks.generation.providers import Clients
+from producer_tasks.lanes import Dispatcher, Lanes
+from producer_tasks.settings import Settings
+from producer_tasks.state.fleet import Fleet
 
 
-class CeleryDispatcher:
-    """Sends cycle messages through the Celery app (task id = the lane's token)."""
+@dataclass
+class Runtime:
+    settings: Settings
+    fleet: Fleet
+    clients: Clients
+    lanes: Lanes
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None:
-        self.app.send_task(
-            CYCLE_TASK,
-            kwargs={"provider": provider, "epoch": epoch, "lane": lane, "token": token},
-            queue=provider,
-            task_id=token,
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        *,
+        fleet: Fleet | None = None,
+        rng: random.Random | None = None,
+    ) -> Runtime:
+        fleet = fleet or Fleet.from_settings(settings)
+        return cls(
+            settings=settings,
+            fleet=fleet,
+            clients=Clients(settings),
+            lanes=Lanes(fleet, dispatcher, settings, rng=rng),
         )
 
+    @property
+    def rng(self) -> random.Random:
+        return self.lanes.rng
 
-def get_runtime() -> Runtime:
-    """The process's runtime, created on first use."""
-    global _runtime
-    with _lock:
-        if _runtime is None:
-            from producer_tasks.app import app
+    @property
+    def adaptive(self) -> bool:
+        return self.lanes.adaptive
 
-            settings = get_settings()
-            _runtime = Runtime(
-                settings=settings,
-                fleet=Fleet.from_settings(settings),
-                clients=Clients(settings),
-                dispatcher=CeleryDispatcher(app),
-                rng=random.Random(),
-            )
-        return _runtime
-
-
-def set_runtime(runtime: Runtime | None) -> None:
-    """Replace the runtime (tests; a forked child process starts with none)."""
-    global _runtime
-    with _lock:
-        _runtime = runtime
+    def close(self) -> None:
+        self.clients.close()
+        self.fleet.close()

@@ -1,8 +1,8 @@
-"""Provider selection: the seed's weighted random choice, as pure functions.
+"""Provider selection: weighted random choice, as pure functions.
 
 Only providers that are eligible (configured, usable, served by a worker) are passed in.
 Weights that are zero, negative or not finite count as zero; when every eligible
-provider's weight is zero the choice is uniform (the seed's fallback).
+provider's weight is zero the choice is uniform (so a fleet never stalls on weights alone).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Typed settings, read once from the environment.
 
-Names are fixed by DESIGN.md: ``REDIS_URL``, ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``,
-``PRODUCER_ID``, ``ORCHESTRATOR_ADDR``, ``OPENAI_*``, ``ANTHROPIC_*``; everything else is
-``PRODUCER_<FIELD>``. An unknown ``PRODUCER_*`` variable is an error (a typo must not be
+Names are part of the public interface (README): ``REDIS_URL``, ``CELERY_BROKER_URL``,
+``CELERY_RESULT_BACKEND``, ``PRODUCER_ID``, ``ORCHESTRATOR_ADDR``, ``OPENAI_*``, ``ANTHROPIC_*``;
+everything else is ``PRODUCER_<FIELD>``. An unknown ``PRODUCER_*`` variable is an error (a typo must not be
 silently ignored), and so is any invalid value; the error names the variable.
 """
 
@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    # --- fixed names (DESIGN.md) ------------------------------------------------------
+    # --- fixed names (README) -----------------------------------------------------------
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=_alias("REDIS_URL"),
@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         return self.celery_result_backend or self.redis_url
 
     def is_configured(self, provider: str) -> bool:
-        """The seed's ``is_provider_configured``: a key is set (mock: always)."""
+        """A provider is configured when its key is set (mock: always)."""
         if provider == "openai":
             return self.openai_api_key is not None
         if provider == "anthropic":

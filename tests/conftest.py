@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from producer_tasks.cycle import Runtime
-from producer_tasks.embedded import EmbeddedRedis
-from producer_tasks.fleet import Fleet
-from producer_tasks.providers import Clients
-from producer_tasks.runtime import set_runtime
+from orchestrator_bridge.cli.embedded import EmbeddedRedis
+from producer_tasks.runtime import Runtime
 from producer_tasks.settings import Settings, load_settings
+from producer_tasks.state.fleet import Fleet
+from producer_tasks.worker.current import set_runtime
 from tests.fakellm import API_KEY, FakeLLM
 
 _to_close: list[Callable[[], None]] = []
@@ -88,13 +87,7 @@ class RecordingDispatcher:
 def make_runtime(redis_url: str, **env: str) -> tuple[Runtime, RecordingDispatcher]:
     settings: Settings = load_settings({"REDIS_URL": redis_url, "PRODUCER_MOCK_LATENCY_MS": "0", **env})
     dispatcher = RecordingDispatcher()
-    runtime = Runtime(
-        settings=settings,
-        fleet=open_fleet(settings),
-        clients=Clients(settings),
-        dispatcher=dispatcher,
-        rng=random.Random(42),
-    )
+    runtime = Runtime.create(settings, dispatcher, fleet=open_fleet(settings), rng=random.Random(42))
     _to_close.append(runtime.clients.close)
     return runtime, dispatcher
 

@@ -141,8 +141,8 @@ def dedup_run(
 
     import redis
 
-    from orchestrator_bridge import normalize
-    from producer_tasks.embedded import free_port
+    from orchestrator_bridge.cli.embedded import free_port
+    from producer_tasks.bloomhash import normalize
 
     with redis.Redis.from_url(redis_url) as client:
         client.flushall()

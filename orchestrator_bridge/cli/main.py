@@ -1,0 +1,155 @@
+"""The ``producer`` console script: ``run``, ``bridge``, ``orchestrator``, ``status``.
+
+This entry module is light (argument parsing only): each command's module is imported
+when that command runs, so ``producer --help`` loads neither Celery nor the SDKs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import cast
+
+from producer_tasks.errors import ConfigurationError, ProducerError
+from producer_tasks.settings import parse_addr
+
+log = logging.getLogger("producer")
+# command -> "module:function" (the public interface, README); imported when run
+COMMANDS = {
+    "run": "orchestrator_bridge.cli.run:run_command",
+    "bridge": "orchestrator_bridge.cli.processes:run_bridge",
+    "orchestrator": "orchestrator_bridge.cli.processes:run_orchestrator",
+    "status": "orchestrator_bridge.cli.status:run_status",
+}
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def weight(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not provider=weight (e.g. openai=2)") from None
+
+
+def address(text: str) -> tuple[str, int]:
+    try:
+        return parse_addr(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def add_topic_options(parser: argparse.ArgumentParser, *, topic_required: bool = True) -> None:
+    parser.add_argument("--topic", required=topic_required, help="what to generate attributes for")
+    parser.add_argument("--prompt", help="prompt template; {topic} and {batch_size} are substituted")
+    parser.add_argument(
+        "--weight",
+        type=weight,
+        action="append",
+        default=[],
+        metavar="PROVIDER=W",
+        help="provider weight, repeatable (default: every provider in use, equally)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=20)
+    parser.add_argument("--max-tokens", type=positive_int, default=1024)
+    parser.add_argument("--temperature", type=float, default=0.9)
+    parser.add_argument("--count", type=positive_int, help="stop after N unique attributes")
+    parser.add_argument("--duration", type=positive_float, help="stop after S seconds")
+    parser.add_argument("--output", type=Path, help="JSONL file of unique attributes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="producer",
+        description="The distributed attribute producer (Celery workers, bridge, orchestrator).",
+    )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for run)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the whole system locally, in one command")
+    add_topic_options(run, topic_required=False)
+    run.add_argument("--concurrency", type=positive_int, help="generation cycles in flight (fleet-wide)")
+    run.add_argument(
+        "--orchestrator",
+        type=address,
+        metavar="HOST:PORT",
+        help="a real orchestrator (default: the built-in reference orchestrator)",
+    )
+
+    commands.add_parser("bridge", help="run the bridge to the orchestrator (ORCHESTRATOR_ADDR)")
+
+    status = commands.add_parser("status", help="the fleet as Redis sees it")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="refresh every 2 seconds until Ctrl-C")
+
+    orchestrator = commands.add_parser("orchestrator", help="run the reference orchestrator")
+    orchestrator.add_argument("--listen", type=address, default=("127.0.0.1", 7979), metavar="HOST:PORT")
+    add_topic_options(orchestrator)
+    orchestrator.add_argument("--batch-log", type=Path, help="JSONL file of every batch received")
+    orchestrator.add_argument(
+        "--bloom-interval", type=float, default=5.0, help="seconds between bloom filters sent (0: never)"
+    )
+    return parser
+
+
+def command(name: str) -> Callable[[argparse.Namespace], int]:
+    module, _, function = COMMANDS[name].partition(":")
+    return cast(Callable[[argparse.Namespace], int], getattr(importlib.import_module(module), function))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    setup_logging(args.log_level or ("WARNING" if args.command == "run" else "INFO"))
+    try:
+        return command(args.command)(args)
+    except ConfigurationError as exc:
+        print(f"producer: {exc}", file=sys.stderr)
+        return 2
+    except ProducerError as exc:
+        print(f"producer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,68 @@
+"""``producer bridge`` and ``producer orchestrator``: long-running processes with clean stops."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from dataclasses import replace
+
+from orchestrator_bridge.bridge import SHUTDOWN_GRACE_S, Bridge
+from orchestrator_bridge.cli.options import job_options
+from orchestrator_bridge.orchestrator import ReferenceOrchestrator
+from producer_tasks.settings import get_settings
+from producer_tasks.state.fleet import Fleet
+from producer_tasks.worker.app import app
+from producer_tasks.worker.current import CeleryDispatcher
+
+log = logging.getLogger("producer")
+PROGRESS_INTERVAL_S = 2.0
+
+
+def run_bridge(_: argparse.Namespace) -> int:
+    settings = get_settings()
+    bridge = Bridge(settings, Fleet.from_settings(settings), CeleryDispatcher(app))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, bridge.stopping.set)
+        task = asyncio.create_task(bridge.run())
+        await bridge.stopping.wait()
+        log.info("shutting down (at most %.0fs)", SHUTDOWN_GRACE_S)
+        try:
+            await asyncio.wait_for(task, timeout=SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            log.warning("bridge did not finish in time; cancelled")
+
+    log.info("bridge %s -> orchestrator %s", settings.id, settings.orchestrator_addr)
+    asyncio.run(main())
+    return 0
+
+
+def run_orchestrator(args: argparse.Namespace) -> int:
+    options = job_options(args, batch_log=args.batch_log, bloom_interval_s=args.bloom_interval or None)
+    if not options.weights:
+        options = replace(options, weights={"mock": 1.0})
+    orchestrator = ReferenceOrchestrator(options)
+    host, port = args.listen
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            log.info("progress: %s", orchestrator.progress.line())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(orchestrator.run(host, port))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(orchestrator.stop_all()))
+        reporter = asyncio.create_task(report())
+        await task
+        reporter.cancel()
+
+    log.info("reference orchestrator listening on %s:%d for topic %r", host, port, args.topic)
+    asyncio.run(main())
+    log.info("done: %s", orchestrator.progress.line())
+    return 0

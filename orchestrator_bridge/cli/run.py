@@ -1,0 +1,269 @@
+"""``producer run``: the whole system on one machine, in one command.
+
+Without ``REDIS_URL`` it starts an embedded ``redis-server`` on a private Unix socket
+(removed on exit). It starts one Celery worker per provider in use, beat, the bridge and
+(unless ``--orchestrator`` names a real one) the reference orchestrator; shows a live
+progress line; stops cleanly when done or on Ctrl-C, leaving no process or socket
+behind; and ends with a summary table per provider.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
+from orchestrator_bridge.cli.options import job_options
+from orchestrator_bridge.cli.progress import progress_line, summary_table
+from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
+from producer_tasks.errors import ConfigurationError
+from producer_tasks.settings import PROVIDERS, Settings, load_settings
+from producer_tasks.state.fleet import Fleet
+
+log = logging.getLogger(__name__)
+STOP_GRACE_S = 20.0
+
+
+@dataclass
+class RunOptions:
+    job: OrchestratorOptions  # what to ask for (empty weights: the providers in use, equally)
+    concurrency: int | None = None
+    orchestrator: str | None = None  # host:port of a real orchestrator
+
+
+@dataclass
+class Children:
+    """Processes started by ``producer run``; ended by PID, always."""
+
+    log_dir: Path
+    env: dict[str, str]
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str]) -> None:
+        with (self.log_dir / f"{name}.log").open("wb") as out:
+            process = subprocess.Popen(
+                args,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.processes.append((name, process))
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.processes if p.poll() is not None]
+
+    def stop(self, *, timeout_s: float = 15.0) -> None:
+        for _, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", name)
+                process.kill()
+                process.wait(timeout=5)
+
+
+def providers_in_use(settings: Settings, weights: dict[str, float]) -> list[str]:
+    """The providers whose keys are set, else the mock; or those named by --weight."""
+    if weights:
+        unknown = sorted(set(weights) - set(PROVIDERS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown provider(s) in --weight: {', '.join(unknown)} (known: {', '.join(PROVIDERS)})"
+            )
+        missing = sorted(p for p, w in weights.items() if w > 0 and not settings.is_configured(p))
+        if missing:
+            keys = ", ".join(f"{p.upper()}_API_KEY" for p in missing)
+            raise ConfigurationError(f"--weight names {', '.join(missing)} but {keys} is not set")
+        return [p for p in PROVIDERS if weights.get(p, 0) > 0]
+    real = [p for p in ("openai", "anthropic") if settings.is_configured(p)]
+    return real or ["mock"]
+
+
+@contextlib.contextmanager
+def redis_for_run(environ: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The environment's Redis, or an embedded one for the duration of the run."""
+    if environ.get("REDIS_URL"):
+        yield {}
+        return
+    server = EmbeddedRedis(unix_socket=True).start()
+    try:
+        yield {
+            "REDIS_URL": server.url,
+            "CELERY_BROKER_URL": server.broker_url,
+            "CELERY_RESULT_BACKEND": server.broker_url,
+        }
+    finally:
+        server.stop()
+
+
+class LocalRun:
+    def __init__(self, options: RunOptions, environ: dict[str, str] | None = None) -> None:
+        self.options = options
+        self.environ = dict(os.environ if environ is None else environ)
+        self.interrupted = asyncio.Event()
+        self.crashed: list[str] = []
+
+    def child_env(self, extra: dict[str, str], orchestrator_addr: str) -> dict[str, str]:
+        env = {**self.environ, **extra, "ORCHESTRATOR_ADDR": orchestrator_addr, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("PRODUCER_BLOOM_FILTER", "true")  # on by default in producer run
+        if self.options.concurrency:
+            env["PRODUCER_CONCURRENCY"] = str(self.options.concurrency)
+        return env
+
+    def run(self) -> int:
+        settings = load_settings(self.environ)
+        providers = providers_in_use(settings, self.options.job.weights)
+        weights = self.options.job.weights or {p: 1.0 for p in providers}
+        if providers == ["mock"] and not self.options.job.weights:
+            print(
+                "producer: no OPENAI_API_KEY or ANTHROPIC_API_KEY set: using the built-in mock provider",
+                file=sys.stderr,
+            )
+        else:
+            print(f"producer: providers in use: {', '.join(providers)}", file=sys.stderr)
+        log_dir = Path(tempfile.mkdtemp(prefix="producer-run-"))
+        try:
+            with redis_for_run(self.environ) as redis_env:
+                return asyncio.run(self._run(providers, weights, redis_env, log_dir))
+        finally:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+    async def _run(
+        self, providers: list[str], weights: dict[str, float], redis_env: dict[str, str], log_dir: Path
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.interrupted.set)
+        port = free_port()
+        addr = self.options.orchestrator or f"127.0.0.1:{port}"
+        env = self.child_env(redis_env, addr)
+        settings = load_settings({k: v for k, v in env.items()})
+        fleet = Fleet.from_settings(settings)
+        before = {p: fleet.read_stats(p) for p in providers}  # a shared Redis may hold earlier runs
+        orchestrator = None
+        if self.options.orchestrator is None:
+            orchestrator = ReferenceOrchestrator(replace(self.options.job, weights=weights))
+            await orchestrator.serve("127.0.0.1", port)
+        children = Children(log_dir, env)
+        python = sys.executable
+        concurrency = str(max(4, settings.concurrency))
+        for provider in providers:
+            children.start(
+                f"worker-{provider}",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "producer_tasks",
+                    "worker",
+                    "-Q",
+                    provider,
+                    "-P",
+                    "threads",
+                    "-c",
+                    concurrency,
+                    "-n",
+                    f"{provider}-{os.getpid()}@%h",
+                    "--loglevel",
+                    "INFO",
+                ],
+            )
+        children.start("beat", [python, "-m", "celery", "-A", "producer_tasks", "beat", "--loglevel", "INFO"])
+        children.start("bridge", [python, "-m", "orchestrator_bridge"])
+        started = time.monotonic()
+        code = 0
+        try:
+            code = await self._watch(orchestrator, fleet, children, started)
+        finally:
+            if orchestrator is not None:
+                await orchestrator.stop_all()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(orchestrator.finished.wait(), timeout=STOP_GRACE_S)
+            await asyncio.to_thread(children.stop)
+            if orchestrator is not None:
+                await orchestrator.aclose()
+            print(file=sys.stderr)
+            if orchestrator is not None:
+                print(f"done: {orchestrator.progress.line()}", file=sys.stderr)
+                if self.options.job.output is not None:
+                    print(f"unique attributes written to {self.options.job.output}", file=sys.stderr)
+            print(summary_table(fleet, providers, before), file=sys.stderr)
+            if self.crashed:
+                for name in self.crashed:
+                    text = (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
+                    print(f"--- {name} ---\n{text}", file=sys.stderr)
+            fleet.close()
+        return code
+
+    async def _watch(
+        self, orchestrator: ReferenceOrchestrator | None, fleet: Fleet, children: Children, started: float
+    ) -> int:
+        tty = sys.stderr.isatty()
+        last_print = 0.0
+        deadline = started + self.options.job.duration_s if self.options.job.duration_s else None
+        while True:
+            if self.interrupted.is_set():
+                print("\ninterrupted: stopping", file=sys.stderr)
+                return 130
+            if orchestrator is not None and orchestrator.done.is_set():
+                return 0
+            if orchestrator is None and deadline is not None and time.monotonic() > deadline:
+                return 0
+            self.crashed = children.dead()
+            if self.crashed:
+                print(f"\nproducer: {', '.join(self.crashed)} exited unexpectedly", file=sys.stderr)
+                return 1
+            now = time.monotonic()
+            if orchestrator is not None and (tty or now - last_print > 5):
+                line = await asyncio.to_thread(
+                    progress_line, orchestrator.progress, fleet, self.options.job.count, started
+                )
+                print(
+                    ("\r" + line.ljust(100)) if tty else line,
+                    end="" if tty else "\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                last_print = now
+            elif orchestrator is None and now - last_print > 5:
+                counters = await asyncio.to_thread(fleet.read_counters)
+                print(f"{counters.get('attributes_appended', 0)} attributes generated", file=sys.stderr)
+                last_print = now
+            await asyncio.sleep(0.5)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``producer run``: check the options, then run the whole system."""
+    if args.orchestrator is None and not args.topic:
+        print(
+            "producer run: --topic is required (unless --orchestrator names one that sets it)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.orchestrator is None and args.count is None and args.duration is None:
+        print("producer run: give --count N or --duration S (or stop it with Ctrl-C)", file=sys.stderr)
+    options = RunOptions(
+        job=job_options(args),
+        concurrency=args.concurrency,
+        orchestrator=f"{args.orchestrator[0]}:{args.orchestrator[1]}" if args.orchestrator else None,
+    )
+    return LocalRun(options).run()

@@ -1,0 +1,93 @@
+"""``producer status``: the fleet as Redis sees it, as text or JSON (``--watch`` refreshes)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from producer_tasks.settings import get_settings
+from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.status import FleetStatus, snapshot
+
+WATCH_INTERVAL_S = 2.0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    fleet = Fleet.from_settings(get_settings())
+    try:
+        while True:
+            status = snapshot(fleet)
+            text = status.model_dump_json(indent=2) if args.json else render(status)
+            if args.watch and not args.json and sys.stdout.isatty():
+                print("\033[2J\033[H", end="")
+            print(text, flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(WATCH_INTERVAL_S)
+    finally:
+        fleet.close()
+
+
+def render(status: FleetStatus) -> str:
+    lines = [
+        f"producer {status.producer_id}: {status.phase}"
+        + (f", topic {status.topic!r} (epoch {status.epoch})" if status.topic else ", no topic yet"),
+        f"cycles in flight {status.cycles_in_flight} of {status.concurrency}; lanes "
+        + (", ".join(f"{k} {v}" for k, v in sorted(status.lanes.items())) or "none"),
+        f"backlog {status.backlog} of {status.max_backlog}; batches appended "
+        f"{status.counters.get('batches_appended', 0)}, "
+        f"attributes {status.counters.get('attributes_appended', 0)}",
+        f"workers ({len(status.workers)}): {', '.join(status.workers) or 'none alive'}",
+    ]
+    lines += [f"waiting: {reason}" for reason in status.waiting_reasons]
+    if status.bridge:
+        b = status.bridge
+        state = "connected" if b.get("connected") == "1" else "disconnected"
+        lines.append(
+            f"bridge: {state} to {b.get('orchestrator', '?')}; {b.get('batches_forwarded', 0)} batches "
+            f"forwarded, {b.get('bad_frames', 0)} bad frames"
+            + (f"; last error: {b['last_error']}" if b.get("last_error") else "")
+        )
+    if status.bloom:
+        f = status.bloom
+        lines.append(
+            f"bloom filter: {f['num_bits']} bits, k={f['num_hashes']}; {f['filtered_candidates']} of "
+            f"{f['total_candidates']} candidates filtered"
+        )
+    header = (
+        "provider",
+        "status",
+        "weight",
+        "workers",
+        "requests",
+        "failures",
+        "tokens",
+        "unique",
+        "latency",
+        "novelty",
+    )
+    rows = [header]
+    for name, p in status.providers.items():
+        state = p.status + (f" (cooling {p.cooldown_s:.0f}s)" if p.cooldown_s else "")
+        rows.append(
+            (
+                name,
+                state,
+                f"{p.weight:g}",
+                str(p.served_by_workers),
+                str(p.requests),
+                str(p.failures),
+                str(p.tokens),
+                str(p.unique_contributions),
+                f"{p.mean_latency_ms:.0f} ms",
+                f"{p.novelty:.2f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines.append("")
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for name, p in status.providers.items():
+        if p.last_error:
+            lines.append(f"{name}: last error: {p.last_error}")
+    return "\n".join(lines)

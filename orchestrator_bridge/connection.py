@@ -1,0 +1,182 @@
+"""The loops of one orchestrator connection: read control frames, forward batches, report status.
+
+Any loop ending ends the connection; the bridge (``bridge.py``) then reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from orchestrator_bridge.convert import batch_message
+from orchestrator_bridge.errors import ConnectionClosedError, FrameTooLargeError, ProtocolError
+from orchestrator_bridge.protocol import codec
+from orchestrator_bridge.protocol.framing import frame, read_frame
+from orchestrator_bridge.protocol.messages import (
+    AttributeBatch,
+    ErrorStatus,
+    ProducerMessage,
+    ProducerStatus,
+    ProducerStatusType,
+)
+from producer_tasks.errors import ProducerError
+from producer_tasks.state import stream
+
+if TYPE_CHECKING:
+    from orchestrator_bridge.bridge import Bridge
+
+log = logging.getLogger(__name__)
+PENDING_RESEND_IDLE_MS = 30_000
+READ_BLOCK_MS = 500
+READ_COUNT = 200
+
+
+class Connection:
+    """The loops of one connection; any of them ending ends the connection."""
+
+    def __init__(self, bridge: Bridge, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.bridge = bridge
+        self.reader = reader
+        self.writer = writer
+        self.write_lock = asyncio.Lock()
+        self.last_status: ProducerStatusType | None = None
+
+    async def send(self, *messages: ProducerMessage) -> None:
+        """Write frames and wait until the socket has taken them."""
+        data = b"".join(frame(codec.encode(m)) for m in messages)
+        async with self.write_lock:
+            self.writer.write(data)
+            await self.writer.drain()
+        self.bridge.counters.frames_sent += len(messages)
+
+    async def send_status(self, status: ProducerStatus) -> None:
+        await self.send(status)
+        self.last_status = status.status
+
+    async def serve(self) -> None:
+        bridge = self.bridge
+        await self.send_status(await bridge.current_status())  # first, on every connect
+        await bridge.publish_counters()
+        if bridge.on_connected is not None:
+            await bridge.on_connected()
+        tasks = [
+            asyncio.create_task(self.read_loop(), name="read"),
+            asyncio.create_task(self.forward_loop(), name="forward"),
+            asyncio.create_task(self.status_loop(), name="status"),
+            asyncio.create_task(bridge.stopping.wait(), name="shutdown"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.get_name() != "shutdown" and not task.cancelled() and task.exception():
+                    exc = task.exception()
+                    bridge.counters.last_error = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, ConnectionClosedError | ConnectionError | OSError):
+                        log.warning("orchestrator connection lost: %s", exc)
+                    elif isinstance(exc, FrameTooLargeError):
+                        log.error("protocol error, closing the connection: %s", exc)
+                    else:
+                        log.error("bridge loop %s failed", task.get_name(), exc_info=exc)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def read_loop(self) -> None:
+        bridge = self.bridge
+        while True:
+            payload = await read_frame(self.reader, max_frame_bytes=bridge.settings.max_frame_bytes)
+            try:
+                message = codec.decode(payload)
+            except ProtocolError as exc:
+                bridge.counters.bad_frames += 1
+                bridge.counters.last_error = f"malformed frame: {exc}"
+                log.error("malformed frame from the orchestrator (%d bytes): %s", len(payload), exc)
+                error = ErrorStatus(f"malformed frame: {exc}")
+                await self.send_status(await asyncio.to_thread(bridge.status_message, error))
+                continue
+            log.info("orchestrator: %s", type(message).__name__)
+            try:
+                reason = await bridge.handle(message)
+            except ProducerError as exc:  # Redis unavailable: nothing was applied
+                reason = f"not applied: {exc}"
+            if reason is not None:
+                bridge.counters.rejected_configurations += 1
+                log.warning("rejected %s: %s", type(message).__name__, reason)
+                await self.send_status(await asyncio.to_thread(bridge.status_message, ErrorStatus(reason)))
+            else:
+                await self.send_status(await bridge.current_status())
+
+    async def status_loop(self) -> None:
+        bridge = self.bridge
+        interval = bridge.settings.status_interval_s
+        next_periodic = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                status = await bridge.phase_status()  # polled cheaply; health only when sent
+                # a change (an Error report is followed by the phase's status again), or periodic
+                if status != self.last_status or time.monotonic() >= next_periodic:
+                    await self.send_status(await bridge.in_thread(bridge.status_message, status))
+                    await bridge.publish_counters()
+                    next_periodic = time.monotonic() + interval
+            except ProducerError as exc:
+                log.warning("status: %s", exc)
+
+    async def forward_loop(self) -> None:
+        """Pending entries first (re-sent after a crash), then new ones, acked after writing."""
+        bridge = self.bridge
+        fleet = bridge.fleet
+        pending = True
+        while True:
+            try:
+                entries = await bridge.in_thread(
+                    stream.read,
+                    fleet,
+                    bridge.consumer,
+                    pending=pending,
+                    count=READ_COUNT,
+                    block_ms=READ_BLOCK_MS,
+                )
+                if pending and not entries:
+                    entries = await bridge.in_thread(
+                        stream.claim_orphans, fleet, bridge.consumer, idle_ms=PENDING_RESEND_IDLE_MS
+                    )
+                    pending = bool(entries)
+                if not entries:
+                    continue
+                epoch = (await bridge.in_thread(fleet.read_state)).epoch
+            except ProducerError as exc:
+                bridge.counters.last_error = str(exc)
+                log.warning("batch stream: %s; retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            await self.forward(entries, epoch)
+
+    async def forward(self, entries: list[stream.Entry], epoch: int) -> None:
+        bridge = self.bridge
+        messages: list[AttributeBatch] = []
+        done: list[str] = []
+        for entry in entries:
+            if entry.batch is None or entry.epoch != epoch:
+                if entry.batch is None:
+                    log.error("dropping stream entry %s: %s", entry.id, entry.error)
+                else:
+                    bridge.counters.stale_batches_dropped += 1
+                done.append(entry.id)
+                continue
+            messages.append(batch_message(bridge.settings.id, entry.batch))
+            done.append(entry.id)
+        if messages:
+            await self.send(*messages)  # written to the socket: now they may be acknowledged
+            bridge.counters.batches_forwarded += len(messages)
+            bridge.counters.attributes_forwarded += sum(len(m.attributes) for m in messages)
+        while True:
+            try:
+                await bridge.in_thread(stream.acknowledge, bridge.fleet, done)
+                return
+            except ProducerError as exc:  # not acked yet: they stay pending and are re-sent
+                log.warning("acknowledge: %s; retrying", exc)
+                await asyncio.sleep(1)

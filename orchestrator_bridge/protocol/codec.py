@@ -1,0 +1,10 @@
+"""bincode 1.x (default options) encoding of ProducerMessage, byte-exact with Rust serde.
+
+``encode(message) -> bytes`` (``encoder.py``) and ``decode(payload) -> message``
+(``decoder.py``, strict: every malformation raises :class:`DecodeError`).
+"""
+
+from orchestrator_bridge.protocol.decoder import decode
+from orchestrator_bridge.protocol.encoder import encode
+
+__all__ = ["decode", "encode"]

@@ -1,0 +1,193 @@
+"""One generation cycle: the eight steps of a cycle, distributed.
+
+1. the lane's provider was chosen at dispatch (weighted, healthy, served, not cooling);
+2. this runs as a task on that provider's queue; it re-checks the fleet first
+   (stale token or topic, Stop, backlog, provider still usable, fleet-wide rate limit);
+3. build the prompt; 4. call the provider (SDK retries off, our errors);
+5. parse; 6. bloom check-and-add when enabled; 7. append the batch to the stream
+   (only if the topic is unchanged); 8. record statistics, health and history, then
+   dispatch the lane's next cycle, or let it wait (backoff, backlog, no provider).
+Lane rules are ``producer_tasks.lanes``; storage is ``producer_tasks.state``.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from producer_tasks.clock import now_ms
+from producer_tasks.errors import NoUsableProviderError, ProviderError, RateLimitedError
+from producer_tasks.generation.parsing import parse_response
+from producer_tasks.generation.prompt import build_prompt
+from producer_tasks.generation.providers import GenerationRequest, generate
+from producer_tasks.health import backoff_s
+from producer_tasks.lanes import (
+    WAIT_BACKOFF,
+    WAIT_NO_PROVIDER,
+    WAIT_RATE_LIMIT,
+    backlog_full,
+    choose_provider,
+    eligible_providers,
+)
+from producer_tasks.records import BatchRecord, MetadataRecord, Phase, ProviderStatus
+from producer_tasks.runtime import Runtime
+from producer_tasks.state import bloom, outcomes, ratelimit, stream
+from producer_tasks.state.fleet import FleetView
+from producer_tasks.state.scripts import CommandCall, ScriptCall
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"  # a batch was appended to the stream
+    EMPTY = "empty"  # the call succeeded but nothing new was left
+    DISCARDED = "discarded"  # the topic changed during the call: output dropped
+    STALE = "stale"  # not this lane's current token: nothing done
+    STOPPED = "stopped"  # the producer is stopping or the topic changed: nothing started
+    WAITING = "waiting"  # the lane waits (backlog, rate limit, no provider)
+    REDIRECTED = "redirected"  # the provider became unusable: re-dispatched elsewhere
+    FAILED = "failed"  # the provider call failed; the lane backs off
+
+
+def _park(rt: Runtime, *, lane: int, token: str, reason: str, wait_ms: int, failures: int = -1) -> Outcome:
+    parked = rt.lanes.park(lane=lane, token=token, reason=reason, wait_ms=wait_ms, failures=failures)
+    return Outcome.WAITING if parked else Outcome.STOPPED
+
+
+def _preflight(
+    rt: Runtime, view: FleetView, *, provider: str, epoch: int, lane: int, token: str
+) -> Outcome | None:
+    """Checks before any token is spent; an Outcome when the cycle must not call."""
+    state = view.state
+    current = view.lanes.get(lane)
+    if current is None or current.token != token:
+        return Outcome.STALE
+    if state.phase is not Phase.RUNNING or state.epoch != epoch or lane >= state.concurrency:
+        rt.lanes.release(lane=lane, token=token)
+        return Outcome.STOPPED
+    full = backlog_full(view)
+    if full is not None:
+        return _park(rt, lane=lane, token=token, reason=full, wait_ms=0)
+    if provider not in eligible_providers(view):
+        try:
+            other = choose_provider(view, adaptive=rt.adaptive, rng=rt.rng)
+        except NoUsableProviderError as exc:
+            return _park(rt, lane=lane, token=token, reason=f"{WAIT_NO_PROVIDER}: {exc}", wait_ms=1000)
+        rt.lanes.send(lane=lane, expected=token, provider=other, epoch=epoch)
+        return Outcome.REDIRECTED
+    return None
+
+
+def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, worker: str) -> Outcome:
+    fleet, settings = rt.fleet, rt.settings
+    view = fleet.view(lane=lane, with_stats=rt.adaptive)
+    stopped = _preflight(rt, view, provider=provider, epoch=epoch, lane=lane, token=token)
+    if stopped is not None:
+        return stopped
+    state = view.state
+    generation = state.generation
+    prompt = build_prompt(state.prompt, topic=state.topic, batch_size=generation.batch_size)
+    estimated = ratelimit.estimate_tokens(prompt, generation.max_tokens)
+    wait_ms = ratelimit.acquire(fleet, settings, provider, tokens=estimated)
+    if wait_ms > 0:
+        return _park(rt, lane=lane, token=token, reason=f"{WAIT_RATE_LIMIT} ({provider})", wait_ms=wait_ms)
+    claimed = rt.lanes.claim(lane=lane, token=token, worker=worker, epoch=epoch)
+    if claimed != 1:  # Stop or a new topic arrived a moment ago: nothing is spent
+        return Outcome.STALE if claimed < 0 else Outcome.STOPPED
+    failures = view.lanes[lane].failures
+    request = GenerationRequest(
+        prompt=prompt,
+        topic=state.topic,
+        temperature=generation.temperature,
+        max_tokens=generation.max_tokens,
+        batch_size=generation.batch_size,
+    )
+    try:
+        response = generate(rt.clients, provider, request)
+    except ProviderError as exc:
+        return _failed(rt, exc, provider=provider, prompt=prompt, lane=lane, token=token, failures=failures)
+    ratelimit.correct(fleet, settings, provider, estimated=estimated, used=response.tokens_used)
+    candidates = parse_response(
+        response.content,
+        batch_size=generation.batch_size,
+        max_response_chars=settings.max_response_chars,
+        max_attribute_chars=settings.max_attribute_chars,
+    )
+    passed, counts = candidates, None
+    bloom_updates: tuple[CommandCall, ...] = ()
+    if settings.bloom_filter and candidates:
+        filtered = bloom.check_and_add(fleet, settings, candidates, defer_counters=True)
+        passed, counts, bloom_updates = filtered.passed, filtered.counts, filtered.counter_updates
+    calls: list[ScriptCall | CommandCall] = [
+        outcomes.outcome_call(
+            fleet,
+            settings,
+            provider,
+            success=True,
+            response=response,
+            candidates=len(candidates),
+            unique=len(passed),
+            attempt=outcomes.make_attempt(
+                provider=provider, prompt=prompt, response=response, candidates=passed, success=True
+            ),
+        )
+    ]
+    if passed:
+        batch = BatchRecord(
+            epoch=epoch,
+            topic=state.topic,
+            attributes=passed,
+            provider_used=provider,
+            metadata=MetadataRecord(
+                response_time_ms=round(response.response_time_ms),
+                prompt_tokens=response.prompt_tokens,
+                completion_tokens=response.completion_tokens,
+                provider_status=ProviderStatus.HEALTHY,  # a success makes it Healthy (health rules)
+            ),
+            bloom=counts,
+        )
+        calls.append(stream.append_call(fleet, batch))
+    calls.extend(bloom_updates)
+    results = fleet.run(*calls)  # health, statistics, bloom counters and the batch: one round trip
+    outcome = Outcome.EMPTY
+    if passed:
+        outcome = Outcome.DELIVERED if results[1] else Outcome.DISCARDED
+        if outcome is Outcome.DISCARDED:
+            log.info("topic changed during the call: batch of %d dropped", len(passed))
+    rt.lanes.next(view, lane=lane, token=token)
+    return outcome
+
+
+def _failed(
+    rt: Runtime, exc: ProviderError, *, provider: str, prompt: str, lane: int, token: str, failures: int
+) -> Outcome:
+    settings = rt.settings
+    delay_s = backoff_s(
+        failures + 1, base_s=settings.backoff_base_s, max_s=settings.backoff_max_s, rng=rt.rng
+    )
+    cooldown = 0
+    if isinstance(exc, RateLimitedError):
+        pause_s = exc.retry_after_s if exc.retry_after_s is not None else delay_s
+        cooldown = now_ms() + round(pause_s * 1000)
+    log.warning("cycle on %s failed: %s", provider, exc)
+    outcomes.record_outcome(
+        rt.fleet,
+        settings,
+        provider,
+        success=False,
+        error=str(exc),
+        cooldown_until_ms=cooldown,
+        rate_limited=isinstance(exc, RateLimitedError),
+        attempt=outcomes.make_attempt(
+            provider=provider, prompt=prompt, response=None, candidates=[], success=False, error=str(exc)
+        ),
+    )
+    _park(
+        rt,
+        lane=lane,
+        token=token,
+        reason=f"{WAIT_BACKOFF} after {type(exc).__name__}",
+        wait_ms=round(delay_s * 1000),
+        failures=failures + 1,
+    )
+    return Outcome.FAILED

@@ -1,0 +1,306 @@
+"""The shared bloom filter in Redis.
+
+The bits live in one Redis string in the wire layout (MSB first = GETBIT/SETBIT order),
+under a key named by the filter's generation, a random token (``…:bloom:<generation>``); its shape
+(``num_bits``, ``num_hashes``, ``items``, ``loaded_ms``, ``generation``) and the fleet-wide
+counters are in a hash beside it. An orchestrator filter is loaded atomically: written to
+a temporary key, then RENAMEd to the next generation's key in the transaction that
+publishes the new shape. Before one arrives the producer sizes its own from
+``PRODUCER_BLOOM_CAPACITY`` and ``PRODUCER_BLOOM_ERROR_RATE``.
+
+A batch is checked and added with one ``BITFIELD … SET u1 offset 1`` command: it returns
+every bit's old value and sets it, atomically, so a candidate whose k old bits were all 1
+was already seen, and two workers that produce the same new attribute at the same moment
+forward it once. The generation is read right after it in the same round trip: if the
+filter was replaced meanwhile, the command hit the old (now absent) key, the stray key is
+removed and the batch is checked again against the new filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from producer_tasks.bloomhash import bit_indices, optimal_parameters
+from producer_tasks.clock import now_ms
+from producer_tasks.errors import ConfigurationError, StateError
+from producer_tasks.records import BloomCounts
+from producer_tasks.settings import Settings
+from producer_tasks.state.client import redis_errors
+from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.scripts import CommandCall
+
+log = logging.getLogger(__name__)
+MAX_FILTER_BITS = 8 * 512 * 1024 * 1024  # a Redis string holds at most 512 MiB
+
+
+@dataclass(frozen=True, slots=True)
+class FilterShape:
+    generation: str
+    num_bits: int
+    num_hashes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FilterResult:
+    passed: list[str]
+    counts: BloomCounts  # fleet-wide, this batch included
+    counter_updates: tuple[CommandCall, ...] = ()
+
+
+class _ShapeCache:
+    """The filter's shape, cached per process; the script says when it changed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shapes: dict[str, FilterShape] = {}
+
+    def get(self, key: str) -> FilterShape | None:
+        with self._lock:
+            return self._shapes.get(key)
+
+    def put(self, key: str, shape: FilterShape | None) -> None:
+        with self._lock:
+            if shape is None:
+                self._shapes.pop(key, None)
+            else:
+                self._shapes[key] = shape
+
+
+_shapes = _ShapeCache()
+
+
+def new_generation() -> str:
+    """A generation token that never repeats (a cached shape can never match a new filter)."""
+    return uuid.uuid4().hex[:16]
+
+
+def bits_key(fleet: Fleet, generation: str) -> str:
+    return f"{fleet.keys.bloom}:{generation}"
+
+
+def read_shape(fleet: Fleet) -> FilterShape | None:
+    with redis_errors("read bloom filter"):
+        generation, bits, hashes = fleet.redis.hmget(
+            fleet.keys.bloom_meta, ["generation", "num_bits", "num_hashes"]
+        )
+    if not generation or not bits or not hashes:
+        return None
+    return FilterShape(generation, int(bits), int(hashes))
+
+
+def ensure_filter(fleet: Fleet, settings: Settings) -> FilterShape:
+    """The filter in use; creates the producer's own one when none exists yet."""
+    shape = read_shape(fleet)
+    if shape is not None:
+        return shape
+    num_bits, num_hashes = optimal_parameters(settings.bloom_capacity, settings.bloom_error_rate)
+    meta = fleet.keys.bloom_meta
+    with redis_errors("create bloom filter"), fleet.redis.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(meta)
+            if pipe.hget(meta, "generation"):
+                pipe.unwatch()
+            else:
+                generation = new_generation()
+                pipe.multi()
+                pipe.setbit(bits_key(fleet, generation), num_bits - 1, 0)  # ceil(m/8) zero bytes
+                pipe.hset(
+                    meta,
+                    mapping={
+                        "generation": generation,
+                        "num_bits": num_bits,
+                        "num_hashes": num_hashes,
+                        "items": 0,
+                        "loaded_ms": 0,
+                        "source": "producer",
+                    },
+                )
+                pipe.execute()
+                log.info("created the producer's bloom filter: %d bits, %d hashes", num_bits, num_hashes)
+        except redis.WatchError:
+            pass
+    created = read_shape(fleet)
+    if created is None:  # pragma: no cover - deleted at once by someone else
+        raise StateError("bloom filter could not be created")
+    return created
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedFilter:
+    """A filter to load (the orchestrator's, decoded by the bridge)."""
+
+    num_bits: int
+    num_hashes: int
+    items: int
+    bits: bytes
+
+
+def load(fleet: Fleet, wire: LoadedFilter) -> FilterShape:
+    """Replace the shared filter with the orchestrator's.
+
+    Raises ConfigurationError for a filter Redis cannot hold (the old one stays in force).
+    """
+    if wire.num_bits > MAX_FILTER_BITS:
+        raise ConfigurationError(f"bloom filter of {wire.num_bits} bits is larger than Redis can hold")
+    if len(wire.bits) != (wire.num_bits + 7) // 8:
+        raise ConfigurationError(f"bloom filter of {wire.num_bits} bits has {len(wire.bits)} bytes")
+    keys = fleet.keys
+    loaded = now_ms()
+    temporary = f"{keys.bloom}:loading:{loaded}"
+    with redis_errors("load bloom filter"):
+        fleet.redis.set(temporary, wire.bits, ex=600)
+        for _ in range(20):
+            with fleet.redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(keys.bloom_meta)
+                    old = pipe.hget(keys.bloom_meta, "generation")
+                    generation = new_generation()
+                    pipe.multi()
+                    pipe.rename(temporary, bits_key(fleet, generation))
+                    pipe.hset(
+                        keys.bloom_meta,
+                        mapping={
+                            "generation": generation,
+                            "num_bits": wire.num_bits,
+                            "num_hashes": wire.num_hashes,
+                            "items": wire.items,
+                            "loaded_ms": loaded,
+                            "source": "orchestrator",
+                        },
+                    )
+                    if old:
+                        pipe.delete(bits_key(fleet, old))
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        else:
+            raise StateError("bloom filter changed concurrently too often")
+    log.info(
+        "loaded the orchestrator's bloom filter: %d bits, %d hashes, %d items",
+        wire.num_bits,
+        wire.num_hashes,
+        wire.items,
+    )
+    return FilterShape(generation, wire.num_bits, wire.num_hashes)
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _command(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
+
+
+def _bitfield_command(key: str, candidates: list[str], shape: FilterShape) -> bytes:
+    """``BITFIELD key SET u1 <offset> 1 …`` as RESP bytes.
+
+    Built directly: with 140+ arguments per batch, redis-py's generic argument packing
+    costs more than everything else on the client side.
+    """
+    ops: list[str] = []
+    append = ops.append
+    for candidate in candidates:
+        for offset in bit_indices(candidate, shape.num_bits, shape.num_hashes):
+            digits = str(offset)
+            append(f"$3\r\nSET\r\n$2\r\nu1\r\n${len(digits)}\r\n{digits}\r\n$1\r\n1\r\n")
+    head = f"*{2 + 4 * len(ops)}\r\n$8\r\nBITFIELD\r\n"
+    return head.encode() + _bulk(key.encode()) + "".join(ops).encode()
+
+
+def _raw(fleet: Fleet, payload: bytes, replies: int) -> list[Any]:
+    """Send pre-built commands on one pooled connection and read their replies."""
+    pool = fleet.redis.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([payload])
+        return [connection.read_response() for _ in range(replies)]
+    except redis.RedisError:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+
+
+def check_and_add(
+    fleet: Fleet, settings: Settings, candidates: list[str], *, defer_counters: bool = False
+) -> FilterResult:
+    """Drop candidates already in the filter and add the rest, atomically, in one command.
+
+    The fleet-wide counters are returned as ``counter_updates``; unless
+    ``defer_counters`` (the cycle writes them with its other results), they are applied
+    here in a second round trip.
+    """
+    meta = fleet.keys.bloom_meta
+    for _ in range(5):
+        shape = _shapes.get(meta) or ensure_filter(fleet, settings)
+        _shapes.put(meta, shape)
+        key = bits_key(fleet, shape.generation)
+        payload = _bitfield_command(key, candidates, shape) + _command(
+            b"HMGET", meta.encode(), b"generation", b"loaded_ms", b"total_candidates", b"filtered_candidates"
+        )
+        with redis_errors("bloom check-and-add"):
+            old_bits, (generation, loaded_ms, total, filtered_before) = _raw(fleet, payload, 2)
+            if generation != shape.generation:  # replaced meanwhile: we hit the old key
+                fleet.redis.delete(key)
+                _shapes.put(meta, None)
+                continue
+        k = shape.num_hashes
+        new = [not all(old_bits[i * k : (i + 1) * k]) for i in range(len(candidates))]
+        passed = [c for c, is_new in zip(candidates, new, strict=True) if is_new]
+        filtered = len(candidates) - len(passed)
+        updates = (
+            ("total_candidates", len(candidates)),
+            ("filtered_candidates", filtered),
+            ("items", len(passed)),
+        )
+        result = FilterResult(
+            passed,
+            BloomCounts(
+                total_candidates=int(total or 0) + len(candidates),
+                filtered_candidates=int(filtered_before or 0) + filtered,
+                last_filter_update_ms=int(loaded_ms or 0),
+            ),
+            tuple(CommandCall(("HINCRBY", meta, name, delta)) for name, delta in updates),
+        )
+        if not defer_counters:
+            fleet.run(*result.counter_updates)
+        return result
+    raise StateError("bloom filter keeps changing; giving up on this batch")
+
+
+def read_counts(fleet: Fleet) -> BloomCounts | None:
+    """Fleet-wide counters, or None while no filter is in use."""
+    with redis_errors("read bloom counters"):
+        total, filtered, loaded, generation = fleet.redis.hmget(
+            fleet.keys.bloom_meta, ["total_candidates", "filtered_candidates", "loaded_ms", "generation"]
+        )
+    if not generation:
+        return None
+    return BloomCounts(
+        total_candidates=int(total or 0),
+        filtered_candidates=int(filtered or 0),
+        last_filter_update_ms=int(loaded or 0),
+    )
+
+
+def contains(fleet: Fleet, texts: list[str]) -> list[bool]:
+    """Read-only membership (nothing is added): all k bits set, as the orchestrator checks."""
+    shape = read_shape(fleet)
+    if shape is None or not texts:
+        return [False] * len(texts)
+    args: list[object] = []
+    for text in texts:
+        for offset in bit_indices(text, shape.num_bits, shape.num_hashes):
+            args.extend(("GET", "u1", offset))
+    with redis_errors("probe bloom filter"):
+        bits = fleet.redis.execute_command("BITFIELD_RO", bits_key(fleet, shape.generation), *args)
+    k = shape.num_hashes
+    return [all(bits[i * k : (i + 1) * k]) for i in range(len(texts))]

@@ -1,0 +1,213 @@
+"""The control API the bridge calls: start_topic, update_configuration, stop.
+
+An invalid configuration is rejected as a whole: nothing changes and the result says
+why (the bridge answers ``ProducerStatus { Error(reason) }``). Weights for providers this
+deployment has not configured are ignored, and the result says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import redis
+
+from producer_tasks.clock import now_ms
+from producer_tasks.errors import ConfigurationError, StateError
+from producer_tasks.records import GenerationSettings, LaneRecord, LaneStatus, Phase, TopicState
+from producer_tasks.settings import Settings
+from producer_tasks.state.client import redis_errors
+from producer_tasks.state.fleet import Fleet, parse_state
+
+log = logging.getLogger(__name__)
+
+MAX_TEMPERATURE = 2.0
+MAX_TOKENS_LIMIT = 131_072
+MAX_BATCH_SIZE = 1000
+MAX_PROMPT_CHARS = 100_000
+MAX_TOPIC_CHARS = 10_000
+BUSY = (LaneStatus.RUNNING, LaneStatus.RESERVED)
+MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    accepted: bool
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+    state: TopicState | None = None
+    new_topic: bool = False
+
+
+@dataclass(frozen=True)
+class Validated:
+    weights: dict[str, float] | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def validate_weights(weights: Mapping[str, float], settings: Settings) -> Validated:
+    """Reject negative or non-finite weights and configurations with nothing to run."""
+    warnings: list[str] = []
+    cleaned: dict[str, float] = {}
+    for name, weight in weights.items():
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigurationError(f"weight of {name!r} must be a finite number >= 0, got {weight}")
+        if not settings.is_configured(name):
+            warnings.append(f"weight for {name!r} ignored: provider not configured in this deployment")
+            continue
+        cleaned[name] = float(weight)
+    if not any(w > 0 for w in cleaned.values()):
+        configured = ", ".join(settings.configured_providers)
+        raise ConfigurationError(
+            f"no configured provider has a weight above 0 (configured here: {configured})"
+        )
+    return Validated(cleaned, warnings)
+
+
+def validate_generation(*, temperature: float, max_tokens: int, batch_size: int) -> GenerationSettings:
+    if not math.isfinite(temperature) or not 0.0 <= temperature <= MAX_TEMPERATURE:
+        raise ConfigurationError(f"temperature must be within 0..2, got {temperature}")
+    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        raise ConfigurationError(f"max_tokens must be within 1..{MAX_TOKENS_LIMIT}, got {max_tokens}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigurationError(f"batch_size must be within 1..{MAX_BATCH_SIZE}, got {batch_size}")
+    return GenerationSettings(temperature=temperature, max_tokens=max_tokens, batch_size=batch_size)
+
+
+def validate_prompt(prompt: str) -> str:
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigurationError(f"prompt is {len(prompt)} characters, at most {MAX_PROMPT_CHARS}")
+    return prompt
+
+
+def _transact(
+    fleet: Fleet, change: Callable[[TopicState], tuple[TopicState, bool]]
+) -> tuple[TopicState, bool]:
+    """Read the state, apply ``change`` and write the result atomically (WATCH, retried).
+
+    ``change`` returns the new state and whether it starts a new topic, in which case the
+    old topic's lanes and backlog are dropped in the same transaction.
+    """
+    keys = fleet.keys
+    for _ in range(MAX_ATTEMPTS):
+        with redis_errors("update state"), fleet.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(keys.state)
+                current = parse_state(*pipe.hmget(keys.state, ["data", "phase", "epoch"]))
+                state, new_topic = change(current)
+                pipe.multi()
+                pipe.hset(
+                    keys.state,
+                    mapping={
+                        "data": state.model_dump_json(),
+                        "phase": state.phase.value,
+                        "epoch": str(state.epoch),
+                        "updated_ms": str(state.updated_ms),
+                    },
+                )
+                if new_topic:
+                    pipe.delete(keys.lanes)  # lanes of the old topic are stale
+                    pipe.xtrim(keys.batches, maxlen=0)  # its backlog must never reach the new topic
+                pipe.execute()
+                return state, new_topic
+            except redis.WatchError:
+                continue
+    raise StateError("fleet state changed concurrently too often; try again")
+
+
+def start_topic(
+    fleet: Fleet,
+    settings: Settings,
+    *,
+    topic: str,
+    prompt: str,
+    weights: Mapping[str, float],
+    temperature: float,
+    max_tokens: int,
+    batch_size: int,
+) -> ControlResult:
+    """(Re)start generation. The same topic keeps its epoch and the work in flight."""
+    try:
+        if not topic.strip() or len(topic) > MAX_TOPIC_CHARS:
+            raise ConfigurationError(f"topic must be 1..{MAX_TOPIC_CHARS} characters")
+        checked = validate_weights(weights, settings)
+        generation = validate_generation(
+            temperature=temperature, max_tokens=max_tokens, batch_size=batch_size
+        )
+        validate_prompt(prompt)
+    except ConfigurationError as exc:
+        return ControlResult(False, reason=str(exc))
+
+    def change(current: TopicState) -> tuple[TopicState, bool]:
+        same = current.topic == topic and current.phase is not Phase.IDLE
+        return TopicState(
+            topic=topic,
+            prompt=prompt,
+            weights=checked.weights or {},
+            generation=generation,
+            epoch=current.epoch if same else current.epoch + 1,
+            phase=Phase.RUNNING,
+            concurrency=settings.concurrency,
+            max_backlog=settings.max_backlog,
+            updated_ms=now_ms(),
+        ), not same
+
+    state, new_topic = _transact(fleet, change)
+    log.info("topic %r %s (epoch %d)", topic, "started" if new_topic else "updated", state.epoch)
+    return ControlResult(True, warnings=tuple(checked.warnings), state=state, new_topic=new_topic)
+
+
+def update_configuration(
+    fleet: Fleet,
+    settings: Settings,
+    *,
+    prompt: str | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> ControlResult:
+    """Apply each given field; None leaves it as it is (the bloom filter: ``bloom.load``)."""
+    try:
+        checked = validate_weights(weights, settings) if weights is not None else Validated(None)
+        if prompt is not None:
+            validate_prompt(prompt)
+    except ConfigurationError as exc:
+        return ControlResult(False, reason=str(exc))
+    update: dict[str, object] = {}
+    if prompt is not None:
+        update["prompt"] = prompt
+    if checked.weights is not None:
+        update["weights"] = checked.weights
+
+    def change(current: TopicState) -> tuple[TopicState, bool]:
+        return current.model_copy(update={**update, "updated_ms": now_ms()}), False
+
+    state, _ = _transact(fleet, change)
+    return ControlResult(True, warnings=tuple(checked.warnings), state=state)
+
+
+def stop(fleet: Fleet) -> ControlResult:
+    """No new cycle starts; cycles in flight finish and are delivered; then Stopped."""
+    keys = fleet.keys
+    for _ in range(MAX_ATTEMPTS):
+        with redis_errors("stop"), fleet.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(keys.state, keys.lanes)
+                phase = pipe.hget(keys.state, "phase")
+                if phase not in (Phase.RUNNING.value, Phase.STOPPING.value):
+                    pipe.unwatch()
+                    return ControlResult(True, state=fleet.read_state())
+                lanes = {k: LaneRecord.model_validate_json(v) for k, v in pipe.hgetall(keys.lanes).items()}
+                busy = [k for k, lane in lanes.items() if lane.status in BUSY]
+                idle = [k for k in lanes if k not in busy]
+                pipe.multi()
+                if idle:
+                    pipe.hdel(keys.lanes, *idle)
+                next_phase = Phase.STOPPING if busy else Phase.STOPPED
+                pipe.hset(keys.state, mapping={"phase": next_phase.value, "updated_ms": str(now_ms())})
+                pipe.execute()
+                log.info("stop: %d cycle(s) in flight finish first", len(busy))
+                return ControlResult(True, state=fleet.read_state())
+            except redis.WatchError:
+                continue
+    raise StateError("fleet state changed concurrently too often; try again")

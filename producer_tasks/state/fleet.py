@@ -1,0 +1,294 @@
+"""The state layer's entry point: one producer id's Redis, its scripts, and consistent reads.
+
+``Fleet`` holds the connection and the registered Lua scripts (``scripts.py``), runs
+script and command calls in one round trip, and reads what selection, reconcile and
+status need in one snapshot (``FleetView``). The concepts built on it each have their own
+module in this package (control, stream, bloom, rate limits, outcomes, status); nothing
+outside ``producer_tasks.state`` talks to Redis. Redis errors become ``StateError``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from producer_tasks.clock import now_ms
+from producer_tasks.records import (
+    HealthRecord,
+    LaneRecord,
+    LaneStatus,
+    Phase,
+    ProviderStats,
+    ProviderStatus,
+    TopicState,
+)
+from producer_tasks.settings import PROVIDERS, Settings
+from producer_tasks.state import scripts
+from producer_tasks.state.client import connect, redis_errors, translated
+from producer_tasks.state.keys import Keys
+from producer_tasks.state.scripts import CommandCall, ScriptCall
+
+LATENCY_PREFIX = "latency_le_"  # the outcome script's histogram fields
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """One consistent read of what selection and reconcile need."""
+
+    state: TopicState
+    lanes: dict[int, LaneRecord]
+    health: dict[str, HealthRecord]
+    live_queues: frozenset[str]
+    backlog: int
+    now_ms: int
+    stats: dict[str, ProviderStats] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.state.phase is Phase.RUNNING
+
+
+def parse_state(data: str | None, phase: str | None, epoch: str | None) -> TopicState:
+    """The state hash's fields: the JSON record, with phase and epoch kept beside it (the
+    Lua scripts read and change those two)."""
+    if not data:
+        return TopicState()
+    state = TopicState.model_validate_json(data)
+    return state.model_copy(update={"phase": Phase(phase or state.phase), "epoch": int(epoch or state.epoch)})
+
+
+def parse_health(raw: dict[str, str]) -> HealthRecord:
+    if not raw:
+        return HealthRecord()
+    return HealthRecord(
+        consecutive_failures=int(raw.get("consecutive_failures", 0)),
+        last_success_ms=int(raw["last_success_ms"]) if raw.get("last_success_ms") else None,
+        last_failure_ms=int(raw["last_failure_ms"]) if raw.get("last_failure_ms") else None,
+        successes=int(raw.get("successes", 0)),
+        total_response_ms=float(raw.get("total_response_ms", 0.0)),
+        status=ProviderStatus(raw.get("status", ProviderStatus.UNKNOWN.value)),
+        cooldown_until_ms=int(float(raw.get("cooldown_until_ms", 0))),
+        last_error=raw.get("last_error", ""),
+    )
+
+
+def parse_stats(raw: dict[str, str]) -> ProviderStats:
+    fields = ProviderStats.model_fields
+    values: dict[str, Any] = {}
+    buckets: dict[str, int] = {}
+    for name, value in raw.items():
+        if name.startswith(LATENCY_PREFIX):
+            buckets[name.removeprefix(LATENCY_PREFIX)] = int(value)
+        elif name in fields:
+            is_float = name in ("total_response_ms", "ema_success", "ema_novelty")
+            values[name] = float(value) if is_float else int(float(value))
+    return ProviderStats(**values, latency_buckets=buckets)
+
+
+class Fleet:
+    """Redis access for one producer id."""
+
+    def __init__(self, client: redis.Redis, producer_id: str, *, lease_ms: int = 5000) -> None:
+        # decode_responses=True: every reply is text (the bloom bits are only touched by commands)
+        self.redis: Any = client
+        self.keys = Keys(producer_id)
+        self.producer_id = producer_id
+        self.lease_ms = lease_ms
+        self.scripts = {name: client.register_script(text) for name, text in scripts.script_files().items()}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Fleet:
+        return cls(connect(settings), settings.id, lease_ms=int(settings.lane_lease_s * 1000))
+
+    def close(self) -> None:
+        """Close the Redis connections."""
+        self.redis.close()
+
+    def call(self, script: scripts.Script) -> Any:
+        """Run one script alone."""
+        (result,) = self.run(script.call())
+        return result
+
+    def run(self, *calls: ScriptCall | CommandCall) -> list[Any]:
+        """Several scripts and commands in one round trip (each atomic on its own)."""
+        with redis_errors("pipelined writes"):
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                if isinstance(call, ScriptCall):
+                    self.scripts[call.name](keys=call.keys, args=call.args, client=pipe)
+                else:
+                    pipe.execute_command(*call.args)
+            return list(pipe.execute())
+
+    # --- reads ------------------------------------------------------------------------
+    @translated("read state")
+    def read_state(self) -> TopicState:
+        return parse_state(*self.redis.hmget(self.keys.state, ["data", "phase", "epoch"]))
+
+    @translated("read fleet view")
+    def view(self, *, lane: int | None = None, with_stats: bool = False) -> FleetView:
+        """State, lanes (all, or just ``lane``), health, live queues and backlog in one round trip."""
+        now = now_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.state, ["data", "phase", "epoch"])
+        if lane is None:
+            pipe.hgetall(self.keys.lanes)
+        else:
+            pipe.hget(self.keys.lanes, str(lane))
+        for provider in PROVIDERS:
+            pipe.hgetall(self.keys.health(provider))
+        for provider in PROVIDERS:
+            pipe.zcount(self.keys.queue_workers(provider), now - self.lease_ms, "+inf")
+        pipe.xlen(self.keys.batches)
+        if with_stats:
+            for provider in PROVIDERS:
+                pipe.hgetall(self.keys.stats(provider))
+        results = pipe.execute()
+        data, phase, epoch = results[0]
+        if lane is None:
+            lanes = {int(k): LaneRecord.model_validate_json(v) for k, v in results[1].items()}
+        else:
+            lanes = {lane: LaneRecord.model_validate_json(results[1])} if results[1] else {}
+        n = len(PROVIDERS)
+        health = {p: parse_health(results[2 + i]) for i, p in enumerate(PROVIDERS)}
+        live = frozenset(p for i, p in enumerate(PROVIDERS) if results[2 + n + i] > 0)
+        backlog = int(results[2 + 2 * n])
+        stats = (
+            {p: parse_stats(results[3 + 2 * n + i]) for i, p in enumerate(PROVIDERS)} if with_stats else {}
+        )
+        return FleetView(
+            state=parse_state(data, phase, epoch),
+            lanes=lanes,
+            health=health,
+            live_queues=live,
+            backlog=backlog,
+            now_ms=now,
+            stats=stats,
+        )
+
+    @translated("read health")
+    def read_health(self, provider: str) -> HealthRecord:
+        return parse_health(self.redis.hgetall(self.keys.health(provider)))
+
+    @translated("read health")
+    def read_healths(self, providers: list[str]) -> dict[str, HealthRecord]:
+        """Several providers' health in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for provider in providers:
+            pipe.hgetall(self.keys.health(provider))
+        return {p: parse_health(raw) for p, raw in zip(providers, pipe.execute(), strict=True)}
+
+    @translated("read stats")
+    def read_stats(self, provider: str) -> ProviderStats:
+        return parse_stats(self.redis.hgetall(self.keys.stats(provider)))
+
+    @translated("read history")
+    def read_history(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(item) for item in self.redis.lrange(self.keys.history, 0, limit - 1)]
+
+    @translated("read counters")
+    def read_counters(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.redis.hgetall(self.keys.counters).items()}
+
+    @translated("read backlog")
+    def backlog(self) -> int:
+        return int(self.redis.xlen(self.keys.batches))
+
+    # --- workers ----------------------------------------------------------------------
+    @translated("register worker")
+    def heartbeat(self, worker: str, queues: list[str]) -> None:
+        now = now_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.workers, {worker: now})
+        for queue in queues:
+            pipe.zadd(self.keys.queue_workers(queue), {worker: now})
+        stale = now - 10 * self.lease_ms
+        pipe.zremrangebyscore(self.keys.workers, "-inf", stale)
+        for provider in PROVIDERS:
+            pipe.zremrangebyscore(self.keys.queue_workers(provider), "-inf", stale)
+        pipe.execute()
+
+    @translated("unregister worker")
+    def unregister(self, worker: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.keys.workers, worker)
+        for provider in PROVIDERS:
+            pipe.zrem(self.keys.queue_workers(provider), worker)
+        pipe.execute()
+
+    @translated("read live workers")
+    def live_workers(self) -> set[str]:
+        members = self.redis.zrangebyscore(self.keys.workers, now_ms() - self.lease_ms, "+inf")
+        return set(members)
+
+    def try_lock(self, key: str, ttl_ms: int, owner: str) -> bool:
+        with redis_errors("lock"):
+            return bool(self.redis.set(key, owner, nx=True, px=ttl_ms))
+
+    @translated("count serving workers")
+    def serving_workers(self, provider: str) -> int:
+        """Workers with a fresh heartbeat that consume the provider's queue."""
+        return int(self.redis.zcount(self.keys.queue_workers(provider), now_ms() - self.lease_ms, "+inf"))
+
+    # --- lanes (the rules are in producer_tasks.lanes) ----------------------------------
+    def assign(
+        self, *, lane: int, expected: str, provider: str, epoch: int, failures: int = -1
+    ) -> str | None:
+        """Give the lane a new token (compare-and-set on ``expected``); the token, or None."""
+        token = uuid.uuid4().hex
+        done = self.call(
+            scripts.Assign(
+                state_key=self.keys.state,
+                lanes_key=self.keys.lanes,
+                lane=lane,
+                expected=expected,
+                token=token,
+                provider=provider,
+                epoch=epoch,
+                now_ms=now_ms(),
+                failures=failures,
+            )
+        )
+        return token if done == 1 else None
+
+    def transition(
+        self,
+        *,
+        lane: int,
+        token: str,
+        status: LaneStatus,
+        worker: str = "",
+        until_ms: int = 0,
+        reason: str = "",
+        failures: int = -1,
+        epoch: int | None = None,
+    ) -> int:
+        """1 done; 0 the producer stopped or the topic changed (lane released); -1 stale token."""
+        return int(
+            self.call(
+                scripts.Transition(
+                    state_key=self.keys.state,
+                    lanes_key=self.keys.lanes,
+                    lane=lane,
+                    token=token,
+                    status=status.value,
+                    worker=worker,
+                    now_ms=now_ms(),
+                    until_ms=until_ms,
+                    reason=reason,
+                    failures=failures,
+                    epoch=epoch,
+                )
+            )
+        )
+
+    @translated("drop lanes")
+    def drop_lanes(self, lanes: Sequence[int]) -> None:
+        """Remove lanes outright (their messages become stale)."""
+        if lanes:
+            self.redis.hdel(self.keys.lanes, *(str(i) for i in lanes))

@@ -1,0 +1,27 @@
+-- Give a lane a new dispatch token (compare-and-set on the lane's current token).
+-- expected "" = the lane must be absent; failures -1 = keep the lane's count.
+-- Returns 1 when assigned; 0 when the phase is not running / the epoch is old / CAS failed.
+-- When the producer is stopping and the lane was the caller's, the lane is removed and
+-- the phase becomes "stopped" once no lane is running or reserved.
+local state_key, lanes_key = unpack(KEYS)
+local lane, expected, token, provider, epoch, now_ms, failures = unpack(ARGV)
+--!include _release_lane.lua
+failures = tonumber(failures)
+local phase = redis.call('HGET', state_key, 'phase')
+local current_epoch = redis.call('HGET', state_key, 'epoch')
+local raw = redis.call('HGET', lanes_key, lane)
+local current = raw and cjson.decode(raw) or nil
+local current_token = current and current.token or ''
+if current_token ~= expected then
+  return 0
+end
+if phase ~= 'running' or current_epoch ~= epoch then
+  release_lane(state_key, lanes_key, current and lane or nil, now_ms)
+  return 0
+end
+local record = {token = token, provider = provider, status = 'queued', worker = '',
+                since_ms = tonumber(now_ms), until_ms = 0, reason = '',
+                failures = current and current.failures or 0}
+if failures >= 0 then record.failures = failures end
+redis.call('HSET', lanes_key, lane, cjson.encode(record))
+return 1

@@ -1,0 +1,73 @@
+-- Record one call's outcome: statistics, health (producer_tasks/health.py's rules), bounded history.
+-- Health rules (same as producer_tasks.health, cross-checked by tests): a success resets
+-- failures and makes the provider healthy; N consecutive failures make it unhealthy,
+-- fewer degraded; the average response time is over successful calls. A 429
+-- (rate_limited) is no sign of ill health: it sets the cooldown and makes the provider
+-- degraded, but does not count towards unhealthy. Health checks are not requests.
+local health_key, stats_key, history_key = unpack(KEYS)
+local success, now_ms, response_ms, prompt_tokens, completion_tokens, candidates, unique,
+      unhealthy_after, cooldown_until_ms, error, history_json, history_size,
+      counts_as_request, alpha, rate_limited = unpack(ARGV)
+success = success == '1'
+local now = now_ms
+local request = counts_as_request == '1'
+if request then
+  redis.call('HINCRBY', stats_key, 'total_requests', 1)
+  redis.call('HSET', stats_key, 'last_used_ms', now)
+end
+if success then
+  if request then
+    redis.call('HINCRBY', stats_key, 'successful_requests', 1)
+    redis.call('HINCRBYFLOAT', stats_key, 'total_response_ms', response_ms)
+    redis.call('HINCRBY', stats_key, 'prompt_tokens', prompt_tokens)
+    redis.call('HINCRBY', stats_key, 'completion_tokens', completion_tokens)
+    redis.call('HINCRBY', stats_key, 'candidates', candidates)
+    redis.call('HINCRBY', stats_key, 'unique_contributions', unique)
+    redis.call('HINCRBY', health_key, 'successes', 1)
+    redis.call('HINCRBYFLOAT', health_key, 'total_response_ms', response_ms)
+    -- latency histogram (non-cumulative buckets; orchestrator_bridge.metrics adds them up)
+    local ms = tonumber(response_ms)
+    local bucket = 'inf'
+    for _, le in ipairs({100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}) do
+      if ms <= le then bucket = tostring(le) break end
+    end
+    redis.call('HINCRBY', stats_key, 'latency_le_' .. bucket, 1)
+  end
+  redis.call('HSET', health_key, 'consecutive_failures', 0, 'last_success_ms', now,
+             'status', 'healthy', 'last_error', '')
+elseif rate_limited == '1' then
+  if request then redis.call('HINCRBY', stats_key, 'failed_requests', 1) end
+  if redis.call('HGET', health_key, 'status') ~= 'unhealthy' then
+    redis.call('HSET', health_key, 'status', 'degraded')
+  end
+  redis.call('HSET', health_key, 'last_failure_ms', now, 'last_error', error)
+else
+  if request then redis.call('HINCRBY', stats_key, 'failed_requests', 1) end
+  local failures = redis.call('HINCRBY', health_key, 'consecutive_failures', 1)
+  local status = 'degraded'
+  if failures >= tonumber(unhealthy_after) then status = 'unhealthy' end
+  redis.call('HSET', health_key, 'last_failure_ms', now, 'status', status, 'last_error', error)
+end
+if not success then
+  local cooldown = tonumber(cooldown_until_ms)
+  if cooldown > 0 then
+    local previous = tonumber(redis.call('HGET', health_key, 'cooldown_until_ms') or '0')
+    if cooldown > previous then redis.call('HSET', health_key, 'cooldown_until_ms', cooldown) end
+  end
+end
+if request then
+  local alpha = tonumber(alpha)
+  local s = tonumber(redis.call('HGET', stats_key, 'ema_success') or '1')
+  local ok = 0
+  if success then ok = 1 end
+  redis.call('HSET', stats_key, 'ema_success', s * (1 - alpha) + alpha * ok)
+  if success and tonumber(candidates) > 0 then
+    local n = tonumber(redis.call('HGET', stats_key, 'ema_novelty') or '1')
+    redis.call('HSET', stats_key, 'ema_novelty', n * (1 - alpha) + alpha * tonumber(unique) / tonumber(candidates))
+  end
+end
+if history_json ~= '' then
+  redis.call('LPUSH', history_key, history_json)
+  redis.call('LTRIM', history_key, 0, tonumber(history_size) - 1)
+end
+return redis.call('HGET', health_key, 'status')

@@ -1,0 +1,30 @@
+-- Move a lane to a new status (reserved|running|waiting) if its token is still current.
+-- failures -1 = keep; epoch "" = do not check.
+-- "running" additionally requires phase == running and the epoch to match: that is the
+-- moment a cycle is allowed to spend tokens.
+-- Returns 1 on success, 0 when stopped/old epoch (lane released), -1 when the token is stale.
+local state_key, lanes_key = unpack(KEYS)
+local lane, token, status, worker, now_ms, until_ms, reason, failures, epoch = unpack(ARGV)
+--!include _release_lane.lua
+failures = tonumber(failures)
+local raw = redis.call('HGET', lanes_key, lane)
+if not raw then return -1 end
+local record = cjson.decode(raw)
+if record.token ~= token then return -1 end
+if status == 'running' or status == 'waiting' then
+  local phase = redis.call('HGET', state_key, 'phase')
+  local current_epoch = redis.call('HGET', state_key, 'epoch')
+  if phase ~= 'running' or (epoch ~= '' and current_epoch ~= epoch) then
+    release_lane(state_key, lanes_key, lane, now_ms)
+    return 0
+  end
+end
+if status == 'reserved' and record.status ~= 'queued' then return -1 end
+record.status = status
+record.worker = worker
+record.since_ms = tonumber(now_ms)
+record.until_ms = tonumber(until_ms)
+record.reason = reason
+if failures >= 0 then record.failures = failures end
+redis.call('HSET', lanes_key, lane, cjson.encode(record))
+return 1

@@ -1,0 +1,87 @@
+"""Fleet-wide health, statistics and the bounded attempt history, stored in Redis.
+
+One Lua script records an outcome atomically (``lua/outcome.lua``); its health rules are
+those of ``producer_tasks.health`` and tests check that both agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from producer_tasks.clock import now_ms
+from producer_tasks.records import GenerationAttempt, LLMResponse, ProviderStatus
+from producer_tasks.settings import Settings
+from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.scripts import Outcome, ScriptCall
+
+EMA_ALPHA = 0.1
+MAX_HISTORY_TEXT = 2000
+
+
+def outcome_call(
+    fleet: Fleet,
+    settings: Settings,
+    provider: str,
+    *,
+    success: bool,
+    response: LLMResponse | None = None,
+    response_ms: float = 0.0,
+    candidates: int = 0,
+    unique: int = 0,
+    error: str = "",
+    cooldown_until_ms: int = 0,
+    rate_limited: bool = False,
+    attempt: GenerationAttempt | None = None,
+    counts_as_request: bool = True,
+) -> ScriptCall:
+    """The script call that updates statistics, health and history (see ``record_outcome``)."""
+    return Outcome(
+        health_key=fleet.keys.health(provider),
+        stats_key=fleet.keys.stats(provider),
+        history_key=fleet.keys.history,
+        success=success,
+        now_ms=now_ms(),
+        response_ms=response.response_time_ms if response else response_ms,
+        prompt_tokens=response.prompt_tokens if response else 0,
+        completion_tokens=response.completion_tokens if response else 0,
+        candidates=candidates,
+        unique=unique,
+        unhealthy_after=settings.unhealthy_after,
+        cooldown_until_ms=cooldown_until_ms,
+        error=error[:300],
+        history_json=attempt.model_dump_json() if attempt else "",
+        history_size=settings.history_size,
+        counts_as_request=counts_as_request,
+        alpha=EMA_ALPHA,
+        rate_limited=rate_limited,
+    ).call()
+
+
+def record_outcome(fleet: Fleet, settings: Settings, provider: str, **outcome: Any) -> ProviderStatus:
+    """Update statistics, health and history atomically; return the provider's new status."""
+    (status,) = fleet.run(outcome_call(fleet, settings, provider, **outcome))
+    return ProviderStatus(status)
+
+
+def make_attempt(
+    *,
+    provider: str,
+    prompt: str,
+    response: LLMResponse | None,
+    candidates: list[str],
+    success: bool,
+    error: str = "",
+    response_ms: float = 0.0,
+) -> GenerationAttempt:
+    """A GenerationAttempt record, with long texts cut (no secrets are ever in them)."""
+    return GenerationAttempt(
+        timestamp_ms=now_ms(),
+        provider_used=provider,
+        prompt_sent=prompt[:MAX_HISTORY_TEXT],
+        raw_response=response.content[:MAX_HISTORY_TEXT] if response else "",
+        parsed_candidates=candidates,
+        response_time_ms=response.response_time_ms if response else response_ms,
+        tokens_used=response.tokens_used if response else 0,
+        success=success,
+        error=error[:300],
+    )

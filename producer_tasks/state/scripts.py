@@ -1,0 +1,173 @@
+"""The Lua scripts of ``lua/``: found by file name, each called through a typed wrapper.
+
+Every script names its inputs on its first lines, ``local a_key, b_key = unpack(KEYS)``
+and ``local x, y = unpack(ARGV)``. The wrapper of ``assign.lua`` is the dataclass
+``Assign``: its fields named ``*_key`` are the KEYS, the others the ARGV, in the order
+the script names them (a unit test keeps both in step). A line ``--!include NAME.lua``
+pastes a helper file (``_*.lua``, never loaded on its own) in its place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from importlib import resources
+from typing import Any, ClassVar
+
+_INCLUDE = re.compile(r"^--!include (\S+\.lua)$", re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One script invocation, to be run alone or pipelined with others."""
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[str | int | float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCall:
+    """One plain Redis command, to be pipelined with script calls."""
+
+    args: tuple[str | int | float, ...]
+
+
+def _arg(value: Any) -> str | int | float:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return 1 if value else 0
+    if isinstance(value, str | int | float):
+        return value
+    return str(value)
+
+
+class Script:
+    """Base of the wrappers: ``call()`` turns the fields into KEYS and ARGV."""
+
+    _layout: ClassVar[dict[type, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+    __slots__ = ()
+
+    @classmethod
+    def file_name(cls) -> str:
+        return f"{cls.__name__.lower()}.lua"
+
+    @classmethod
+    def layout(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(KEYS names, ARGV names) in order."""
+        found = Script._layout.get(cls)
+        if found is None:
+            names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+            found = (
+                tuple(n for n in names if n.endswith("_key")),
+                tuple(n for n in names if not n.endswith("_key")),
+            )
+            Script._layout[cls] = found
+        return found
+
+    def call(self) -> ScriptCall:
+        key_names, arg_names = self.layout()
+        return ScriptCall(
+            self.file_name().removesuffix(".lua"),
+            tuple(getattr(self, n) for n in key_names),
+            tuple(_arg(getattr(self, n)) for n in arg_names),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Assign(Script):
+    """Give a lane a new dispatch token (compare-and-set); 1 assigned, 0 not."""
+
+    state_key: str
+    lanes_key: str
+    lane: int
+    expected: str  # "" = the lane must be absent
+    token: str
+    provider: str
+    epoch: int  # -1 never matches: the release path
+    now_ms: int
+    failures: int  # -1 = keep the lane's count
+
+
+@dataclass(frozen=True, slots=True)
+class Transition(Script):
+    """Move a lane to a status if its token is current; 1 done, 0 released, -1 stale."""
+
+    state_key: str
+    lanes_key: str
+    lane: int
+    token: str
+    status: str
+    worker: str
+    now_ms: int
+    until_ms: int
+    reason: str
+    failures: int  # -1 = keep
+    epoch: int | None  # None = do not check
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(Script):
+    """Append a batch if its epoch is current; the entry id, or nothing."""
+
+    state_key: str
+    batches_key: str
+    counters_key: str
+    epoch: int
+    batch_json: str
+    attributes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Script):
+    """Record one call's outcome: statistics, health, bounded history; the new status."""
+
+    health_key: str
+    stats_key: str
+    history_key: str
+    success: bool
+    now_ms: int
+    response_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    candidates: int
+    unique: int
+    unhealthy_after: int
+    cooldown_until_ms: int  # 0 = none
+    error: str
+    history_json: str  # "" = nothing to record
+    history_size: int
+    counts_as_request: bool  # health checks are not requests
+    alpha: float  # of the moving averages of success and novelty
+    rate_limited: bool  # a 429: cooldown and Degraded, not counted towards Unhealthy
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit(Script):
+    """Debit the fleet-wide request and token buckets; 0, or the ms to wait."""
+
+    requests_key: str
+    tokens_key: str
+    now_ms: int
+    rpm: int  # 0 = unlimited
+    tpm: int  # 0 = unlimited
+    tokens: int
+
+
+WRAPPERS: tuple[type[Script], ...] = (Assign, Transition, Deliver, Outcome, RateLimit)
+
+
+def script_files() -> dict[str, str]:
+    """Script name -> source with its includes pasted in (helpers ``_*.lua`` excluded)."""
+    folder = resources.files("producer_tasks.state").joinpath("lua")
+    sources = {entry.name: entry.read_text() for entry in folder.iterdir() if entry.name.endswith(".lua")}
+
+    def expand(match: re.Match[str]) -> str:
+        return sources[match.group(1)]
+
+    return {
+        name.removesuffix(".lua"): _INCLUDE.sub(expand, text)
+        for name, text in sources.items()
+        if not name.startswith("_")
+    }

@@ -1,0 +1,130 @@
+"""The fleet as Redis sees it: one typed snapshot (``producer status``, ``/metrics``),
+and the bridge's own status hash."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from producer_tasks.clock import now_ms
+from producer_tasks.records import LaneStatus
+from producer_tasks.settings import PROVIDERS
+from producer_tasks.state import bloom
+from producer_tasks.state.client import translated
+from producer_tasks.state.fleet import Fleet
+
+
+class ProviderView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: str
+    weight: float
+    served_by_workers: int
+    consecutive_failures: int
+    cooldown_s: float
+    last_error: str
+    requests: int
+    failures: int
+    tokens: int
+    unique_contributions: int
+    mean_latency_ms: float
+    novelty: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_response_ms: float = 0.0
+    latency_buckets: dict[str, int] = {}
+
+
+class FleetStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    producer_id: str
+    topic: str
+    phase: str
+    epoch: int
+    concurrency: int
+    cycles_in_flight: int
+    lanes: dict[str, int]
+    waiting_reasons: list[str]
+    backlog: int
+    max_backlog: int
+    workers: list[str]
+    providers: dict[str, ProviderView]
+    bloom: dict[str, Any] | None
+    bridge: dict[str, str]
+    counters: dict[str, int]
+
+
+def snapshot(fleet: Fleet) -> FleetStatus:
+    view = fleet.view(with_stats=True)
+    now = now_ms()
+    queue_workers = {p: fleet.serving_workers(p) for p in PROVIDERS}
+    bridge_info = read_bridge_status(fleet)
+    lane_counts = Counter(lane.status.value for lane in view.lanes.values())
+    reasons = sorted(
+        {lane.reason for lane in view.lanes.values() if lane.status is LaneStatus.WAITING and lane.reason}
+    )
+    providers: dict[str, ProviderView] = {}
+    for p in PROVIDERS:
+        health, stats = view.health[p], view.stats[p]
+        weight = view.state.weights.get(p, 0.0)
+        if not (weight or stats.total_requests or queue_workers[p]):
+            continue
+        providers[p] = ProviderView(
+            status=health.status.value,
+            weight=weight,
+            served_by_workers=queue_workers[p],
+            consecutive_failures=health.consecutive_failures,
+            cooldown_s=max(0.0, (health.cooldown_until_ms - now) / 1000),
+            last_error=health.last_error,
+            requests=stats.total_requests,
+            failures=stats.failed_requests,
+            tokens=stats.tokens_used,
+            unique_contributions=stats.unique_contributions,
+            mean_latency_ms=round(stats.mean_response_ms, 1),
+            novelty=round(stats.ema_novelty, 3),
+            prompt_tokens=stats.prompt_tokens,
+            completion_tokens=stats.completion_tokens,
+            total_response_ms=stats.total_response_ms,
+            latency_buckets=stats.latency_buckets,
+        )
+    shape, counts = bloom.read_shape(fleet), bloom.read_counts(fleet)
+    bloom_view = None
+    if shape is not None and counts is not None:
+        bloom_view = {
+            "num_bits": shape.num_bits,
+            "num_hashes": shape.num_hashes,
+            "total_candidates": counts.total_candidates,
+            "filtered_candidates": counts.filtered_candidates,
+            "last_filter_update_ms": counts.last_filter_update_ms,
+        }
+    return FleetStatus(
+        producer_id=fleet.producer_id,
+        topic=view.state.topic,
+        phase=view.state.phase.value,
+        epoch=view.state.epoch,
+        concurrency=view.state.concurrency,
+        cycles_in_flight=lane_counts.get("running", 0) + lane_counts.get("reserved", 0),
+        lanes=dict(lane_counts),
+        waiting_reasons=reasons,
+        backlog=view.backlog,
+        max_backlog=view.state.max_backlog,
+        workers=sorted(fleet.live_workers()),
+        providers=providers,
+        bloom=bloom_view,
+        bridge=bridge_info,
+        counters=fleet.read_counters(),
+    )
+
+
+@translated("write bridge status")
+def write_bridge_status(fleet: Fleet, fields: dict[str, str | int]) -> None:
+    """The bridge's own status (connected, frames sent, last error) for status and metrics."""
+    fleet.redis.hset(fleet.keys.bridge, mapping=fields)
+
+
+@translated("read bridge status")
+def read_bridge_status(fleet: Fleet) -> dict[str, str]:
+    return dict(fleet.redis.hgetall(fleet.keys.bridge))

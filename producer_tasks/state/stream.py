@@ -1,0 +1,105 @@
+"""The batch stream: cycles append, the bridge drains through a consumer group.
+
+An entry is acknowledged (and deleted, so Redis does not grow) only after the bridge
+wrote its frame to the orchestrator's socket; a restarted bridge first re-reads what
+it had read but not acknowledged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from producer_tasks.records import BatchRecord
+from producer_tasks.state.client import redis_errors
+from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.keys import STREAM_GROUP
+from producer_tasks.state.scripts import Deliver, ScriptCall
+
+
+def append_call(fleet: Fleet, batch: BatchRecord) -> ScriptCall:
+    """Append if the batch's epoch is still current: the script returns the entry id, or
+    nothing when the topic changed meanwhile."""
+    return Deliver(
+        state_key=fleet.keys.state,
+        batches_key=fleet.keys.batches,
+        counters_key=fleet.keys.counters,
+        epoch=batch.epoch,
+        batch_json=batch.model_dump_json(),
+        attributes=len(batch.attributes),
+    ).call()
+
+
+def append(fleet: Fleet, batch: BatchRecord) -> str | None:
+    (entry,) = fleet.run(append_call(fleet, batch))
+    return str(entry) if entry else None
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    epoch: int
+    batch: BatchRecord | None  # None when the entry could not be read (reported, then dropped)
+    error: str = ""
+
+
+def ensure_group(fleet: Fleet) -> None:
+    with redis_errors("create consumer group"):
+        try:
+            fleet.redis.xgroup_create(fleet.keys.batches, STREAM_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+def _entries(raw: list[tuple[str, dict[str, str]]]) -> list[Entry]:
+    entries = []
+    for entry_id, fields in raw:
+        if not fields:  # deleted meanwhile
+            entries.append(Entry(entry_id, -1, None, "entry was deleted"))
+            continue
+        try:
+            batch = BatchRecord.model_validate_json(fields.get("data", ""))
+            entries.append(Entry(entry_id, int(fields.get("epoch", -1)), batch))
+        except ValueError as exc:
+            entries.append(Entry(entry_id, -1, None, f"unreadable batch: {exc}"))
+    return entries
+
+
+def read(
+    fleet: Fleet, consumer: str, *, pending: bool, count: int = 100, block_ms: int | None = None
+) -> list[Entry]:
+    """Pending entries of this consumer (``pending=True``), or new ones."""
+    with redis_errors("read stream"):
+        result = fleet.redis.xreadgroup(
+            STREAM_GROUP,
+            consumer,
+            {fleet.keys.batches: "0" if pending else ">"},
+            count=count,
+            block=None if pending else block_ms,
+        )
+    if not result:
+        return []
+    ((_, raw),) = result
+    return _entries(raw)
+
+
+def claim_orphans(fleet: Fleet, consumer: str, *, idle_ms: int, count: int = 100) -> list[Entry]:
+    """Take over entries another (dead) bridge consumer read but never acknowledged."""
+    with redis_errors("claim stream entries"):
+        result = fleet.redis.xautoclaim(
+            fleet.keys.batches, STREAM_GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
+        )
+    return _entries(result[1])
+
+
+def acknowledge(fleet: Fleet, entry_ids: list[str]) -> None:
+    """Acknowledge and delete delivered entries."""
+    if not entry_ids:
+        return
+    with redis_errors("acknowledge stream entries"):
+        pipe = fleet.redis.pipeline(transaction=True)
+        pipe.xack(fleet.keys.batches, STREAM_GROUP, *entry_ids)
+        pipe.xdel(fleet.keys.batches, *entry_ids)
+        pipe.execute()

@@ -1,0 +1,46 @@
+"""The worker process's runtime: created on first use, replaced after a fork."""
+
+from __future__ import annotations
+
+import threading
+
+from celery import Celery
+
+from producer_tasks.runtime import Runtime
+from producer_tasks.settings import get_settings
+from producer_tasks.worker.app import app
+from producer_tasks.worker.routing import CYCLE_TASK
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+class CeleryDispatcher:
+    """Sends cycle messages through the Celery app (task id = the lane's token)."""
+
+    def __init__(self, celery_app: Celery) -> None:
+        self.app = celery_app
+
+    def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None:
+        self.app.send_task(
+            CYCLE_TASK,
+            kwargs={"provider": provider, "epoch": epoch, "lane": lane, "token": token},
+            queue=provider,
+            task_id=token,
+        )
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, created on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime.create(get_settings(), CeleryDispatcher(app))
+        return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Replace the runtime (tests; a forked child process starts with none)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime

@@ -1,0 +1,55 @@
+"""A worker's heartbeat thread: registers the worker and its queues, and reconciles.
+
+Every worker refreshes its entry in Redis a few times per lease; the live worker that
+takes the fleet-wide lock first runs ``Lanes.reconcile`` (about once a second), so lanes
+of a killed worker are restored within seconds without any single point of failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from producer_tasks.errors import ProducerError
+from producer_tasks.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, runtime: Runtime, *, worker: str, queues: list[str]) -> None:
+        super().__init__(name=f"producer-heartbeat-{worker}", daemon=True)
+        self.runtime = runtime
+        self.worker = worker
+        self.queues = queues
+        self.stopping = threading.Event()
+        settings = runtime.settings
+        self.beat_s = min(settings.lane_lease_s / 3, settings.reconcile_interval_s)
+        self.reconcile_ms = round(settings.reconcile_interval_s * 1000)
+
+    def run(self) -> None:
+        log.info("worker %s serves queues %s", self.worker, ", ".join(self.queues) or "(none)")
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except ProducerError as exc:
+                log.warning("heartbeat: %s", exc)
+            except Exception:  # a failing hook must never kill the worker
+                log.exception("heartbeat failed")
+            self.stopping.wait(max(0.05, self.beat_s - (time.monotonic() - started)))
+
+    def tick(self) -> None:
+        fleet = self.runtime.fleet
+        fleet.heartbeat(self.worker, self.queues)
+        if fleet.try_lock(fleet.keys.reconcile_lock, self.reconcile_ms, self.worker):
+            self.runtime.lanes.reconcile()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+        try:
+            self.runtime.fleet.unregister(self.worker)
+        except ProducerError as exc:
+            log.warning("could not unregister %s: %s", self.worker, exc)

@@ -1,0 +1,58 @@
+"""Worker hooks: the heartbeat's life, reserved lanes, a fresh runtime after a fork.
+
+A failing hook is logged, never allowed to kill the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import signals
+
+from producer_tasks.errors import ProducerError
+from producer_tasks.worker.current import get_runtime, set_runtime
+from producer_tasks.worker.heartbeat import Heartbeat
+from producer_tasks.worker.routing import CYCLE_TASK
+
+log = logging.getLogger(__name__)
+_heartbeats: list[Heartbeat] = []
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    runtime = get_runtime()
+    consumed = [q.name for q in sender.task_consumer.queues] if sender is not None else []
+    queues = [q for q in consumed if runtime.settings.is_configured(q)]
+    for queue in sorted(set(consumed) - set(queues)):
+        log.warning("not consuming queue %r: provider not configured here (missing API key?)", queue)
+        sender.cancel_task_queue(queue)
+    heartbeat = Heartbeat(runtime, worker=sender.hostname, queues=queues)
+    heartbeat.tick()  # registered before the first message is taken
+    heartbeat.start()
+    _heartbeats.append(heartbeat)
+
+
+@signals.worker_shutting_down.connect
+def _stop_heartbeat(**_: Any) -> None:
+    while _heartbeats:
+        _heartbeats.pop().stop()
+
+
+@signals.task_received.connect
+def _mark_reserved(request: Any = None, **_: Any) -> None:
+    """A worker took a cycle message: its lane is now this worker's to lose."""
+    if request is None or request.name != CYCLE_TASK:
+        return
+    kwargs = request.kwargs or {}
+    try:
+        get_runtime().lanes.mark_reserved(
+            lane=int(kwargs["lane"]), token=str(kwargs["token"]), worker=request.hostname
+        )
+    except (ProducerError, KeyError, ValueError) as exc:
+        log.warning("could not mark lane reserved: %s", exc)
+
+
+@signals.worker_process_init.connect
+def _fresh_runtime_after_fork(**_: Any) -> None:
+    set_runtime(None)

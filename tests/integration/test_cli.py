@@ -1,0 +1,243 @@
+"""The installed ``producer`` command, Flower and the metrics endpoint, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from base64 import b64encode
+from pathlib import Path
+
+import pytest
+
+from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
+from producer_tasks.bloomhash import normalize
+from tests.harness import ROOT, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+PRODUCER = str(Path(sys.executable).parent / "producer")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_", "REDIS_", "CELERY_"))
+    }
+    env.update(extra)
+    return env
+
+
+def processes_with(marker: str) -> list[int]:
+    """PIDs whose environment carries ``marker`` (what a run started and left behind)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def temp_redis_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("producer-redis-*")}
+
+
+def test_producer_run_writes_unique_attributes_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    marker = f"run-{uuid.uuid4().hex[:12]}"
+    output = tmp_path / "unique.jsonl"
+    before = temp_redis_dirs()
+    result = subprocess.run(
+        [PRODUCER, "run", "--topic", "x", "--count", "200", "--output", str(output)],
+        env=clean_env(PRODUCER_ID=marker, PRODUCER_MOCK_LATENCY_MS="20"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "using the built-in mock provider" in result.stderr
+    assert "provider  requests  failures  tokens  unique  mean latency" in result.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    keys = {normalize(r["text"]) for r in records}
+    assert len(keys) == len(records) >= 200
+    assert {r["producer_id"] for r in records} == {marker}
+    time.sleep(0.5)
+    assert processes_with(marker) == []  # workers, beat, bridge, redis-server: all gone
+    assert temp_redis_dirs() == before  # the private socket's folder was removed
+
+
+def test_status_json_during_a_run_and_ctrl_c(tmp_path: Path) -> None:
+    with EmbeddedRedis(unix_socket=False) as redis:
+        env = clean_env(REDIS_URL=redis.url, PRODUCER_MOCK_LATENCY_MS="200", PRODUCER_ID="status-test")
+        run = subprocess.Popen(
+            [PRODUCER, "run", "--topic", "towns", "--duration", "120"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+
+            def status() -> dict[str, object]:
+                answer = subprocess.run(
+                    [PRODUCER, "status", "--json"], env=env, capture_output=True, text=True, timeout=30
+                )
+                assert answer.returncode == 0, answer.stderr
+                return dict(json.loads(answer.stdout))
+
+            wait_for(
+                lambda: status()["phase"] == "running" and status()["counters"] != {},
+                timeout_s=60,
+                interval_s=1,
+                what="a running fleet",
+            )
+            seen = status()
+            assert seen["topic"] == "towns" and seen["producer_id"] == "status-test"
+            providers = seen["providers"]
+            assert isinstance(providers, dict) and providers["mock"]["requests"] > 0
+            assert seen["workers"] and seen["cycles_in_flight"] >= 0
+            text = subprocess.run(
+                check=False, args=[PRODUCER, "status"], env=env, capture_output=True, text=True, timeout=30
+            )
+            assert "producer status-test: running, topic 'towns'" in text.stdout
+            run.send_signal(signal.SIGINT)  # Ctrl-C
+            _, stderr = run.communicate(timeout=60)
+            assert run.returncode == 130
+            assert "interrupted: stopping" in stderr and "mock" in stderr
+            assert status()["phase"] == "stopped"
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+
+
+def test_run_rejects_a_weight_for_a_provider_without_key(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [PRODUCER, "run", "--topic", "x", "--count", "5", "--weight", "openai=1"],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--weight names openai but OPENAI_API_KEY is not set" in result.stderr
+    bad = subprocess.run(
+        [PRODUCER, "run", "--topic", "x", "--weight", "openai"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "is not provider=weight" in bad.stderr
+
+
+def test_a_typo_in_a_setting_is_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [PRODUCER, "status"],
+        env=clean_env(PRODUCER_CONCURENCY="4"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "PRODUCER_CONCURENCY (did you mean PRODUCER_CONCURRENCY?)" in result.stderr
+
+
+def test_flower_runs_with_authentication(redis_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    flower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "producer_tasks",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+            "--basic-auth=admin:s3cret",
+        ],
+        cwd=ROOT,
+        env=clean_env(REDIS_URL=redis_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def code(auth: str | None, path: str = "/") -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            if auth:
+                request.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+            except OSError:
+                return 0
+
+        wait_for(lambda: code(None, "/healthcheck") == 200, timeout_s=60, interval_s=0.5, what="flower")
+        assert code("admin:s3cret") == 200
+        assert code(None) == 401
+        assert code("admin:wrong") == 401
+    finally:
+        flower.terminate()
+        flower.wait(timeout=20)
+
+
+def test_run_against_an_external_orchestrator(tmp_path: Path) -> None:
+    port = free_port()
+    output = tmp_path / "orchestrator.jsonl"
+    orchestrator = subprocess.Popen(
+        [
+            PRODUCER,
+            "orchestrator",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--topic",
+            "rivers",
+            "--duration",
+            "60",
+            "--output",
+            str(output),
+        ],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        result = subprocess.run(
+            [
+                PRODUCER,
+                "run",
+                "--orchestrator",
+                f"127.0.0.1:{port}",
+                "--duration",
+                "10",
+            ],
+            env=clean_env(PRODUCER_MOCK_LATENCY_MS="20"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "attributes generated" in result.stderr
+        records = [json.loads(line) for line in output.read_text().splitlines()]
+        assert len(records) > 20  # the external orchestrator's topic was generated and delivered
+    finally:
+        orchestrator.terminate()
+        orchestrator.wait(timeout=30)

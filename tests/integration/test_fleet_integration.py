@@ -1,0 +1,244 @@
+"""The fleet with real Celery worker processes, a real redis-server and the fake LLM server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer_tasks.records import LaneStatus, Phase
+from producer_tasks.settings import Settings, load_settings
+from producer_tasks.state import control
+from tests.conftest import open_fleet, provider_env
+from tests.fakellm import FakeLLM
+from tests.harness import Processes, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+WORKER_ENV = {
+    "PRODUCER_MOCK_LATENCY_MS": "20",
+    "PRODUCER_BACKOFF_BASE_S": "0.2",
+    "PRODUCER_BACKOFF_MAX_S": "1",
+    "PRODUCER_LANE_LEASE_S": "2",
+    "PRODUCER_RECONCILE_INTERVAL_S": "0.5",
+    "PRODUCER_HEALTH_CHECK_INTERVAL_S": "1",
+    "PRODUCER_REQUEST_TIMEOUT_S": "5",
+}
+
+
+class Harness:
+    def __init__(self, redis_url: str, fake: FakeLLM, log_dir: Path) -> None:
+        self.env = {"REDIS_URL": redis_url, **provider_env(fake), **WORKER_ENV}
+        self.fake = fake
+        self.processes = Processes(log_dir, self.env)
+        self.settings: Settings = load_settings(self.env)
+        self.fleet = open_fleet(self.settings)
+
+    def start(
+        self,
+        weights: dict[str, float],
+        *,
+        topic: str = "cheese",
+        concurrency: int = 8,
+        max_backlog: int = 100_000,
+        batch_size: int = 10,
+    ) -> None:
+        settings = self.settings.model_copy(update={"concurrency": concurrency, "max_backlog": max_backlog})
+        result = control.start_topic(
+            self.fleet,
+            settings,
+            topic=topic,
+            prompt="List {batch_size} {topic}",
+            weights=weights,
+            temperature=0.7,
+            max_tokens=100,
+            batch_size=batch_size,
+        )
+        assert result.accepted, result.reason
+
+    def backlog(self) -> int:
+        return self.fleet.backlog()
+
+    def live_lanes(self) -> int:
+        view = self.fleet.view()
+        live = self.fleet.live_workers()
+        return sum(
+            1
+            for lane in view.lanes.values()
+            if lane.status is LaneStatus.QUEUED
+            or (lane.status in (LaneStatus.RESERVED, LaneStatus.RUNNING) and lane.worker in live)
+        )
+
+    def wait_workers(self, count: int) -> None:
+        wait_for(lambda: len(self.fleet.live_workers()) >= count, timeout_s=60, what=f"{count} live workers")
+
+
+@pytest.fixture
+def harness(redis_url: str, fake_llm: FakeLLM, tmp_path: Path) -> Iterator[Harness]:
+    made = Harness(redis_url, fake_llm, tmp_path)
+    try:
+        yield made
+    finally:
+        made.processes.stop_all()
+        for name in ("w1", "w2", "beat"):
+            text = made.processes.log(name)
+            if "Traceback" in text:
+                print(f"--- {name} log ---\n{text[-4000:]}")
+
+
+def test_cycles_flow_continuously_in_proportion_to_weights(harness: Harness, fake_llm: FakeLLM) -> None:
+    harness.processes.worker("w1", "openai,anthropic", concurrency=16)
+    harness.wait_workers(1)
+    harness.start({"openai": 3.0, "anthropic": 1.0}, concurrency=12)
+    wait_for(
+        lambda: fake_llm.count(kind="/messages") + fake_llm.count(kind="/chat") >= 400,
+        timeout_s=90,
+        what="400 provider calls",
+    )
+    openai, anthropic = fake_llm.count("openai"), fake_llm.count("anthropic")
+    share = openai / (openai + anthropic)
+    # expected 0.75; with >= 400 draws the standard deviation is ~0.022: allow ~4 sigma
+    assert abs(share - 0.75) < 0.09, (openai, anthropic)
+    assert harness.backlog() > 300  # batches keep arriving in the stream
+
+
+def test_a_failing_provider_is_excluded_and_returns_after_a_health_check(
+    harness: Harness, fake_llm: FakeLLM
+) -> None:
+    harness.processes.worker("w1", "openai,anthropic", concurrency=8)
+    harness.processes.beat()
+    harness.wait_workers(1)
+    harness.start({"openai": 1.0, "anthropic": 1.0}, concurrency=4)
+    wait_for(lambda: fake_llm.count("openai") >= 10, what="openai traffic")
+    fake_llm.set("openai", mode="status", status=500)
+    wait_for(lambda: harness.fleet.read_health("openai").status == "unhealthy", what="openai unhealthy")
+    failed_at = fake_llm.count("anthropic")
+    time.sleep(2)
+    chats = [r for r in fake_llm.requests if r.api == "openai" and r.path.endswith("/chat/completions")]
+    recent = [r for r in chats if r.at > time.time() - 1.5]
+    assert recent == []  # no generation traffic to the unhealthy provider
+    assert fake_llm.count("anthropic") - failed_at > 10  # its share moved to anthropic
+    assert any("/models/" in r.path for r in fake_llm.requests if r.api == "openai")  # probed
+    fake_llm.set("openai")
+    wait_for(
+        lambda: harness.fleet.read_health("openai").status == "healthy",
+        timeout_s=30,
+        what="health check restores openai",
+    )
+    back = fake_llm.count("openai", kind="/chat/completions")
+    wait_for(
+        lambda: fake_llm.count("openai", kind="/chat/completions") > back + 10, what="openai selected again"
+    )
+
+
+def test_retry_after_is_honoured_across_all_workers(harness: Harness, fake_llm: FakeLLM) -> None:
+    harness.processes.worker("w1", "openai,mock", concurrency=8)
+    harness.processes.worker("w2", "openai,mock", concurrency=8)
+    harness.wait_workers(2)
+    harness.start({"openai": 1.0, "mock": 1.0}, concurrency=8)
+    wait_for(lambda: fake_llm.count("openai") >= 20, what="openai traffic")
+    switched = time.time()
+    fake_llm.set("openai", mode="status", status=429, retry_after="3", seconds=0.3)
+    wait_for(lambda: harness.fleet.read_health("openai").cooldown_until_ms > 0, what="cooldown recorded")
+    time.sleep(5)
+    times = fake_llm.times("openai")
+    first_429 = min(t for t in times if t >= switched)
+    # calls already in flight when the first 429 came back land within ~0.5 s; after that,
+    # no worker sends anything to openai until Retry-After (3 s) has passed
+    in_pause = [round(t - first_429, 2) for t in times if first_429 + 0.5 < t < first_429 + 2.9]
+    assert in_pause == []
+    assert any(t >= first_429 + 2.9 for t in times)  # and traffic resumed afterwards
+    assert harness.fleet.read_stats("mock").total_requests > 0  # mock kept the lanes busy
+
+
+def test_kill_9_of_a_worker_mid_run_restores_its_lanes(harness: Harness) -> None:
+    w1 = harness.processes.worker("w1", "mock", concurrency=8)
+    harness.processes.worker("w2", "mock", concurrency=8)
+    harness.wait_workers(2)
+    harness.start({"mock": 1.0}, concurrency=12)
+    wait_for(lambda: harness.backlog() >= 50, what="cycles flowing")
+    wait_for(
+        lambda: any(lane.worker.startswith("w1@") for lane in harness.fleet.view().lanes.values()),
+        what="w1 holds lanes",
+    )
+    os.kill(w1.pid, signal.SIGKILL)
+    w1.wait(timeout=10)
+    killed_at = time.monotonic()
+    before = harness.backlog()
+    wait_for(
+        lambda: (
+            harness.live_lanes() == 12
+            and all(not lane.worker.startswith("w1@") for lane in harness.fleet.view().lanes.values())
+        ),
+        timeout_s=20,
+        what="all 12 lanes restored on w2",
+    )
+    assert time.monotonic() - killed_at < 20
+    wait_for(lambda: harness.backlog() >= before + 50, what="generation continues")
+
+
+def test_no_provider_request_starts_after_stop(harness: Harness, fake_llm: FakeLLM) -> None:
+    fake_llm.set("openai", latency_ms=200)
+    harness.processes.worker("w1", "openai", concurrency=8)
+    harness.wait_workers(1)
+    harness.start({"openai": 1.0}, concurrency=6)
+    wait_for(lambda: fake_llm.count("openai") >= 20, what="traffic")
+    result = control.stop(harness.fleet)
+    at_stop = fake_llm.count("openai")
+    assert result.accepted
+    wait_for(lambda: harness.fleet.read_state().phase is Phase.STOPPED, what="stopped")
+    after_stop = fake_llm.count("openai")
+    assert after_stop - at_stop <= 6  # at most the cycles already claimed when Stop was processed
+    time.sleep(2)
+    assert fake_llm.count("openai") == after_stop
+    assert harness.fleet.view().lanes == {}
+
+
+def test_topic_switch_never_forwards_old_batches(harness: Harness) -> None:
+    harness.processes.worker("w1", "mock", concurrency=8)
+    harness.wait_workers(1)
+    harness.start({"mock": 1.0}, topic="cheese", concurrency=8)
+    wait_for(lambda: harness.backlog() >= 30, what="cheese batches")
+    harness.start({"mock": 1.0}, topic="towns", concurrency=8)
+    wait_for(lambda: harness.backlog() >= 40, what="towns batches")
+    entries = harness.fleet.redis.xrange(harness.fleet.keys.batches)
+    epochs = {int(fields["epoch"]) for _, fields in entries}
+    assert epochs == {harness.fleet.read_state().epoch}
+    assert all('"topic":"towns"' in fields["data"] for _, fields in entries)
+
+
+def test_backlog_bound_stops_generation(harness: Harness, fake_llm: FakeLLM) -> None:
+    harness.processes.worker("w1", "openai", concurrency=8)
+    harness.wait_workers(1)
+    harness.start({"openai": 1.0}, concurrency=4, max_backlog=30)
+    wait_for(lambda: harness.backlog() >= 30, what="backlog reaches its bound")
+    time.sleep(1.5)
+    calls, size = fake_llm.count("openai"), harness.backlog()
+    assert 30 <= size <= 30 + 4  # at most the cycles in flight when the bound was reached
+    time.sleep(2)
+    assert (fake_llm.count("openai"), harness.backlog()) == (calls, size)
+    view = harness.fleet.view()
+    assert all(
+        lane.status is LaneStatus.WAITING and lane.reason.startswith("backlog full")
+        for lane in view.lanes.values()
+    )
+    # draining resumes generation
+    ids = [entry_id for entry_id, _ in harness.fleet.redis.xrange(harness.fleet.keys.batches)]
+    harness.fleet.redis.xdel(harness.fleet.keys.batches, *ids)
+    wait_for(lambda: fake_llm.count("openai") > calls, what="generation resumes")
+
+
+def test_a_worker_does_not_consume_a_queue_it_cannot_serve(harness: Harness) -> None:
+    harness.processes.worker("w1", "openai,mock", concurrency=4, extra_env={"OPENAI_API_KEY": ""})
+    harness.wait_workers(1)
+    fleet = harness.fleet
+    wait_for(lambda: "not consuming queue 'openai'" in harness.processes.log("w1"), what="the warning")
+    assert fleet.redis.zcard(fleet.keys.queue_workers("openai")) == 0
+    assert fleet.redis.zcard(fleet.keys.queue_workers("mock")) == 1
+    harness.start({"openai": 1.0, "mock": 1.0}, concurrency=2)
+    wait_for(lambda: harness.backlog() >= 5, what="mock batches")
+    assert harness.fake.count("openai") == 0  # selection never sends cycles to an unserved queue

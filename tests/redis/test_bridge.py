@@ -1,0 +1,415 @@
+"""The bridge in-process against a scripted orchestrator socket and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trustme
+
+from orchestrator_bridge import (
+    AttributeBatch,
+    ErrorStatus,
+    GenerationConfig,
+    ProducerState,
+    ProducerStatus,
+    StartTopic,
+    Stop,
+    UpdateConfiguration,
+    decode,
+    encode,
+    read_frame,
+)
+from orchestrator_bridge.bridge import Bridge
+from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
+from orchestrator_bridge.convert import filter_to_wire
+from orchestrator_bridge.errors import ConnectionClosedError
+from orchestrator_bridge.protocol.framing import frame
+from producer_tasks.bloomhash import BloomFilter
+from producer_tasks.records import BatchRecord, BloomCounts, MetadataRecord, Phase, ProviderStatus
+from producer_tasks.settings import load_settings
+from producer_tasks.state import bloom, control, outcomes, stream
+from producer_tasks.state.fleet import Fleet
+from tests.conftest import RecordingDispatcher, open_fleet
+
+pytestmark = pytest.mark.timeout(60)
+START = StartTopic("cheese", "List {batch_size} {topic}", {"mock": 1.0}, GenerationConfig(0.7, 100, 10))
+
+
+@dataclass
+class FakeOrchestrator:
+    """A scripted orchestrator: records every frame, lets the test send anything."""
+
+    connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(
+        default_factory=asyncio.Queue
+    )
+    server: asyncio.Server | None = None
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def start(self) -> int:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+            await self.connections.put((reader, writer))
+
+        self.server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.wait_for(self.connections.get(), timeout=15)
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
+
+
+async def next_message(reader: asyncio.StreamReader, kind: type, *, timeout: float = 10) -> object:
+    """The next message of ``kind`` (others, e.g. periodic statuses, are skipped)."""
+
+    async def find() -> object:
+        while True:
+            message = decode(await read_frame(reader))
+            if isinstance(message, kind):
+                return message
+
+    return await asyncio.wait_for(find(), timeout=timeout)
+
+
+async def status_matching(reader: asyncio.StreamReader, wanted: object) -> ProducerStatus:
+    async def find() -> ProducerStatus:
+        while True:
+            message = decode(await read_frame(reader))
+            if isinstance(message, ProducerStatus) and (
+                message.status == wanted
+                or (wanted is ErrorStatus and isinstance(message.status, ErrorStatus))
+            ):
+                return message
+
+    return await asyncio.wait_for(find(), timeout=10)
+
+
+def send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+
+
+@dataclass
+class Setup:
+    bridge: Bridge
+    fleet: Fleet
+    orchestrator: FakeOrchestrator
+    dispatcher: RecordingDispatcher
+
+
+@pytest.fixture
+async def setup(redis_url: str) -> AsyncIterator[Setup]:
+    orchestrator = FakeOrchestrator()
+    port = await orchestrator.start()
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
+            "PRODUCER_STATUS_INTERVAL_S": "0.5",
+            "PRODUCER_MAX_FRAME_BYTES": "65536",
+            "PRODUCER_RECONNECT_MAX_S": "0.5",
+        }
+    )
+    fleet = open_fleet(settings)
+    fleet.heartbeat("w1@test", ["mock"])
+    dispatcher = RecordingDispatcher()
+    bridge = Bridge(settings, fleet, dispatcher)
+    task = asyncio.create_task(bridge.run())
+    try:
+        yield Setup(bridge, fleet, orchestrator, dispatcher)
+    finally:
+        bridge.stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, timeout=10)
+        await orchestrator.close()
+
+
+def batch(epoch: int, n: int, *, bloom_counts: BloomCounts | None = None) -> BatchRecord:
+    return BatchRecord(
+        epoch=epoch,
+        topic="cheese",
+        attributes=[f"Cheese {n}-{i}" for i in range(20)],
+        provider_used="mock",
+        metadata=MetadataRecord(
+            response_time_ms=12, prompt_tokens=5, completion_tokens=40, provider_status=ProviderStatus.HEALTHY
+        ),
+        bloom=bloom_counts,
+    )
+
+
+async def test_status_first_then_start_topic_runs_the_fleet(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    first = decode(await read_frame(reader))
+    assert isinstance(first, ProducerStatus) and first.status is ProducerState.IDLE
+    assert set(first.provider_health) == {"mock"}
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    state = setup.fleet.read_state()
+    assert (state.topic, state.phase) == ("cheese", Phase.RUNNING)
+    assert len(setup.dispatcher.sent) == state.concurrency  # lanes dispatched at once
+    send(writer, frame(encode(Stop())))
+    await status_matching(reader, ProducerState.STOPPED)  # no lane was running
+
+
+async def test_invalid_configuration_answers_error_and_keeps_the_previous(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    bad = StartTopic("towns", "p", {"mock": -1.0}, GenerationConfig(0.7, 100, 10))
+    send(writer, frame(encode(bad)))
+    error = await status_matching(reader, ErrorStatus)
+    assert isinstance(error.status, ErrorStatus) and "finite number >= 0" in error.status.reason
+    await status_matching(reader, ProducerState.RUNNING)  # and then its real status again
+    send(writer, frame(encode(UpdateConfiguration(provider_weights={"mock": 0.0}))))
+    error = await status_matching(reader, ErrorStatus)
+    assert isinstance(error.status, ErrorStatus) and "weight above 0" in error.status.reason
+    send(writer, frame(encode(UpdateConfiguration(bloom_filter=b"\x07garbage"))))
+    error = await status_matching(reader, ErrorStatus)
+    assert isinstance(error.status, ErrorStatus) and "invalid bloom filter" in error.status.reason
+    state = setup.fleet.read_state()
+    assert (state.topic, state.weights) == ("cheese", {"mock": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "log_text"),
+    [
+        ("unknown variant", frame(b"\x09\x00\x00\x00"), "unknown ProducerMessage variant 9"),
+        ("truncated payload", frame(encode(START)[:-3]), "truncated payload"),
+        ("random bytes", frame(bytes(range(7, 60))), "malformed frame"),
+        ("trailing bytes", frame(encode(Stop()) + b"\x00"), "trailing bytes"),
+    ],
+)
+async def test_a_bad_frame_is_logged_reported_and_survived(
+    setup: Setup, caplog: pytest.LogCaptureFixture, name: str, data: bytes, log_text: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator_bridge")
+    reader, writer = await setup.orchestrator.connection()
+    await read_frame(reader)
+    send(writer, data)
+    error = await status_matching(reader, ErrorStatus)
+    assert isinstance(error.status, ErrorStatus) and "malformed frame" in error.status.reason
+    lines = [r for r in caplog.records if "malformed frame" in r.getMessage()]
+    assert len(lines) == 1 and log_text in lines[0].getMessage(), name
+    send(writer, frame(encode(START)))  # the same connection keeps working
+    await status_matching(reader, ProducerState.RUNNING)
+    assert setup.bridge.counters.bad_frames == 1
+
+
+async def test_a_2_gib_length_closes_and_reconnects(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator_bridge")
+    reader, writer = await setup.orchestrator.connection()
+    await read_frame(reader)
+    send(writer, struct.pack(">I", 2**31))  # no body follows: it must not be awaited
+    with pytest.raises(ConnectionClosedError):
+        await asyncio.wait_for(read_frame(reader), timeout=10)
+    lines = [r.getMessage() for r in caplog.records if "exceeds the maximum" in r.getMessage()]
+    assert len(lines) == 1 and "2147483648 bytes" in lines[0]
+    reader2, _ = await setup.orchestrator.connection()  # it reconnected
+    first = decode(await read_frame(reader2))
+    assert isinstance(first, ProducerStatus)
+
+
+async def test_batches_are_forwarded_and_acknowledged_after_writing(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    epoch = setup.fleet.read_state().epoch
+    counts = BloomCounts(total_candidates=40, filtered_candidates=10, last_filter_update_ms=1_700_000_000_000)
+    for n in range(5):
+        assert stream.append(setup.fleet, batch(epoch, n, bloom_counts=counts if n == 4 else None))
+    received = [await next_message(reader, AttributeBatch) for _ in range(5)]
+    assert [m.attributes[0] for m in received] == [f"Cheese {n}-0" for n in range(5)]  # type: ignore[attr-defined]
+    last = received[-1]
+    assert isinstance(last, AttributeBatch) and last.bloom_stats is not None
+    assert last.bloom_stats.filter_effectiveness == 0.25
+    assert received[0].bloom_stats is None  # type: ignore[attr-defined]
+    assert last.producer_id == "producer-1" and last.generation_metadata.tokens_used == 45
+    await asyncio.sleep(0.3)
+    assert setup.fleet.backlog() == 0  # acknowledged and deleted: Redis does not grow
+
+
+async def test_batches_of_an_older_topic_are_never_forwarded(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    old = setup.fleet.read_state().epoch
+    setup.fleet.redis.xadd(
+        setup.fleet.keys.batches, {"epoch": old - 1, "data": batch(old - 1, 99).model_dump_json()}
+    )
+    stream.append(setup.fleet, batch(old, 1))
+    received = await next_message(reader, AttributeBatch)
+    assert isinstance(received, AttributeBatch) and received.attributes[0] == "Cheese 1-0"
+    await asyncio.sleep(0.3)
+    assert setup.bridge.counters.stale_batches_dropped == 1 and setup.fleet.backlog() == 0
+
+
+async def test_pending_entries_are_resent_by_a_restarted_bridge(redis_url: str) -> None:
+    orchestrator = FakeOrchestrator()
+    port = await orchestrator.start()
+    settings = load_settings({"REDIS_URL": redis_url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}"})
+    fleet = open_fleet(settings)
+    fleet.heartbeat("w1@test", ["mock"])
+
+    control.start_topic(
+        fleet,
+        settings,
+        topic="cheese",
+        prompt="p",
+        weights={"mock": 1.0},
+        temperature=0.7,
+        max_tokens=100,
+        batch_size=20,
+    )
+    epoch = fleet.read_state().epoch
+    stream.ensure_group(fleet)
+    for n in range(3):
+        stream.append(fleet, batch(epoch, n))
+    # a previous bridge read them and died before writing: they are pending, not acknowledged
+    assert len(stream.read(fleet, "bridge-producer-1", pending=False, block_ms=100)) == 3
+    stream.append(fleet, batch(epoch, 3))
+    bridge = Bridge(settings, fleet, RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    reader, _ = await orchestrator.connection()
+    received = [await next_message(reader, AttributeBatch) for _ in range(4)]
+    assert sorted(m.attributes[0] for m in received) == [f"Cheese {n}-0" for n in range(4)]  # type: ignore[attr-defined]
+    bridge.stopping.set()
+    await asyncio.wait_for(task, timeout=10)
+    await orchestrator.close()
+
+
+async def test_bloom_filter_update_is_loaded(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    orchestrator_filter = BloomFilter(1024, 4)
+    orchestrator_filter.update(["Brie", "Comté"])
+    send(writer, frame(encode(UpdateConfiguration(bloom_filter=filter_to_wire(orchestrator_filter).encode()))))
+    await asyncio.sleep(0.5)
+    shape = bloom.read_shape(setup.fleet)
+    assert shape is not None and (shape.num_bits, shape.num_hashes) == (1024, 4)
+
+
+async def test_metrics_endpoint(redis_url: str) -> None:
+    orchestrator = FakeOrchestrator()
+    port = await orchestrator.start()
+    metrics_port = free_port()
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
+            "PRODUCER_METRICS_PORT": str(metrics_port),
+        }
+    )
+    fleet = open_fleet(settings)
+    fleet.heartbeat("w1@test", ["mock"])
+
+    outcomes.record_outcome(fleet, settings, "mock", success=True, response_ms=320.0)
+    outcomes.record_outcome(fleet, settings, "mock", success=False, error="boom")
+    bridge = Bridge(settings, fleet, RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    reader, writer = await orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+
+    async def get(path: str) -> tuple[str, str]:
+        r, w = await asyncio.open_connection("127.0.0.1", metrics_port)
+        w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = (await r.read()).decode()
+        w.close()
+        head, _, body = data.partition("\r\n\r\n")
+        return head.splitlines()[0], body
+
+    status_line, body = await get("/metrics")
+    assert status_line == "HTTP/1.1 200 OK"
+    assert 'producer_requests_total{provider="mock"} 2' in body
+    assert 'producer_request_failures_total{provider="mock"} 1' in body
+    assert 'producer_request_duration_seconds_bucket{provider="mock",le="0.5"} 1' in body
+    assert 'producer_request_duration_seconds_bucket{provider="mock",le="0.25"} 0' in body
+    assert "producer_backlog_batches 0" in body and "producer_bridge_connected 1" in body
+    assert "# TYPE producer_request_duration_seconds histogram" in body
+    assert (await get("/other"))[0] == "HTTP/1.1 404 Not Found"
+    bridge.stopping.set()
+    await asyncio.wait_for(task, timeout=10)
+    await orchestrator.close()
+
+
+async def test_tls_to_the_orchestrator(redis_url: str, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    received: asyncio.Queue[object] = asyncio.Queue()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await received.put(decode(await read_frame(reader)))
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    settings = load_settings(
+        {
+            "REDIS_URL": redis_url,
+            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
+            "PRODUCER_ORCHESTRATOR_TLS": "true",
+            "PRODUCER_ORCHESTRATOR_TLS_CA": str(ca_file),
+        }
+    )
+    bridge = Bridge(settings, open_fleet(settings), RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    first = await asyncio.wait_for(received.get(), timeout=15)
+    assert isinstance(first, ProducerStatus)  # the status frame arrived over TLS
+    bridge.stopping.set()
+    await asyncio.wait_for(task, timeout=10)
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_redis_outage_is_survived(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    port = free_port()
+    redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+    orchestrator = FakeOrchestrator()
+    orchestrator_port = await orchestrator.start()
+    settings = load_settings(
+        {"REDIS_URL": redis_server.url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{orchestrator_port}"}
+    )
+    fleet = open_fleet(settings)
+    fleet.heartbeat("w1@test", ["mock"])
+    bridge = Bridge(settings, fleet, RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    try:
+        reader, writer = await orchestrator.connection()
+        send(writer, frame(encode(START)))
+        await status_matching(reader, ProducerState.RUNNING)
+        redis_server.stop()  # the blip: Redis is gone (and, without persistence, forgets everything)
+        await asyncio.sleep(3)
+        assert not task.done()  # the bridge is still alive and connected
+        assert any("batch stream" in r.getMessage() for r in caplog.records)
+        redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+        fleet.heartbeat("w1@test", ["mock"])
+        send(writer, frame(encode(START)))  # the orchestrator re-sends its topic
+        await status_matching(reader, ProducerState.RUNNING)
+        stream.ensure_group(fleet)
+        stream.append(fleet, batch(fleet.read_state().epoch, 7))
+        received = await next_message(reader, AttributeBatch, timeout=15)
+        assert isinstance(received, AttributeBatch) and received.attributes[0] == "Cheese 7-0"
+    finally:
+        bridge.stopping.set()
+        await asyncio.wait_for(task, timeout=10)
+        await orchestrator.close()
+        redis_server.stop()

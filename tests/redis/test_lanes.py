@@ -1,0 +1,121 @@
+"""Lanes in Celery's eager mode, against a real redis-server: tokens, backlog, redirects,
+restoring lost lanes, adaptive selection, never a stranded lane.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from producer_tasks.generation.cycle import Outcome
+from producer_tasks.records import LaneStatus
+from producer_tasks.worker.tasks import cycle
+from tests.conftest import make_runtime, provider_env
+from tests.fakellm import FakeLLM
+from tests.redis.eager import batches, fake_calls, run_next, serve, start
+
+pytestmark = pytest.mark.usefixtures("eager")
+
+
+def test_a_duplicate_or_old_message_is_a_no_op(mock_rt: Any) -> None:
+    rt, rec = mock_rt
+    start(rt)
+    rt.lanes.reconcile()
+    message = dict(rec.sent[0])
+    assert run_next(rec) == Outcome.DELIVERED
+    assert cycle.delay(**message).get() == Outcome.STALE  # redelivered copy
+    assert len(batches(rt)) == 1
+
+
+def test_backlog_bound_pauses_and_resumes(redis_url: str, installed_runtime: Any) -> None:
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", PRODUCER_MAX_BACKLOG="3")
+    installed_runtime(rt)
+    serve(rt, "mock")
+    start(rt)
+    rt.lanes.reconcile()
+    for _ in range(3):
+        assert run_next(rec) == Outcome.DELIVERED
+    # the third batch filled the backlog: the lane's next cycle checks before it spends
+    assert run_next(rec) == Outcome.WAITING
+    assert rec.sent == []
+    assert fake_calls(rt) == 3
+    lane = rt.fleet.view().lanes[0]
+    assert lane.status is LaneStatus.WAITING and lane.reason.startswith("backlog full")
+    assert rt.lanes.reconcile().dispatched == []
+    oldest = rt.fleet.redis.xrange(rt.fleet.keys.batches)[0][0]
+    rt.fleet.redis.xdel(rt.fleet.keys.batches, oldest)  # the bridge drained one
+    assert rt.lanes.reconcile().dispatched == [0]
+    assert run_next(rec) == Outcome.DELIVERED
+
+
+def test_a_message_for_an_unusable_provider_is_redirected(redis_url: str, installed_runtime: Any) -> None:
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", OPENAI_API_KEY="k")
+    installed_runtime(rt)
+    serve(rt, "openai", "mock")
+    start(rt, weights={"openai": 1.0, "mock": 1.0})
+    rt.lanes.reconcile()
+    rec.sent[0]["provider"] = "openai"
+    rt.fleet.redis.hset(rt.fleet.keys.health("openai"), mapping={"status": "unhealthy"})
+    assert run_next(rec) == Outcome.REDIRECTED
+    assert rec.sent[0]["provider"] == "mock"
+
+
+def test_lanes_of_a_dead_worker_are_restored(mock_rt: Any) -> None:
+    rt, rec = mock_rt
+    start(rt)
+    rt.lanes.reconcile()
+    lost = rec.sent.pop(0)
+    assert (
+        rt.fleet.transition(
+            lane=lost["lane"], token=lost["token"], status=LaneStatus.RESERVED, worker="dead@test"
+        )
+        == 1
+    )
+    report = rt.lanes.reconcile()
+    assert report.dispatched == [lost["lane"]]  # dead@test never sent a heartbeat
+    assert cycle.delay(**lost).get() == Outcome.STALE  # the restored old message is a no-op
+
+
+def test_adaptive_selection_favours_the_provider_that_brings_new_attributes(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    fake_llm.set("openai", vocabulary=20, topic="cheese")  # repeats itself at once
+    fake_llm.set("anthropic", vocabulary=100_000, topic="cheese")
+    rt, rec = make_runtime(
+        redis_url,
+        PRODUCER_CONCURRENCY="1",
+        PRODUCER_SELECTION="adaptive",
+        PRODUCER_BLOOM_FILTER="true",
+        **provider_env(fake_llm),
+    )
+    installed_runtime(rt)
+    serve(rt, "openai", "anthropic")
+    start(rt, weights={"openai": 1.0, "anthropic": 1.0})
+    rt.lanes.reconcile()
+    for _ in range(150):
+        serve(rt, "openai", "anthropic")  # the worker's heartbeat, as its thread would
+        run_next(rec)
+    stats = {p: rt.fleet.read_stats(p) for p in ("openai", "anthropic")}
+    assert stats["openai"].ema_novelty < 0.3 < stats["anthropic"].ema_novelty
+    late = [r.api for r in fake_llm.requests[-60:]]
+    assert late.count("anthropic") > 2 * late.count("openai")  # static would be about even
+    assert late.count("openai") > 0  # the floor keeps it selectable
+    assert stats["anthropic"].unique_contributions > stats["openai"].unique_contributions
+
+
+def test_an_unexpected_error_parks_the_lane_instead_of_stranding_it(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", **provider_env(fake_llm))
+    installed_runtime(rt)
+    serve(rt, "openai")
+    start(rt, weights={"openai": 1.0})
+    rt.lanes.reconcile()
+    message = rec.sent.pop(0)
+    rt.fleet.redis.hset(rt.fleet.keys.state, "data", "{not json")  # a corrupted state record
+    assert cycle.delay(**message).get() == "error"
+    assert "failed unexpectedly" in caplog.text
+    raw = rt.fleet.redis.hget(rt.fleet.keys.lanes, "0")  # reconcile will pick the lane up again
+    assert '"status":"waiting"' in raw and "ValidationError" in raw
+    assert fake_llm.count() == 0

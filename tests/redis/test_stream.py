@@ -1,0 +1,93 @@
+"""The batch stream against a real redis-server: epoch-checked appends, the consumer
+group's pending and new entries, orphan claims, acknowledgement."""
+
+from __future__ import annotations
+
+from producer_tasks.records import BatchRecord, MetadataRecord, ProviderStatus
+from producer_tasks.settings import load_settings
+from producer_tasks.state import control, stream
+from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.scripts import Deliver
+from tests.conftest import open_fleet
+
+
+def fleet_for(redis_url: str) -> Fleet:
+    settings = load_settings({"REDIS_URL": redis_url})
+    fleet = open_fleet(settings)
+    result = control.start_topic(
+        fleet,
+        settings,
+        topic="cheese",
+        prompt="List {topic}",
+        weights={"mock": 1.0},
+        temperature=0.5,
+        max_tokens=100,
+        batch_size=5,
+    )
+    assert result.accepted
+    stream.ensure_group(fleet)
+    return fleet
+
+
+def batch(epoch: int, *attributes: str) -> BatchRecord:
+    return BatchRecord(
+        epoch=epoch,
+        topic="cheese",
+        attributes=list(attributes),
+        provider_used="mock",
+        metadata=MetadataRecord(
+            response_time_ms=5, prompt_tokens=1, completion_tokens=2, provider_status=ProviderStatus.HEALTHY
+        ),
+    )
+
+
+def test_an_append_for_an_old_epoch_is_discarded_and_counted(redis_url: str) -> None:
+    fleet = fleet_for(redis_url)
+    epoch = fleet.read_state().epoch
+    assert stream.append(fleet, batch(epoch, "Brie", "Comté")) is not None
+    assert stream.append(fleet, batch(epoch - 1, "Old")) is None
+    counters = fleet.read_counters()
+    assert (counters["batches_appended"], counters["attributes_appended"], counters["batches_discarded"]) == (
+        1,
+        2,
+        1,
+    )
+    assert fleet.backlog() == 1
+
+
+def test_read_entries_stay_pending_until_acknowledged_then_are_deleted(redis_url: str) -> None:
+    fleet = fleet_for(redis_url)
+    epoch = fleet.read_state().epoch
+    ids = [stream.append(fleet, batch(epoch, f"Cheese {i}")) for i in range(3)]
+    fresh = stream.read(fleet, "bridge-a", pending=False, block_ms=10)
+    assert [e.id for e in fresh] == ids and all(e.batch is not None for e in fresh)
+    assert stream.read(fleet, "bridge-a", pending=False, block_ms=10) == []  # nothing new
+    assert [e.id for e in stream.read(fleet, "bridge-a", pending=True)] == ids  # a restart re-reads
+    stream.acknowledge(fleet, [e.id for e in fresh[:2]])
+    assert [e.id for e in stream.read(fleet, "bridge-a", pending=True)] == ids[2:]
+    assert fleet.backlog() == 1  # acknowledged entries are deleted
+
+
+def test_another_consumer_claims_what_a_dead_one_left_pending(redis_url: str) -> None:
+    fleet = fleet_for(redis_url)
+    entry = stream.append(fleet, batch(fleet.read_state().epoch, "Gouda"))
+    assert [e.id for e in stream.read(fleet, "bridge-dead", pending=False, block_ms=10)] == [entry]
+    claimed = stream.claim_orphans(fleet, "bridge-new", idle_ms=0)
+    assert [e.id for e in claimed] == [entry]
+    assert claimed[0].batch is not None and claimed[0].batch.attributes == ["Gouda"]
+
+
+def test_an_unreadable_entry_is_reported_not_raised(redis_url: str) -> None:
+    fleet = fleet_for(redis_url)
+    fleet.run(
+        Deliver(
+            state_key=fleet.keys.state,
+            batches_key=fleet.keys.batches,
+            counters_key=fleet.keys.counters,
+            epoch=fleet.read_state().epoch,
+            batch_json="{not json",
+            attributes=1,
+        ).call()
+    )
+    (entry,) = stream.read(fleet, "bridge-a", pending=False, block_ms=10)
+    assert entry.batch is None and "unreadable batch" in entry.error

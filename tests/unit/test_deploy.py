@@ -1,0 +1,154 @@
+"""The deploy files parse, and every command, queue and setting they name exists."""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator_bridge.cli.main import COMMANDS, build_parser
+from producer_tasks.settings import PROVIDERS, env_names
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+EXTRA_ENV = {"FLOWER_BASIC_AUTH"}  # read by Flower itself
+SUBCOMMANDS = set(COMMANDS)
+
+
+def check_command(argv: list[str]) -> str:
+    """Validate one command line; return the role it runs."""
+    program = Path(argv[0]).name
+    if program in ("sh", "bash") and argv[1] == "-c":
+        return check_command(shlex.split(argv[2].removeprefix("exec ")))
+    if program == "celery":
+        assert argv[1:3] == ["-A", "producer_tasks"], argv
+        role = argv[3]
+        assert role in ("worker", "beat", "flower"), argv
+        if role == "worker":
+            queues = argv[argv.index("-Q") + 1].split(",")
+            assert all(q in PROVIDERS or q == "%i" for q in queues), argv
+        return role
+    if program in ("python", "python3"):
+        assert argv[1] == "-m" and importlib.util.find_spec(argv[2]) is not None, argv
+        return argv[2]
+    if program == "producer":
+        assert argv[1] in SUBCOMMANDS, argv
+        return argv[1]
+    if program == "redis-server":
+        return "redis"
+    raise AssertionError(f"unknown command {argv}")
+
+
+def check_env_names(names: set[str]) -> None:
+    unknown = names - set(env_names()) - EXTRA_ENV
+    assert not unknown, f"settings that do not exist: {sorted(unknown)}"
+
+
+def test_cli_knows_the_fixed_subcommands() -> None:
+    assert {"run", "bridge", "orchestrator", "status"} == SUBCOMMANDS
+    usage = build_parser().format_help()
+    assert all(command in usage for command in COMMANDS)
+
+
+def test_compose_file() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services: dict[str, Any] = compose["services"]
+    assert {"redis", "beat", "bridge", "flower"} <= set(services)
+    roles = {}
+    for name, service in services.items():
+        if "command" in service:
+            roles[name] = check_command([str(a) for a in service["command"]])
+    workers = {n for n, r in roles.items() if r == "worker"}
+    assert workers == {f"worker-{p}" for p in PROVIDERS}  # one worker service per provider queue
+    for name in workers:
+        command = services[name]["command"]
+        assert command[command.index("-Q") + 1] == name.removeprefix("worker-")
+    assert list(roles.values()).count("beat") == 1
+    assert roles["bridge"] == "orchestrator_bridge"
+    assert (DEPLOY / services["bridge"]["build"]["dockerfile"].removeprefix("deploy/")).exists()
+
+
+def test_env_example_names_only_real_settings() -> None:
+    names = {
+        line.split("=", 1)[0]
+        for line in (DEPLOY / "producer.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    check_env_names(names)
+    assert {"REDIS_URL", "PRODUCER_ID", "ORCHESTRATOR_ADDR"} <= names
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    documents = []
+    for resource in kustomization["resources"]:
+        documents += [d for d in yaml.safe_load_all((DEPLOY / "k8s" / resource).read_text()) if d]
+    return documents
+
+
+def test_kubernetes_manifests() -> None:
+    documents = k8s_documents()
+    assert all({"apiVersion", "kind", "metadata"} <= set(d) for d in documents)
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    roles = {}
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        if "command" in container:
+            roles[name] = check_command(container["command"])
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert {n for n, r in roles.items() if r == "worker"} == {f"worker-{p}" for p in PROVIDERS}
+    assert deployments["beat"]["spec"]["replicas"] == 1 and deployments["bridge"]["spec"]["replicas"] == 1
+    for d in documents:
+        if d["kind"] in ("ConfigMap", "Secret"):
+            check_env_names(set(d.get("data") or {}) | set(d.get("stringData") or {}))
+    scaled = [d for d in documents if d["kind"] == "ScaledObject"]
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {f"worker-{p}" for p in PROVIDERS}
+    for s in scaled:
+        (trigger,) = s["spec"]["triggers"]
+        assert trigger["type"] == "redis"
+        queue = trigger["metadata"]["listName"]
+        assert queue in PROVIDERS and s["spec"]["scaleTargetRef"]["name"] == f"worker-{queue}"
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    assert {"redis", "bridge-metrics", "flower"} <= set(services)
+
+
+@pytest.mark.parametrize("unit", sorted((DEPLOY / "systemd").glob("*.service")), ids=lambda p: p.name)
+def test_systemd_units(unit: Path) -> None:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(unit.read_text())
+    assert {"Unit", "Service", "Install"} <= set(parser.sections())
+    exec_start = parser["Service"]["ExecStart"]
+    argv = shlex.split(exec_start.replace("%%h", "host"))
+    role = check_command(argv)
+    if unit.name.startswith("producer-worker@"):
+        assert role == "worker" and "-Q %i" in exec_start
+    assert parser["Service"]["EnvironmentFile"].startswith("/etc/producer/")
+
+
+def test_dockerfile() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    root = DEPLOY.parent
+    for line in text.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (root / source).exists(), source
+    cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
+    assert cmd is not None
+    check_command(yaml.safe_load(cmd.group(1)))
+    assert "USER producer" in text
+
+
+def test_readme_documents_every_setting_and_the_two_commands() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    missing = [name for name in env_names() if f"`{name}`" not in readme]
+    assert not missing, f"README lacks {missing}"
+    assert "make run" in readme and "make test" in readme
+    ci = (DEPLOY.parent / ".ci" / "run").read_text()
+    assert "make test" in ci

@@ -1,0 +1,143 @@
+"""The official openai and anthropic SDKs over real HTTP against the local fake server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from producer_tasks.errors import (
+    BadResponseError,
+    NotRetryableError,
+    ProviderNotConfiguredError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from producer_tasks.generation import providers
+from producer_tasks.generation.parsing import parse_response
+from producer_tasks.generation.providers import Clients, GenerationRequest, retry_after_s
+from producer_tasks.settings import load_settings
+from tests.conftest import provider_env
+from tests.fakellm import FakeLLM
+
+APIS = ["openai", "anthropic"]
+REQUEST = GenerationRequest(
+    prompt="List 10 cheeses", topic="cheese", temperature=0.7, max_tokens=200, batch_size=10
+)
+
+
+@pytest.fixture
+def clients(fake_llm: FakeLLM) -> Iterator[Clients]:
+    settings = load_settings(provider_env(fake_llm, PRODUCER_REQUEST_TIMEOUT_S="0.5"))
+    made = Clients(settings)
+    yield made
+    made.close()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_success_with_usage(api: str, fake_llm: FakeLLM, clients: Clients) -> None:
+    response = providers.generate(clients, api, REQUEST)
+    assert len(parse_response(response.content, batch_size=10)) >= 5
+    expected = (11, 42) if api == "openai" else (13, 40)
+    assert (response.prompt_tokens, response.completion_tokens) == expected
+    assert response.tokens_used == sum(expected)
+    assert response.response_time_ms > 0
+    (request,) = fake_llm.requests
+    assert request.api == api
+    assert request.body["max_tokens"] == 200
+    assert request.body["messages"][0]["content"] == "List 10 cheeses"
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_429_with_retry_after_is_mapped_with_its_delay(api: str, fake_llm: FakeLLM, clients: Clients) -> None:
+    fake_llm.set(api, mode="status", status=429, retry_after="7")
+    with pytest.raises(RateLimitedError) as info:
+        providers.generate(clients, api, REQUEST)
+    assert info.value.retry_after_s == 7.0
+    assert info.value.provider == api
+    assert fake_llm.count(api) == 1  # the SDK did not retry on its own
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("status", [500, 503, 529])
+def test_server_errors_are_unavailable(api: str, status: int, fake_llm: FakeLLM, clients: Clients) -> None:
+    fake_llm.set(api, mode="status", status=status)
+    with pytest.raises(ProviderUnavailableError, match=f"HTTP {status}"):
+        providers.generate(clients, api, REQUEST)
+    assert fake_llm.count(api) == 1
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("mode", ["html", "garbage", "empty", "no_choices"])
+def test_bad_bodies_with_status_200(api: str, mode: str, fake_llm: FakeLLM, clients: Clients) -> None:
+    fake_llm.set(api, mode=mode)
+    with pytest.raises(BadResponseError):
+        providers.generate(clients, api, REQUEST)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_hang_fires_our_timeout(api: str, fake_llm: FakeLLM, clients: Clients) -> None:
+    fake_llm.set(api, mode="hang", hang_s=30)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeoutError):
+        providers.generate(clients, api, REQUEST)
+    assert time.monotonic() - started < 10  # 0.5 s timeout, generous bound for a slow CI
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_401_is_not_retryable(api: str, fake_llm: FakeLLM) -> None:
+    env = provider_env(fake_llm)
+    env[f"{api.upper()}_API_KEY"] = "wrong-key"
+    with pytest.raises(NotRetryableError, match="HTTP 401") as info:
+        providers.generate(Clients(load_settings(env)), api, REQUEST)
+    assert not info.value.retryable
+    assert "wrong-key" not in str(info.value)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_health_check_is_a_free_model_lookup(api: str, fake_llm: FakeLLM, clients: Clients) -> None:
+    providers.health_check(clients, api)
+    (request,) = fake_llm.requests
+    assert "/models/" in request.path
+    fake_llm.set(api, mode="status", status=503)
+    with pytest.raises(ProviderUnavailableError):
+        providers.health_check(clients, api)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_health_check_completion_mode_spends_one_token(api: str, fake_llm: FakeLLM) -> None:
+    clients = Clients(load_settings(provider_env(fake_llm, PRODUCER_HEALTH_CHECK="completion")))
+    providers.health_check(clients, api)
+    (request,) = fake_llm.requests
+    assert request.body["max_tokens"] == 1
+
+
+def test_connection_refused_is_unavailable() -> None:
+    env = {"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    with pytest.raises(ProviderUnavailableError, match="connection failed"):
+        providers.generate(Clients(load_settings(env)), "openai", REQUEST)
+
+
+def test_unconfigured_provider() -> None:
+    with pytest.raises(ProviderNotConfiguredError):
+        providers.generate(Clients(load_settings({})), "openai", REQUEST)
+    with pytest.raises(ProviderNotConfiguredError):
+        providers.generate(Clients(load_settings({})), "llama", REQUEST)
+
+
+def test_mock_needs_no_network() -> None:
+    clients = Clients(load_settings({"PRODUCER_MOCK_LATENCY_MS": "0"}))
+    response = providers.generate(clients, "mock", REQUEST)
+    assert parse_response(response.content, batch_size=10)
+    providers.health_check(clients, "mock")
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after_s({"retry-after": "3"}) == 3.0
+    assert retry_after_s({"retry-after-ms": "1500"}) == 1.5
+    assert retry_after_s({"retry-after": "soon"}) is None
+    assert retry_after_s({}) is None
+    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 < (retry_after_s({"retry-after": future}) or 0) <= 31
