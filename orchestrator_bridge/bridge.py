@@ -15,8 +15,9 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from orchestrator_bridge.connection import Connection
@@ -26,6 +27,7 @@ from orchestrator_bridge.metrics import serve_metrics
 from orchestrator_bridge.protocol.bloomwire import BloomFilterWire
 from orchestrator_bridge.protocol.messages import (
     ProducerMessage,
+    ProducerState,
     ProducerStatus,
     ProducerStatusType,
     StartTopic,
@@ -45,6 +47,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SHUTDOWN_GRACE_S = 5.0
+RECONNECT_BASE_S = 0.2
+STABLE_CONNECTION_S = 10.0  # a connection that lasted this long resets the backoff
 
 
 @dataclass
@@ -58,6 +62,7 @@ class BridgeCounters:
     stale_batches_dropped: int = 0
     bad_frames: int = 0
     rejected_configurations: int = 0
+    state_restores: int = 0
     last_error: str = ""
     connected: bool = False
 
@@ -78,6 +83,7 @@ class Bridge:
         self.fleet = fleet
         self.rng = rng or random.Random()
         self.lanes = Lanes(fleet, dispatcher, settings, rng=self.rng)
+        self.memory = ControlMemory()
         self.host, self.port = parse_addr(settings.orchestrator_addr)
         self.consumer = f"bridge-{settings.id}"
         self.counters = BridgeCounters()
@@ -114,6 +120,7 @@ class Bridge:
             "stale_batches_dropped": c.stale_batches_dropped,
             "bad_frames": c.bad_frames,
             "rejected_configurations": c.rejected_configurations,
+            "state_restores": c.state_restores,
             "last_error": c.last_error[:300],
             "updated_ms": now_ms(),
         }
@@ -135,7 +142,7 @@ class Bridge:
             await self.in_thread(stream.ensure_group, self.fleet)
         metrics = None
         if self.settings.metrics_port is not None:
-            metrics = await serve_metrics(self.fleet, self.settings.metrics_port)
+            metrics = await serve_metrics(self.fleet, self.settings.metrics_host, self.settings.metrics_port)
         try:
             await self.connect_forever()
         finally:
@@ -143,37 +150,49 @@ class Bridge:
                 metrics.close()
 
     async def connect_forever(self) -> None:
+        """Connect, serve, reconnect. Any error of a connection (the orchestrator, Redis, a
+        bug) is logged once and followed by a backoff that grows until a connection has
+        stayed up for ``STABLE_CONNECTION_S``; nothing but ``stopping`` ends this loop."""
         attempt = 0
         while not self.stopping.is_set():
             try:
                 reader, writer = await self.open()
             except (OSError, TimeoutError) as exc:
                 attempt += 1
-                delay = min(self.settings.reconnect_max_s, 0.2 * 2 ** min(attempt, 10))
-                delay = self.rng.uniform(delay / 2, delay)
                 self.counters.last_error = f"connect to {self.settings.orchestrator_addr}: {exc}"
-                log.warning(
-                    "cannot reach the orchestrator at %s (%s); retrying in %.1fs",
-                    self.settings.orchestrator_addr,
-                    exc,
-                    delay,
+                await self.back_off(
+                    attempt, f"cannot reach the orchestrator at {self.settings.orchestrator_addr}"
                 )
-                await self.publish_counters()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=delay)
                 continue
-            attempt = 0
             self.counters.connects += 1
             self.counters.connected = True
+            connected_at = time.monotonic()
             log.info("connected to the orchestrator at %s", self.settings.orchestrator_addr)
             try:
                 await Connection(self, reader, writer).serve()
+            except Exception as exc:  # e.g. Redis down while greeting: carry on, never linger
+                self.counters.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("connection ended: %s", self.counters.last_error)
             finally:
                 self.counters.connected = False
                 writer.close()
                 with contextlib.suppress(OSError, asyncio.CancelledError, ssl.SSLError):
                     await asyncio.wait_for(writer.wait_closed(), timeout=2)
                 await self.publish_counters()
+            if time.monotonic() - connected_at >= STABLE_CONNECTION_S:
+                attempt = 0
+            elif not self.stopping.is_set():
+                attempt += 1
+                await self.back_off(attempt, "the connection ended early")
+
+    async def back_off(self, attempt: int, why: str) -> None:
+        """Wait a capped, jittered, exponentially growing delay (or until stopping)."""
+        ceiling = min(self.settings.reconnect_max_s, RECONNECT_BASE_S * 2 ** min(attempt, 10))
+        delay = self.rng.uniform(ceiling / 2, ceiling)
+        log.warning("%s; retrying in %.1fs", why, delay)
+        await self.publish_counters()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=delay)
 
     # --- control ----------------------------------------------------------------------
     async def handle(self, message: ProducerMessage) -> str | None:
@@ -200,6 +219,7 @@ class Bridge:
                 except (DecodeError, ConfigurationError) as exc:
                     return f"invalid bloom filter: {exc}"
             if message.prompt is None and message.provider_weights is None:
+                self.memory.accepted(message)
                 return None
             result = await self.in_thread(
                 control.update_configuration,
@@ -220,6 +240,55 @@ class Bridge:
             log.warning("%s", warning)
         if not result.accepted:
             return result.reason
+        self.memory.accepted(message)
         if isinstance(message, StartTopic | UpdateConfiguration):
             await self.in_thread(self.lanes.reconcile)
         return None
+
+    async def restore_if_lost(self, phase: ProducerStatusType) -> bool:
+        """Redis came back empty (restart without persistence, failover, FLUSHALL) while the
+        orchestrator's topic is still in force: re-apply what it last sent. True if done."""
+        replay = self.memory.replay()
+        if phase is not ProducerState.IDLE or not replay:
+            return False
+        self.counters.state_restores += 1
+        log.warning("the fleet state is gone from Redis: re-applying the orchestrator's last StartTopic")
+        with contextlib.suppress(ProducerError):
+            await self.in_thread(stream.ensure_group, self.fleet)
+        for message in replay:
+            reason = await self.handle(message)
+            if reason is not None:
+                log.error("could not re-apply %s: %s", type(message).__name__, reason)
+        await self.publish_counters()
+        return True
+
+
+@dataclass
+class ControlMemory:
+    """The control messages in force: the last accepted StartTopic and what updated it."""
+
+    start: StartTopic | None = None
+    update: UpdateConfiguration = field(default_factory=UpdateConfiguration)
+
+    def accepted(self, message: ProducerMessage) -> None:
+        if isinstance(message, StartTopic):
+            same_topic = self.start is not None and self.start.topic == message.topic
+            bloom_filter = self.update.bloom_filter if same_topic else None
+            self.start, self.update = message, UpdateConfiguration(bloom_filter=bloom_filter)
+        elif isinstance(message, UpdateConfiguration):
+            self.update = UpdateConfiguration(
+                prompt=message.prompt if message.prompt is not None else self.update.prompt,
+                provider_weights=message.provider_weights
+                if message.provider_weights is not None
+                else self.update.provider_weights,
+                bloom_filter=message.bloom_filter
+                if message.bloom_filter is not None
+                else self.update.bloom_filter,
+            )
+        elif isinstance(message, Stop):
+            self.start, self.update = None, UpdateConfiguration()
+
+    def replay(self) -> list[ProducerMessage]:
+        if self.start is None:
+            return []
+        return [self.start, self.update] if self.update != UpdateConfiguration() else [self.start]

@@ -117,6 +117,8 @@ class Connection:
             await asyncio.sleep(0.25)
             try:
                 status = await bridge.phase_status()  # polled cheaply; health only when sent
+                if await bridge.restore_if_lost(status):
+                    continue
                 # a change (an Error report is followed by the phase's status again), or periodic
                 if status != self.last_status or time.monotonic() >= next_periodic:
                     await self.send_status(await bridge.in_thread(bridge.status_message, status))

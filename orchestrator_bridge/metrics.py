@@ -23,6 +23,7 @@ BRIDGE_COUNTERS = (
     "rejected_configurations",
     "connects",
     "stale_batches_dropped",
+    "state_restores",
 )
 
 
@@ -143,7 +144,7 @@ def render_metrics(fleet: Fleet) -> str:
     return out.text()
 
 
-async def serve_metrics(fleet: Fleet, port: int) -> asyncio.Server:
+async def serve_metrics(fleet: Fleet, host: str, port: int) -> asyncio.Server:
     """A minimal HTTP endpoint: ``GET /metrics`` in the Prometheus text format."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -170,6 +171,6 @@ async def serve_metrics(fleet: Fleet, port: int) -> asyncio.Server:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(answer, "0.0.0.0", port)
-    log.info("metrics on :%d/metrics", port)
+    server = await asyncio.start_server(answer, host, port)
+    log.info("metrics on %s:%d/metrics", host, port)
     return server

@@ -35,6 +35,7 @@ WAIT_NO_PROVIDER = "no usable provider"
 WAIT_RATE_LIMIT = "rate limited"
 WAIT_BACKOFF = "backoff"
 NO_PROVIDER_PAUSE_MS = 1000
+BUSY_GRACE_S = 30.0  # beyond the request timeout, before a RESERVED/RUNNING lane counts as lost
 BUSY = (LaneStatus.RESERVED, LaneStatus.RUNNING)
 
 
@@ -118,6 +119,7 @@ class Lanes:
         self.dispatcher = dispatcher
         self.adaptive = settings.selection == "adaptive"
         self.queued_timeout_ms = queued_timeout_ms(settings)
+        self.busy_limit_ms = round((settings.request_timeout_s + BUSY_GRACE_S) * 1000)
         self.rng = rng or random.Random()
 
     # --- one lane ---------------------------------------------------------------------
@@ -209,7 +211,7 @@ class Lanes:
         live = fleet.live_workers()
         if state.phase is Phase.STOPPING:
             for index, held in view.lanes.items():
-                if held.status not in BUSY or held.worker not in live:
+                if held.status not in BUSY or self._lost(held, view, live):
                     self.release(lane=index, token=held.token)
                     report.released.append(index)
             if not view.lanes:
@@ -236,8 +238,12 @@ class Lanes:
         return report
 
     def _lost(self, lane: LaneRecord, view: FleetView, live_workers: set[str]) -> bool:
+        """A lane whose message or cycle is gone. A busy lane belongs to a worker
+        *incarnation* (a restarted worker of the same name is another one) and is lost when
+        that incarnation stopped heart-beating, or when it has been busy longer than a call
+        can take (its message was rejected during a Redis outage, its thread hangs)."""
         if lane.status in BUSY:
-            return lane.worker not in live_workers
+            return lane.worker not in live_workers or view.now_ms - lane.since_ms > self.busy_limit_ms
         if lane.status is LaneStatus.QUEUED:
             return view.now_ms - lane.since_ms > self.queued_timeout_ms
         return False

@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus endpoint of the bridge (off when unset)"
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the metrics endpoint binds (`0.0.0.0`: every interface)",
+    )
 
     @field_validator("orchestrator_addr")
     @classmethod

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from producer_tasks import mock
+from producer_tasks.generation import mock
 
 API_KEY = "sk-test-fake-0123456789"
 
@@ -38,6 +38,7 @@ class Behaviour:
     count: int | None = None  # requests this behaviour applies to; then back to "ok"
     seconds: float | None = None  # how long it applies (from the first request); then "ok"
     first_at: float | None = None
+    text: str | None = None  # a fixed answer instead of drawn items
 
 
 @dataclass
@@ -121,6 +122,8 @@ class FakeLLM:
             return behaviour
 
     def content(self, behaviour: Behaviour, batch: int) -> str:
+        if behaviour.text is not None:
+            return behaviour.text
         with self.lock:
             items = mock.draw(behaviour.topic, batch, vocabulary=behaviour.vocabulary, rng=self.rng)
         return "Here you go:\n" + "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))

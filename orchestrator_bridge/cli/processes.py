@@ -24,21 +24,27 @@ def run_bridge(_: argparse.Namespace) -> int:
     settings = get_settings()
     bridge = Bridge(settings, Fleet.from_settings(settings), CeleryDispatcher(app))
 
-    async def main() -> None:
+    async def main() -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, bridge.stopping.set)
         task = asyncio.create_task(bridge.run())
-        await bridge.stopping.wait()
+        stopping = asyncio.create_task(bridge.stopping.wait())
+        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if task.done():  # the bridge's main task died: exit non-zero so a supervisor restarts us
+            stopping.cancel()
+            error = task.exception()
+            log.error("the bridge stopped unexpectedly: %s", error or "its loop returned", exc_info=error)
+            return 1
         log.info("shutting down (at most %.0fs)", SHUTDOWN_GRACE_S)
         try:
             await asyncio.wait_for(task, timeout=SHUTDOWN_GRACE_S)
         except TimeoutError:
             log.warning("bridge did not finish in time; cancelled")
+        return 0
 
     log.info("bridge %s -> orchestrator %s", settings.id, settings.orchestrator_addr)
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def run_orchestrator(args: argparse.Namespace) -> int:

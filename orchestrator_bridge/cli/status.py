@@ -47,6 +47,11 @@ def render(status: FleetStatus) -> str:
         lines.append(
             f"bridge: {state} to {b.get('orchestrator', '?')}; {b.get('batches_forwarded', 0)} batches "
             f"forwarded, {b.get('bad_frames', 0)} bad frames"
+            + (
+                f", fleet state re-applied {b['state_restores']}x after Redis lost it"
+                if b.get("state_restores", "0") != "0"
+                else ""
+            )
             + (f"; last error: {b['last_error']}" if b.get("last_error") else "")
         )
     if status.bloom:

@@ -46,6 +46,15 @@ _CHATTER = re.compile(
 )
 
 
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """A model's answer without lone surrogates and control characters (newlines and tabs
+    stay): what cannot be encoded as UTF-8 or JSON never reaches a record."""
+    return _UNSAFE.sub("", text)
+
+
 def _json_items(text: str) -> list[str] | None:
     body = text.strip()
     if body.startswith("```"):

@@ -30,6 +30,7 @@ from producer_tasks.errors import (
     RateLimitedError,
 )
 from producer_tasks.generation import mock
+from producer_tasks.generation.parsing import clean_text
 from producer_tasks.records import LLMResponse
 from producer_tasks.settings import Settings
 
@@ -240,7 +241,8 @@ def generate(clients: Clients, provider: str, request: GenerationRequest) -> LLM
     """Call ``provider`` through its SDK (or the mock); our errors only."""
     if not clients.settings.is_configured(provider):
         raise ProviderNotConfiguredError(f"{provider}: not configured in this deployment")
-    return GENERATORS[provider](clients, request)
+    response = GENERATORS[provider](clients, request)
+    return response.model_copy(update={"content": clean_text(response.content)})
 
 
 # --- health checks ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ from producer_tasks.state.scripts import CommandCall
 
 log = logging.getLogger(__name__)
 MAX_FILTER_BITS = 8 * 512 * 1024 * 1024  # a Redis string holds at most 512 MiB
+LOADING_TTL_S = 600  # a half-loaded temporary key cleans itself up; the loaded filter has no TTL
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ def load(fleet: Fleet, wire: LoadedFilter) -> FilterShape:
     loaded = now_ms()
     temporary = f"{keys.bloom}:loading:{loaded}"
     with redis_errors("load bloom filter"):
-        fleet.redis.set(temporary, wire.bits, ex=600)
+        fleet.redis.set(temporary, wire.bits, ex=LOADING_TTL_S)
         for _ in range(20):
             with fleet.redis.pipeline(transaction=True) as pipe:
                 try:
@@ -163,6 +164,7 @@ def load(fleet: Fleet, wire: LoadedFilter) -> FilterShape:
                     generation = new_generation()
                     pipe.multi()
                     pipe.rename(temporary, bits_key(fleet, generation))
+                    pipe.persist(bits_key(fleet, generation))  # RENAME keeps the TTL
                     pipe.hset(
                         keys.bloom_meta,
                         mapping={
@@ -304,3 +306,11 @@ def contains(fleet: Fleet, texts: list[str]) -> list[bool]:
         bits = fleet.redis.execute_command("BITFIELD_RO", bits_key(fleet, shape.generation), *args)
     k = shape.num_hashes
     return [all(bits[i * k : (i + 1) * k]) for i in range(len(texts))]
+
+
+def drop_calls(generation: str | None, fleet: Fleet) -> tuple[CommandCall, ...]:
+    """Commands that forget the filter (a new topic starts a fresh one)."""
+    calls = [CommandCall(("DEL", fleet.keys.bloom_meta))]
+    if generation:
+        calls.append(CommandCall(("DEL", bits_key(fleet, generation))))
+    return tuple(calls)

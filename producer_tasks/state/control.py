@@ -18,6 +18,7 @@ from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, StateError
 from producer_tasks.records import GenerationSettings, LaneRecord, LaneStatus, Phase, TopicState
 from producer_tasks.settings import Settings
+from producer_tasks.state import bloom
 from producer_tasks.state.client import redis_errors
 from producer_tasks.state.fleet import Fleet, parse_state
 
@@ -88,14 +89,15 @@ def _transact(
     """Read the state, apply ``change`` and write the result atomically (WATCH, retried).
 
     ``change`` returns the new state and whether it starts a new topic, in which case the
-    old topic's lanes and backlog are dropped in the same transaction.
+    old topic's lanes, backlog and bloom filter are dropped in the same transaction.
     """
     keys = fleet.keys
     for _ in range(MAX_ATTEMPTS):
         with redis_errors("update state"), fleet.redis.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(keys.state)
+                pipe.watch(keys.state, keys.bloom_meta)
                 current = parse_state(*pipe.hmget(keys.state, ["data", "phase", "epoch"]))
+                bloom_generation = pipe.hget(keys.bloom_meta, "generation")
                 state, new_topic = change(current)
                 pipe.multi()
                 pipe.hset(
@@ -110,6 +112,8 @@ def _transact(
                 if new_topic:
                     pipe.delete(keys.lanes)  # lanes of the old topic are stale
                     pipe.xtrim(keys.batches, maxlen=0)  # its backlog must never reach the new topic
+                    for call in bloom.drop_calls(bloom_generation, fleet):  # nor its filter
+                        pipe.execute_command(*call.args)
                 pipe.execute()
                 return state, new_topic
             except redis.WatchError:

@@ -7,6 +7,7 @@ it had read but not acknowledged.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import redis
@@ -16,6 +17,8 @@ from producer_tasks.state.client import redis_errors
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.keys import STREAM_GROUP
 from producer_tasks.state.scripts import Deliver, ScriptCall
+
+log = logging.getLogger(__name__)
 
 
 def append_call(fleet: Fleet, batch: BatchRecord) -> ScriptCall:
@@ -72,13 +75,20 @@ def read(
 ) -> list[Entry]:
     """Pending entries of this consumer (``pending=True``), or new ones."""
     with redis_errors("read stream"):
-        result = fleet.redis.xreadgroup(
-            STREAM_GROUP,
-            consumer,
-            {fleet.keys.batches: "0" if pending else ">"},
-            count=count,
-            block=None if pending else block_ms,
-        )
+        try:
+            result = fleet.redis.xreadgroup(
+                STREAM_GROUP,
+                consumer,
+                {fleet.keys.batches: "0" if pending else ">"},
+                count=count,
+                block=None if pending else block_ms,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("the batch stream's consumer group was gone (Redis lost its data?): recreated")
+            ensure_group(fleet)
+            return []
     if not result:
         return []
     ((_, raw),) = result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 from celery import Celery
 
@@ -12,6 +13,9 @@ from producer_tasks.worker.app import app
 from producer_tasks.worker.routing import CYCLE_TASK
 
 _lock = threading.Lock()
+# This worker process's life: pool children inherit it (forked after import), a restarted
+# worker of the same name gets a new one, so it never inherits its previous life's lanes.
+INCARNATION = uuid.uuid4().hex[:8]
 _runtime: Runtime | None = None
 
 
@@ -44,3 +48,8 @@ def set_runtime(runtime: Runtime | None) -> None:
     global _runtime
     with _lock:
         _runtime = runtime
+
+
+def incarnation(hostname: str | None) -> str:
+    """The name lanes and the worker registry know this worker by: ``name#incarnation``."""
+    return f"{hostname or 'local'}#{INCARNATION}"

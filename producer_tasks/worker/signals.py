@@ -11,7 +11,7 @@ from typing import Any
 from celery import signals
 
 from producer_tasks.errors import ProducerError
-from producer_tasks.worker.current import get_runtime, set_runtime
+from producer_tasks.worker.current import get_runtime, incarnation, set_runtime
 from producer_tasks.worker.heartbeat import Heartbeat
 from producer_tasks.worker.routing import CYCLE_TASK
 
@@ -27,7 +27,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     for queue in sorted(set(consumed) - set(queues)):
         log.warning("not consuming queue %r: provider not configured here (missing API key?)", queue)
         sender.cancel_task_queue(queue)
-    heartbeat = Heartbeat(runtime, worker=sender.hostname, queues=queues)
+    heartbeat = Heartbeat(runtime, worker=incarnation(sender.hostname), queues=queues)
     heartbeat.tick()  # registered before the first message is taken
     heartbeat.start()
     _heartbeats.append(heartbeat)
@@ -47,7 +47,7 @@ def _mark_reserved(request: Any = None, **_: Any) -> None:
     kwargs = request.kwargs or {}
     try:
         get_runtime().lanes.mark_reserved(
-            lane=int(kwargs["lane"]), token=str(kwargs["token"]), worker=request.hostname
+            lane=int(kwargs["lane"]), token=str(kwargs["token"]), worker=incarnation(request.hostname)
         )
     except (ProducerError, KeyError, ValueError) as exc:
         log.warning("could not mark lane reserved: %s", exc)

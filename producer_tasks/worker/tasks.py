@@ -13,7 +13,7 @@ from producer_tasks.generation.cycle import run_cycle
 from producer_tasks.records import ProviderStatus
 from producer_tasks.state import outcomes
 from producer_tasks.worker.app import app
-from producer_tasks.worker.current import get_runtime
+from producer_tasks.worker.current import get_runtime, incarnation
 from producer_tasks.worker.routing import CYCLE_TASK, HEALTH_CHECK_TASK
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def cycle(self: Any, *, provider: str, epoch: int, lane: int, token: str) -> str
             epoch=epoch,
             lane=lane,
             token=token,
-            worker=self.request.hostname or "local",
+            worker=incarnation(self.request.hostname),
         )
     except StateError as exc:  # a Redis blip: try again later, the message is kept
         delay = min(MAX_REDIS_RETRY_S, 2 ** min(self.request.retries, 5))

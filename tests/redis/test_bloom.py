@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from orchestrator_bridge.convert import filter_from_wire, filter_to_load, filter
 from orchestrator_bridge.protocol import BloomFilterWire, DecodeError
 from producer_tasks.bloomhash import BloomFilter, normalize, optimal_parameters
 from producer_tasks.settings import Settings, load_settings
-from producer_tasks.state import bloom
+from producer_tasks.state import bloom, control
 from producer_tasks.state.fleet import Fleet
 from tests.conftest import open_fleet
 
@@ -146,3 +147,41 @@ def test_a_malformed_filter_is_rejected_and_the_old_one_stays(redis_url: str) ->
     shape = bloom.read_shape(fleet)
     assert shape is not None and shape.num_bits == 1024
 
+
+def test_a_loaded_filter_outlives_the_loading_ttl(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet, settings = make(redis_url)
+    monkeypatch.setattr(bloom, "LOADING_TTL_S", 1)  # the temporary key's safety TTL, shortened
+    orchestrator = BloomFilter(4096, 4)
+    orchestrator.update(["Brie", "Comté"])
+    shape = bloom.load(fleet, filter_to_load(filter_to_wire(orchestrator)))
+    time.sleep(1.5)
+    assert bloom.read_shape(fleet) == shape
+    assert bloom.contains(fleet, ["Brie", "Comté"]) == [True, True]
+    assert bloom.check_and_add(fleet, settings, ["Brie", "Gouda"]).passed == ["Gouda"]
+
+
+def test_a_new_topic_starts_a_fresh_filter(redis_url: str) -> None:
+    fleet, settings = make(redis_url)
+
+    def start(topic: str) -> None:
+        result = control.start_topic(
+            fleet,
+            settings,
+            topic=topic,
+            prompt="List {topic}",
+            weights={"mock": 1.0},
+            temperature=0.5,
+            max_tokens=100,
+            batch_size=5,
+        )
+        assert result.accepted
+
+    start("cheese")
+    assert bloom.check_and_add(fleet, settings, ["Brie", "Gouda"]).passed == ["Brie", "Gouda"]
+    assert bloom.check_and_add(fleet, settings, ["Brie"]).passed == []
+    start("cheese")  # the same topic again keeps what it has seen
+    assert bloom.check_and_add(fleet, settings, ["Gouda"]).passed == []
+    start("towns")  # topic A's items are not known under topic B
+    assert bloom.check_and_add(fleet, settings, ["Brie", "Gouda"]).passed == ["Brie", "Gouda"]
+    counts = bloom.read_counts(fleet)
+    assert counts is not None and (counts.total_candidates, counts.filtered_candidates) == (2, 0)

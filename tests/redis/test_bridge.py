@@ -297,7 +297,9 @@ async def test_bloom_filter_update_is_loaded(setup: Setup) -> None:
     await status_matching(reader, ProducerState.RUNNING)
     orchestrator_filter = BloomFilter(1024, 4)
     orchestrator_filter.update(["Brie", "Comté"])
-    send(writer, frame(encode(UpdateConfiguration(bloom_filter=filter_to_wire(orchestrator_filter).encode()))))
+    send(
+        writer, frame(encode(UpdateConfiguration(bloom_filter=filter_to_wire(orchestrator_filter).encode())))
+    )
     await asyncio.sleep(0.5)
     shape = bloom.read_shape(setup.fleet)
     assert shape is not None and (shape.num_bits, shape.num_hashes) == (1024, 4)
@@ -400,11 +402,13 @@ async def test_a_redis_outage_is_survived(caplog: pytest.LogCaptureFixture) -> N
         await asyncio.sleep(3)
         assert not task.done()  # the bridge is still alive and connected
         assert any("batch stream" in r.getMessage() for r in caplog.records)
-        redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+        redis_server = EmbeddedRedis(unix_socket=False, port=port).start()  # back, but empty
         fleet.heartbeat("w1@test", ["mock"])
-        send(writer, frame(encode(START)))  # the orchestrator re-sends its topic
+        # nothing is re-sent and nothing recreated by hand: the bridge re-applies its last
+        # StartTopic and recreates the consumer group itself
         await status_matching(reader, ProducerState.RUNNING)
-        stream.ensure_group(fleet)
+        assert fleet.read_state().topic == START.topic
+        assert any("re-applying the orchestrator's last StartTopic" in r.getMessage() for r in caplog.records)
         stream.append(fleet, batch(fleet.read_state().epoch, 7))
         received = await next_message(reader, AttributeBatch, timeout=15)
         assert isinstance(received, AttributeBatch) and received.attributes[0] == "Cheese 7-0"
@@ -413,3 +417,73 @@ async def test_a_redis_outage_is_survived(caplog: pytest.LogCaptureFixture) -> N
         await asyncio.wait_for(task, timeout=10)
         await orchestrator.close()
         redis_server.stop()
+
+
+async def test_a_bridge_started_before_redis_serves_once_redis_is_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    port = free_port()  # nothing listens there yet
+    orchestrator = FakeOrchestrator()
+    orchestrator_port = await orchestrator.start()
+    settings = load_settings(
+        {
+            "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "ORCHESTRATOR_ADDR": f"127.0.0.1:{orchestrator_port}",
+            "PRODUCER_RECONNECT_MAX_S": "0.5",
+        }
+    )
+    fleet = open_fleet(settings)
+    bridge = Bridge(settings, fleet, RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    redis_server = None
+    try:
+        await orchestrator.connection()  # it connects, cannot greet (no Redis), backs off
+        await asyncio.sleep(2)
+        assert not task.done()
+        assert any("connection ended" in r.getMessage() for r in caplog.records)
+        redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+        fleet.heartbeat("w1@test", ["mock"])
+        while True:  # a later connection greets with a status and takes the topic
+            reader, writer = await orchestrator.connection()
+            try:
+                first = await next_message(reader, ProducerStatus, timeout=3)
+                break
+            except (TimeoutError, ConnectionClosedError, asyncio.IncompleteReadError):
+                continue
+        assert isinstance(first, ProducerStatus)
+        send(writer, frame(encode(START)))
+        await status_matching(reader, ProducerState.RUNNING)
+        stream.append(fleet, batch(fleet.read_state().epoch, 3))
+        received = await next_message(reader, AttributeBatch, timeout=15)
+        assert isinstance(received, AttributeBatch) and received.attributes[0] == "Cheese 3-0"
+    finally:
+        bridge.stopping.set()
+        await asyncio.wait_for(task, timeout=10)
+        await orchestrator.close()
+        if redis_server is not None:
+            redis_server.stop()
+
+
+async def test_an_orchestrator_that_accepts_and_closes_gets_a_growing_backoff(redis_url: str) -> None:
+    accepted = 0
+
+    async def accept_and_close(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(accept_and_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = load_settings({"REDIS_URL": redis_url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}"})
+    bridge = Bridge(settings, open_fleet(settings), RecordingDispatcher())
+    task = asyncio.create_task(bridge.run())
+    try:
+        await asyncio.sleep(3)
+        # 0.1-0.2, 0.2-0.4, 0.4-0.8, 0.8-1.6 s ...: a handful, not a storm (was 1,368 in 3 s)
+        assert 2 <= accepted <= 8
+    finally:
+        bridge.stopping.set()
+        await asyncio.wait_for(task, timeout=10)
+        server.close()
+        await server.wait_closed()

@@ -159,3 +159,18 @@ def test_a_redis_blip_retries_the_cycle_instead_of_losing_it(installed_runtime: 
         cycle.delay(provider="mock", epoch=1, lane=0, token="t")
     assert "redis" in str(info.value.exc) and info.value.when == 1
 
+
+def test_a_lone_surrogate_or_control_character_in_an_answer_loses_nothing(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", **provider_env(fake_llm))
+    installed_runtime(rt)
+    serve(rt, "openai")
+    start(rt, weights={"openai": 1.0})
+    fake_llm.set("openai", text="1. Brie\ud800 de Meaux\n2. Com\x00té\n3. \udfffGouda\x1b[31m\n4. Stilton")
+    rt.lanes.reconcile()
+    assert run_next(rec) == Outcome.DELIVERED
+    (delivered,) = batches(rt)
+    assert delivered.attributes == ["Brie de Meaux", "Comté", "Gouda[31m", "Stilton"]
+    (attempt,) = rt.fleet.read_history()
+    assert "\ud800" not in attempt["raw_response"] and attempt["success"]

@@ -4,12 +4,15 @@ restoring lost lanes, adaptive selection, never a stranded lane.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from producer_tasks import lanes
 from producer_tasks.generation.cycle import Outcome
-from producer_tasks.records import LaneStatus
+from producer_tasks.records import LaneStatus, Phase
+from producer_tasks.state import control
 from producer_tasks.worker.tasks import cycle
 from tests.conftest import make_runtime, provider_env
 from tests.fakellm import FakeLLM
@@ -119,3 +122,45 @@ def test_an_unexpected_error_parks_the_lane_instead_of_stranding_it(
     raw = rt.fleet.redis.hget(rt.fleet.keys.lanes, "0")  # reconcile will pick the lane up again
     assert '"status":"waiting"' in raw and "ValidationError" in raw
     assert fake_llm.count() == 0
+
+
+def test_a_worker_restarted_under_the_same_name_does_not_inherit_its_old_lanes(mock_rt: Any) -> None:
+    rt, rec = mock_rt
+    start(rt)
+    rt.lanes.reconcile()
+    held = rec.sent.pop(0)
+    other = rec.sent.pop(0)
+    for message, status in ((held, LaneStatus.RUNNING), (other, LaneStatus.RESERVED)):
+        rt.fleet.transition(
+            lane=message["lane"], token=message["token"], status=status, worker="w9@host#old-life"
+        )
+    rt.fleet.heartbeat("w9@host#old-life", ["mock"])
+    assert rt.lanes.reconcile().dispatched == []  # alive: its lanes are its own
+    rt.fleet.unregister("w9@host#old-life")  # kill -9 leaves it registered; expiry does the same
+    rt.fleet.heartbeat("w9@host#new-life", ["mock"])  # restarted at once, same -n name
+    assert sorted(rt.lanes.reconcile().dispatched) == sorted([held["lane"], other["lane"]])
+    assert cycle.delay(**held).get() == Outcome.STALE
+
+
+def test_a_lane_busy_longer_than_a_call_can_take_is_restored(
+    redis_url: str, installed_runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes, "BUSY_GRACE_S", 0.0)
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", PRODUCER_REQUEST_TIMEOUT_S="0.5")
+    installed_runtime(rt)
+    serve(rt, "mock")
+    start(rt)
+    rt.lanes.reconcile()
+    stuck = rec.sent.pop(0)
+    # a live worker whose message was rejected during a Redis outage: RUNNING, never finishing
+    rt.fleet.transition(lane=stuck["lane"], token=stuck["token"], status=LaneStatus.RUNNING, worker="w1@test")
+    assert rt.lanes.reconcile().dispatched == []
+    time.sleep(0.7)
+    assert rt.lanes.reconcile().dispatched == [stuck["lane"]]
+    again = rec.sent.pop(0)  # stuck once more, then Stop: it still reaches Stopped
+    rt.fleet.transition(lane=again["lane"], token=again["token"], status=LaneStatus.RUNNING, worker="w1@test")
+    control.stop(rt.fleet)
+    assert rt.fleet.read_state().phase is Phase.STOPPING
+    time.sleep(0.7)
+    rt.lanes.reconcile()
+    assert rt.fleet.read_state().phase is Phase.STOPPED

@@ -102,3 +102,12 @@ def test_parsing_never_raises_and_respects_bounds(text: str, batch_size: int, ma
     keys = [normalize(item) for item in result]
     assert len(keys) == len(set(keys))
     assert all(item == item.strip() and "\n" not in item for item in result)
+
+
+def test_clean_text_drops_lone_surrogates_and_control_characters() -> None:
+    from producer_tasks.generation.parsing import clean_text
+
+    dirty = "1. Brie\ud800\n2. Com\x00té\t(AOP)\r\n3. \udfffGouda\x1b\x7f\x85"
+    cleaned = clean_text(dirty)
+    assert cleaned == "1. Brie\n2. Comté\t(AOP)\r\n3. Gouda"
+    cleaned.encode("utf-8")  # encodable: nothing left that json or Redis would reject

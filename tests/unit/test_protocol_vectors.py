@@ -25,7 +25,9 @@ from producer_tasks.bloomhash import BloomFilter, bit_indices, hash_pair, normal
 
 VECTORS = [
     json.loads(line)
-    for line in (Path(__file__).resolve().parents[1] / "data" / "protocol-vectors.jsonl").read_text().splitlines()
+    for line in (Path(__file__).resolve().parents[1] / "data" / "protocol-vectors.jsonl")
+    .read_text()
+    .splitlines()
     if line.strip()
 ]
 
