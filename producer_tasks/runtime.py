@@ -46,7 +46,3 @@ class Runtime:
     @property
     def adaptive(self) -> bool:
         return self.lanes.adaptive
-
-    def close(self) -> None:
-        self.clients.close()
-        self.fleet.close()
