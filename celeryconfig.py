@@ -7,9 +7,11 @@ of one; every task routed to its provider's queue; beat sends health checks.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from producer_tasks.settings import PROVIDERS, get_settings
+from producer_tasks.state.client import CONNECT_TIMEOUT_S, HEALTH_CHECK_INTERVAL_S, SOCKET_TIMEOUT_S
 
 _settings = get_settings()
 
@@ -18,10 +20,31 @@ result_backend = _settings.result_backend
 broker_connection_retry_on_startup = True
 # An unacknowledged message returns to its queue after this; it must exceed the longest
 # cycle (the provider timeout plus Redis work), or a slow cycle would run twice.
+# Socket timeouts, keepalive and a health check: a publish or a poll never waits forever on a
+# connection that died in a failover.
+_SOCKETS: dict[str, Any] = {
+    "socket_timeout": SOCKET_TIMEOUT_S,
+    "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    "socket_keepalive": True,
+    "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+}
 broker_transport_options: dict[str, Any] = {
     "visibility_timeout": int(max(3600, 4 * _settings.request_timeout_s)),
+    **_SOCKETS,
 }
-result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+result_backend_transport_options: dict[str, Any] = {"retry_policy": {"timeout": 5.0}, **_SOCKETS}
+redis_socket_timeout = SOCKET_TIMEOUT_S
+redis_socket_connect_timeout = CONNECT_TIMEOUT_S
+redis_socket_keepalive = True
+redis_backend_health_check_interval = HEALTH_CHECK_INTERVAL_S
+
+# rediss:// verifies the server's certificate, as the fleet's own Redis client does;
+# PRODUCER_REDIS_TLS_INSECURE=true is the explicit opt-out.
+_TLS = {"ssl_cert_reqs": ssl.CERT_NONE if _settings.redis_tls_insecure else ssl.CERT_REQUIRED}
+if _settings.broker_url.startswith("rediss://"):
+    broker_use_ssl = _TLS
+if _settings.result_backend.startswith("rediss://"):
+    redis_backend_use_ssl = _TLS
 
 task_serializer = "json"
 result_serializer = "json"

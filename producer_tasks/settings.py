@@ -139,11 +139,24 @@ class Settings(BaseSettings):
         100_000, ge=100, description="Longest model answer that is parsed (the rest is ignored)"
     )
     max_attribute_chars: int = Field(200, ge=2, description="Longest attribute kept")
+    max_prompt_chars: int = Field(
+        20_000, ge=100, le=100_000, description="Longest prompt template an orchestrator may set"
+    )
+    max_tokens_limit: int = Field(
+        16_384, ge=1, le=131_072, description="Highest `max_tokens` an orchestrator may ask for per call"
+    )
+    max_batch_size: int = Field(
+        200, ge=1, le=1000, description="Largest batch size an orchestrator may ask for"
+    )
     max_frame_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, le=0xFFFF_FFFF, description="Largest frame accepted from the orchestrator"
     )
     status_interval_s: float = Field(10.0, gt=0, description="Periodic ProducerStatus interval")
     reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the bridge's reconnect backoff")
+    redis_tls_insecure: bool = Field(
+        False,
+        description="With `rediss://`: skip certificate verification (explicit opt-out; default verifies)",
+    )
     orchestrator_tls: bool = Field(False, description="Use TLS to the orchestrator")
     orchestrator_tls_ca: str | None = Field(None, description="CA bundle for the orchestrator's certificate")
     metrics_port: int | None = Field(

@@ -21,13 +21,20 @@ HEALTH_CHECK_INTERVAL_S = 30
 
 def connect(settings: Settings) -> redis.Redis:
     """A client for ``REDIS_URL`` (every reply decoded as text)."""
+    tls = (
+        {"ssl_cert_reqs": "none"}
+        if settings.redis_tls_insecure and settings.redis_url.startswith("rediss://")
+        else {}
+    )
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
+        socket_keepalive=True,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         retry_on_timeout=True,
+        **tls,
     )
 
 

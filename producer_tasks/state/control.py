@@ -25,9 +25,6 @@ from producer_tasks.state.fleet import Fleet, parse_state
 log = logging.getLogger(__name__)
 
 MAX_TEMPERATURE = 2.0
-MAX_TOKENS_LIMIT = 131_072
-MAX_BATCH_SIZE = 1000
-MAX_PROMPT_CHARS = 100_000
 MAX_TOPIC_CHARS = 10_000
 BUSY = (LaneStatus.RUNNING, LaneStatus.RESERVED)
 MAX_ATTEMPTS = 20
@@ -67,19 +64,31 @@ def validate_weights(weights: Mapping[str, float], settings: Settings) -> Valida
     return Validated(cleaned, warnings)
 
 
-def validate_generation(*, temperature: float, max_tokens: int, batch_size: int) -> GenerationSettings:
+def validate_generation(
+    settings: Settings, *, temperature: float, max_tokens: int, batch_size: int
+) -> GenerationSettings:
+    """What the orchestrator may make us spend is bounded by this deployment's settings."""
     if not math.isfinite(temperature) or not 0.0 <= temperature <= MAX_TEMPERATURE:
         raise ConfigurationError(f"temperature must be within 0..2, got {temperature}")
-    if not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-        raise ConfigurationError(f"max_tokens must be within 1..{MAX_TOKENS_LIMIT}, got {max_tokens}")
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ConfigurationError(f"batch_size must be within 1..{MAX_BATCH_SIZE}, got {batch_size}")
+    if not 1 <= max_tokens <= settings.max_tokens_limit:
+        raise ConfigurationError(
+            f"max_tokens must be within 1..{settings.max_tokens_limit} "
+            f"(PRODUCER_MAX_TOKENS_LIMIT), got {max_tokens}"
+        )
+    if not 1 <= batch_size <= settings.max_batch_size:
+        raise ConfigurationError(
+            f"batch_size must be within 1..{settings.max_batch_size} "
+            f"(PRODUCER_MAX_BATCH_SIZE), got {batch_size}"
+        )
     return GenerationSettings(temperature=temperature, max_tokens=max_tokens, batch_size=batch_size)
 
 
-def validate_prompt(prompt: str) -> str:
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise ConfigurationError(f"prompt is {len(prompt)} characters, at most {MAX_PROMPT_CHARS}")
+def validate_prompt(settings: Settings, prompt: str) -> str:
+    if len(prompt) > settings.max_prompt_chars:
+        raise ConfigurationError(
+            f"prompt is {len(prompt)} characters, "
+            f"at most {settings.max_prompt_chars} (PRODUCER_MAX_PROMPT_CHARS)"
+        )
     return prompt
 
 
@@ -138,9 +147,9 @@ def start_topic(
             raise ConfigurationError(f"topic must be 1..{MAX_TOPIC_CHARS} characters")
         checked = validate_weights(weights, settings)
         generation = validate_generation(
-            temperature=temperature, max_tokens=max_tokens, batch_size=batch_size
+            settings, temperature=temperature, max_tokens=max_tokens, batch_size=batch_size
         )
-        validate_prompt(prompt)
+        validate_prompt(settings, prompt)
     except ConfigurationError as exc:
         return ControlResult(False, reason=str(exc))
 
@@ -174,7 +183,7 @@ def update_configuration(
     try:
         checked = validate_weights(weights, settings) if weights is not None else Validated(None)
         if prompt is not None:
-            validate_prompt(prompt)
+            validate_prompt(settings, prompt)
     except ConfigurationError as exc:
         return ControlResult(False, reason=str(exc))
     update: dict[str, object] = {}

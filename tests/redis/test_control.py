@@ -10,6 +10,7 @@ from producer_tasks.generation.cycle import Outcome
 from producer_tasks.records import LaneStatus, Phase
 from producer_tasks.state import control
 from producer_tasks.worker.tasks import cycle
+from tests.conftest import make_runtime
 from tests.fakellm import FakeLLM
 from tests.redis.eager import batches, call_during_request, run_next, start
 
@@ -121,3 +122,38 @@ def test_invalid_configuration_is_rejected_and_changes_nothing(mock_rt: Any) -> 
     ignored = control.update_configuration(rt.fleet, rt.settings, weights={"mock": 2.0, "llama": 1.0})
     assert ignored.accepted and any("'llama' ignored" in w for w in ignored.warnings)
     assert rt.fleet.read_state().weights == {"mock": 2.0}
+
+
+def test_what_an_orchestrator_may_make_us_spend_is_bounded_by_settings(
+    redis_url: str, installed_runtime: Any
+) -> None:
+    rt, _ = make_runtime(
+        redis_url,
+        PRODUCER_MAX_TOKENS_LIMIT="500",
+        PRODUCER_MAX_BATCH_SIZE="30",
+        PRODUCER_MAX_PROMPT_CHARS="1000",
+    )
+    installed_runtime(rt)
+
+    def ask(
+        *, prompt: str = "List {topic}", max_tokens: int = 500, batch_size: int = 30
+    ) -> control.ControlResult:
+        return control.start_topic(
+            rt.fleet,
+            rt.settings,
+            topic="cheese",
+            prompt=prompt,
+            weights={"mock": 1.0},
+            temperature=0.5,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+        )
+
+    assert "PRODUCER_MAX_TOKENS_LIMIT" in ask(max_tokens=501).reason
+    assert "PRODUCER_MAX_BATCH_SIZE" in ask(batch_size=31).reason
+    assert "PRODUCER_MAX_PROMPT_CHARS" in ask(prompt="x" * 1001).reason
+    assert rt.fleet.read_state().topic == ""  # nothing was applied
+    assert ask().accepted  # at the limits: accepted
+    update = control.update_configuration(rt.fleet, rt.settings, prompt="y" * 1001)
+    assert not update.accepted and "PRODUCER_MAX_PROMPT_CHARS" in update.reason
+    assert rt.fleet.read_state().prompt == "List {topic}"

@@ -96,3 +96,32 @@ def test_parse_addr() -> None:
     for bad in ("", "host", "host:0", "host:99999", ":80", "host:x"):
         with pytest.raises(ValueError, match="is not host:port"):
             parse_addr(bad)
+
+
+@pytest.mark.parametrize(
+    ("extra", "wanted"),
+    [({}, "CERT_REQUIRED"), ({"PRODUCER_REDIS_TLS_INSECURE": "true"}, "CERT_NONE")],
+)
+def test_rediss_verifies_certificates_unless_told_not_to(extra: dict[str, str], wanted: str) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRODUCER_", "REDIS_", "CELERY_"))}
+    env.update({"REDIS_URL": "rediss://cache.example:6380/0", **extra})
+    code = (
+        "import celeryconfig as c; "
+        "print(c.broker_use_ssl['ssl_cert_reqs'].name, c.redis_backend_use_ssl['ssl_cert_reqs'].name, "
+        "c.broker_transport_options['socket_timeout'], c.broker_transport_options['socket_keepalive'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    assert out == [wanted, wanted, "10", "True"]
