@@ -11,31 +11,42 @@ import ssl
 from typing import Any
 
 from producer_tasks.settings import PROVIDERS, get_settings
-from producer_tasks.state.client import CONNECT_TIMEOUT_S, HEALTH_CHECK_INTERVAL_S, SOCKET_TIMEOUT_S
+from producer_tasks.state.client import CONNECT_TIMEOUT_S, HEALTH_CHECK_INTERVAL_S, SOCKET_TIMEOUT_S, is_tcp
 
 _settings = get_settings()
 
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend
 broker_connection_retry_on_startup = True
-# An unacknowledged message returns to its queue after this; it must exceed the longest
-# cycle (the provider timeout plus Redis work), or a slow cycle would run twice.
-# Socket timeouts, keepalive and a health check: a publish or a poll never waits forever on a
-# connection that died in a failover.
-_SOCKETS: dict[str, Any] = {
-    "socket_timeout": SOCKET_TIMEOUT_S,
-    "socket_connect_timeout": CONNECT_TIMEOUT_S,
-    "socket_keepalive": True,
-    "health_check_interval": HEALTH_CHECK_INTERVAL_S,
-}
+
+
+# Socket timeouts, keepalive (TCP only: a Unix socket, as `producer run` uses, takes none)
+# and a health check: a publish or a poll never waits forever on a connection that died in a
+# failover.
+def _sockets(url: str) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+    }
+    if is_tcp(url):
+        options["socket_keepalive"] = True
+    return options
+
+
+# An unacknowledged message returns to its queue after the visibility timeout; it must
+# exceed the longest cycle (the provider timeout plus Redis work), or a slow cycle would run twice.
 broker_transport_options: dict[str, Any] = {
     "visibility_timeout": int(max(3600, 4 * _settings.request_timeout_s)),
-    **_SOCKETS,
+    **_sockets(_settings.broker_url),
 }
-result_backend_transport_options: dict[str, Any] = {"retry_policy": {"timeout": 5.0}, **_SOCKETS}
+result_backend_transport_options: dict[str, Any] = {
+    "retry_policy": {"timeout": 5.0},
+    **_sockets(_settings.result_backend),
+}
 redis_socket_timeout = SOCKET_TIMEOUT_S
 redis_socket_connect_timeout = CONNECT_TIMEOUT_S
-redis_socket_keepalive = True
+redis_socket_keepalive = is_tcp(_settings.result_backend)
 redis_backend_health_check_interval = HEALTH_CHECK_INTERVAL_S
 
 # rediss:// verifies the server's certificate, as the fleet's own Redis client does;

@@ -12,11 +12,13 @@ Lane rules are ``producer_tasks.lanes``; storage is ``producer_tasks.state``.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from enum import StrEnum
 
 from producer_tasks.clock import now_ms
-from producer_tasks.errors import NoUsableProviderError, ProviderError, RateLimitedError
+from producer_tasks.errors import NoUsableProviderError, ProviderError, RateLimitedError, StateError
 from producer_tasks.generation.parsing import parse_response
 from producer_tasks.generation.prompt import build_prompt
 from producer_tasks.generation.providers import GenerationRequest, generate
@@ -29,13 +31,15 @@ from producer_tasks.lanes import (
     choose_provider,
     eligible_providers,
 )
-from producer_tasks.records import BatchRecord, MetadataRecord, Phase, ProviderStatus
+from producer_tasks.records import BatchRecord, LLMResponse, MetadataRecord, Phase, ProviderStatus
 from producer_tasks.runtime import Runtime
 from producer_tasks.state import bloom, outcomes, ratelimit, stream
 from producer_tasks.state.fleet import FleetView
 from producer_tasks.state.scripts import CommandCall, ScriptCall
 
 log = logging.getLogger(__name__)
+PERSIST_DEADLINE_S = 120.0  # how long a paid-for response waits for Redis before the cycle gives up
+PERSIST_BACKOFF_MAX_S = 5.0
 
 
 class Outcome(StrEnum):
@@ -106,13 +110,76 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
         response = generate(rt.clients, provider, request)
     except ProviderError as exc:
         return _failed(rt, exc, provider=provider, prompt=prompt, lane=lane, token=token, failures=failures)
-    ratelimit.correct(fleet, settings, provider, estimated=estimated, used=response.tokens_used)
+    try:
+        ratelimit.correct(fleet, settings, provider, estimated=estimated, used=response.tokens_used)
+    except StateError as exc:  # only a correction of the estimate: never worth a second call
+        log.warning("token bucket of %s not corrected: %s", provider, exc)
     candidates = parse_response(
         response.content,
         batch_size=generation.batch_size,
         max_response_chars=settings.max_response_chars,
         max_attribute_chars=settings.max_attribute_chars,
     )
+    return _deliver(rt, view, response, candidates, provider=provider, prompt=prompt, lane=lane, token=token)
+
+
+def _deliver(
+    rt: Runtime,
+    view: FleetView,
+    response: LLMResponse,
+    candidates: list[str],
+    *,
+    provider: str,
+    prompt: str,
+    lane: int,
+    token: str,
+) -> Outcome:
+    """Steps 6-8 for a response that was paid for: kept through a Redis outage (retried until
+    Redis answers, up to ``PERSIST_DEADLINE_S``), never bought twice; the lane token makes a
+    resent delivery append and count once."""
+    epoch, topic = view.state.epoch, view.state.topic
+    deadline = time.monotonic() + PERSIST_DEADLINE_S
+    for attempt in itertools.count(1):
+        try:
+            results, passed = _persist(
+                rt,
+                response,
+                candidates,
+                provider=provider,
+                prompt=prompt,
+                topic=topic,
+                epoch=epoch,
+                token=token,
+            )
+            break
+        except StateError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            delay = backoff_s(attempt, base_s=0.25, max_s=PERSIST_BACKOFF_MAX_S, rng=rt.rng)
+            log.warning("cycle of lane %d: %s; keeping the response, retrying in %.1fs", lane, exc, delay)
+            time.sleep(delay)
+    outcome = Outcome.EMPTY
+    if passed:
+        outcome = Outcome.DELIVERED if results[1] else Outcome.DISCARDED
+        if outcome is Outcome.DISCARDED:
+            log.info("topic changed during the call: batch of %d dropped", len(passed))
+    rt.lanes.next(view, lane=lane, token=token)
+    return outcome
+
+
+def _persist(
+    rt: Runtime,
+    response: LLMResponse,
+    candidates: list[str],
+    *,
+    provider: str,
+    prompt: str,
+    topic: str,
+    epoch: int,
+    token: str,
+) -> tuple[list[object], list[str]]:
+    """Bloom check-and-add, then health, statistics, bloom counters and the batch in one round trip."""
+    fleet, settings = rt.fleet, rt.settings
     passed, counts = candidates, None
     bloom_updates: tuple[CommandCall, ...] = ()
     if settings.bloom_filter and candidates:
@@ -130,12 +197,13 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
             attempt=outcomes.make_attempt(
                 provider=provider, prompt=prompt, response=response, candidates=passed, success=True
             ),
+            call_id=token,
         )
     ]
     if passed:
         batch = BatchRecord(
             epoch=epoch,
-            topic=state.topic,
+            topic=topic,
             attributes=passed,
             provider_used=provider,
             metadata=MetadataRecord(
@@ -146,16 +214,9 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
             ),
             bloom=counts,
         )
-        calls.append(stream.append_call(fleet, batch))
+        calls.append(stream.append_call(fleet, batch, call_id=token))
     calls.extend(bloom_updates)
-    results = fleet.run(*calls)  # health, statistics, bloom counters and the batch: one round trip
-    outcome = Outcome.EMPTY
-    if passed:
-        outcome = Outcome.DELIVERED if results[1] else Outcome.DISCARDED
-        if outcome is Outcome.DISCARDED:
-            log.info("topic changed during the call: batch of %d dropped", len(passed))
-    rt.lanes.next(view, lane=lane, token=token)
-    return outcome
+    return fleet.run(*calls), passed
 
 
 def _failed(

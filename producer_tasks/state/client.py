@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 
@@ -19,22 +19,25 @@ CONNECT_TIMEOUT_S = 5
 HEALTH_CHECK_INTERVAL_S = 30
 
 
+def is_tcp(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A client for ``REDIS_URL`` (every reply decoded as text)."""
-    tls = (
-        {"ssl_cert_reqs": "none"}
-        if settings.redis_tls_insecure and settings.redis_url.startswith("rediss://")
-        else {}
-    )
+    options: dict[str, Any] = {}
+    if is_tcp(settings.redis_url):  # a Unix socket (the embedded Redis) takes no keepalive
+        options["socket_keepalive"] = True
+    if settings.redis_tls_insecure and settings.redis_url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "none"
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
-        socket_keepalive=True,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         retry_on_timeout=True,
-        **tls,
+        **options,
     )
 
 

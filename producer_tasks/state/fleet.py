@@ -214,9 +214,11 @@ class Fleet:
         pipe.execute()
 
     @translated("unregister worker")
-    def unregister(self, worker: str) -> None:
+    def unregister(self, worker: str, *, queues_only: bool = False) -> None:
+        """Forget the worker (or only that it serves its queues: it is draining)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(self.keys.workers, worker)
+        if not queues_only:
+            pipe.zrem(self.keys.workers, worker)
         for provider in PROVIDERS:
             pipe.zrem(self.keys.queue_workers(provider), worker)
         pipe.execute()

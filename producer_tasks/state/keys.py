@@ -73,6 +73,10 @@ class Keys:
         """Hash: num_bits, num_hashes, items, loaded_ms, source; plus fleet-wide counters."""
         return f"{self.prefix}bloom:meta"
 
+    def once(self, call_id: str, what: str) -> str:
+        """String: the answer of an idempotent call (``what`` of call ``call_id``), kept briefly."""
+        return f"{self.prefix}once:{call_id}:{what}"
+
     @property
     def reconcile_lock(self) -> str:
         return f"{self.prefix}reconcile:lock"

@@ -6,13 +6,14 @@ those of ``producer_tasks.health`` and tests check that both agree.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from producer_tasks.clock import now_ms
 from producer_tasks.records import GenerationAttempt, LLMResponse, ProviderStatus
 from producer_tasks.settings import Settings
 from producer_tasks.state.fleet import Fleet
-from producer_tasks.state.scripts import Outcome, ScriptCall
+from producer_tasks.state.scripts import ONCE_TTL_MS, Outcome, ScriptCall
 
 EMA_ALPHA = 0.1
 MAX_HISTORY_TEXT = 2000
@@ -33,12 +34,15 @@ def outcome_call(
     rate_limited: bool = False,
     attempt: GenerationAttempt | None = None,
     counts_as_request: bool = True,
+    call_id: str | None = None,
 ) -> ScriptCall:
-    """The script call that updates statistics, health and history (see ``record_outcome``)."""
+    """The script call that updates statistics, health and history (see ``record_outcome``);
+    the same ``call_id`` counts once, however often the call is sent."""
     return Outcome(
         health_key=fleet.keys.health(provider),
         stats_key=fleet.keys.stats(provider),
         history_key=fleet.keys.history,
+        once_key=fleet.keys.once(call_id or uuid.uuid4().hex, "outcome"),
         success=success,
         now_ms=now_ms(),
         response_ms=response.response_time_ms if response else response_ms,
@@ -54,6 +58,7 @@ def outcome_call(
         counts_as_request=counts_as_request,
         alpha=EMA_ALPHA,
         rate_limited=rate_limited,
+        once_ttl_ms=ONCE_TTL_MS,
     ).call()
 
 

@@ -33,6 +33,9 @@ class CommandCall:
     args: tuple[str | int | float, ...]
 
 
+ONCE_TTL_MS = 600_000  # how long a resent delivery or outcome is recognised as one
+
+
 def _arg(value: Any) -> str | int | float:
     if value is None:
         return ""
@@ -114,9 +117,11 @@ class Deliver(Script):
     state_key: str
     batches_key: str
     counters_key: str
+    once_key: str  # per cycle (its lane token): a resent call appends once
     epoch: int
     batch_json: str
     attributes: int
+    once_ttl_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,7 @@ class Outcome(Script):
     health_key: str
     stats_key: str
     history_key: str
+    once_key: str  # per call: a resent call counts once
     success: bool
     now_ms: int
     response_ms: float
@@ -141,6 +147,7 @@ class Outcome(Script):
     counts_as_request: bool  # health checks are not requests
     alpha: float  # of the moving averages of success and novelty
     rate_limited: bool  # a 429: cooldown and Degraded, not counted towards Unhealthy
+    once_ttl_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ it had read but not acknowledged.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 import redis
@@ -16,26 +17,29 @@ from producer_tasks.records import BatchRecord
 from producer_tasks.state.client import redis_errors
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.keys import STREAM_GROUP
-from producer_tasks.state.scripts import Deliver, ScriptCall
+from producer_tasks.state.scripts import ONCE_TTL_MS, Deliver, ScriptCall
 
 log = logging.getLogger(__name__)
 
 
-def append_call(fleet: Fleet, batch: BatchRecord) -> ScriptCall:
+def append_call(fleet: Fleet, batch: BatchRecord, *, call_id: str | None = None) -> ScriptCall:
     """Append if the batch's epoch is still current: the script returns the entry id, or
-    nothing when the topic changed meanwhile."""
+    nothing when the topic changed meanwhile. The same ``call_id`` (a cycle's lane token)
+    appends once, however often the call is sent."""
     return Deliver(
         state_key=fleet.keys.state,
         batches_key=fleet.keys.batches,
         counters_key=fleet.keys.counters,
+        once_key=fleet.keys.once(call_id or uuid.uuid4().hex, "deliver"),
         epoch=batch.epoch,
         batch_json=batch.model_dump_json(),
         attributes=len(batch.attributes),
+        once_ttl_ms=ONCE_TTL_MS,
     ).call()
 
 
-def append(fleet: Fleet, batch: BatchRecord) -> str | None:
-    (entry,) = fleet.run(append_call(fleet, batch))
+def append(fleet: Fleet, batch: BatchRecord, *, call_id: str | None = None) -> str | None:
+    (entry,) = fleet.run(append_call(fleet, batch, call_id=call_id))
     return str(entry) if entry else None
 
 

@@ -1,5 +1,7 @@
 """A worker's heartbeat thread: registers the worker and its queues, and reconciles.
 
+During a warm shutdown it drains (alive, serving no queue) until the pool has finished.
+
 Every worker refreshes its entry in Redis a few times per lease; the live worker that
 takes the fleet-wide lock first runs ``Lanes.reconcile`` (about once a second), so lanes
 of a killed worker are restored within seconds without any single point of failure.
@@ -24,6 +26,7 @@ class Heartbeat(threading.Thread):
         self.worker = worker
         self.queues = queues
         self.stopping = threading.Event()
+        self.draining = threading.Event()
         settings = runtime.settings
         self.beat_s = min(settings.lane_lease_s / 3, settings.reconcile_interval_s)
         self.reconcile_ms = round(settings.reconcile_interval_s * 1000)
@@ -42,13 +45,26 @@ class Heartbeat(threading.Thread):
 
     def tick(self) -> None:
         fleet = self.runtime.fleet
+        if self.draining.is_set():  # alive for the lanes it still runs; serves and restores nothing
+            fleet.heartbeat(self.worker, [])
+            return
         fleet.heartbeat(self.worker, self.queues)
         if fleet.try_lock(fleet.keys.reconcile_lock, self.reconcile_ms, self.worker):
             self.runtime.lanes.reconcile()
 
+    def drain(self) -> None:
+        """Warm shutdown began: keep heart-beating until the last task finished (so its lanes
+        are not restored elsewhere while they still run), but take no new lanes."""
+        self.draining.set()
+        try:
+            self.runtime.fleet.unregister(self.worker, queues_only=True)
+        except ProducerError as exc:
+            log.warning("could not stop serving the queues of %s: %s", self.worker, exc)
+
     def stop(self) -> None:
         self.stopping.set()
-        self.join(timeout=5)
+        if self.is_alive():
+            self.join(timeout=5)
         try:
             self.runtime.fleet.unregister(self.worker)
         except ProducerError as exc:

@@ -34,7 +34,15 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
 
 
 @signals.worker_shutting_down.connect
+def _drain_heartbeat(**_: Any) -> None:
+    """Warm shutdown begins: tasks still run, so the worker stays alive but takes nothing new."""
+    for heartbeat in _heartbeats:
+        heartbeat.drain()
+
+
+@signals.worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
+    """The pool has finished (Celery sends this after a warm shutdown's tasks)."""
     while _heartbeats:
         _heartbeats.pop().stop()
 

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from orchestrator_bridge.cli.embedded import EmbeddedRedis
 from producer_tasks import lanes
 from producer_tasks.generation.cycle import Outcome
 from producer_tasks.health import record_failure, record_rate_limit, record_success
 from producer_tasks.records import HealthRecord, LaneStatus, ProviderStatus
+from producer_tasks.runtime import Runtime
 from producer_tasks.state import outcomes
 from producer_tasks.worker.tasks import cycle, health_check
-from tests.conftest import make_runtime, provider_env
+from tests.conftest import RecordingDispatcher, make_runtime, provider_env
 from tests.fakellm import FakeLLM
-from tests.redis.eager import batches, run_next, serve, start
+from tests.netfault import FaultProxy
+from tests.redis.eager import batches, call_during_request, run_next, serve, start
 
 pytestmark = pytest.mark.usefixtures("eager")
 
@@ -174,3 +178,53 @@ def test_a_lone_surrogate_or_control_character_in_an_answer_loses_nothing(
     assert delivered.attributes == ["Brie de Meaux", "Comté", "Gouda[31m", "Stilton"]
     (attempt,) = rt.fleet.read_history()
     assert "\ud800" not in attempt["raw_response"] and attempt["success"]
+
+
+@pytest.fixture
+def proxied(
+    redis_server: EmbeddedRedis, redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> Iterator[tuple[Runtime, RecordingDispatcher, FaultProxy]]:
+    proxy = FaultProxy(redis_server.port).start()
+    rt, rec = make_runtime(proxy.url, PRODUCER_CONCURRENCY="1", **provider_env(fake_llm))
+    installed_runtime(rt)
+    serve(rt, "openai")
+    start(rt, weights={"openai": 1.0})
+    rt.lanes.reconcile()
+    try:
+        yield rt, rec, proxy
+    finally:
+        proxy.stop()
+
+
+def test_a_paid_for_response_survives_a_redis_outage_and_is_bought_once(
+    proxied: tuple[Runtime, RecordingDispatcher, FaultProxy], fake_llm: FakeLLM
+) -> None:
+    rt, rec, proxy = proxied
+    fake_llm.set("openai", latency_ms=1500)
+
+    def outage() -> None:
+        proxy.cut()  # Redis unreachable from the moment the call is in flight ...
+        time.sleep(4)  # ... for longer than redis-py's own retries last
+        proxy.restore()
+
+    thread = call_during_request(fake_llm, outage)
+    assert run_next(rec) == Outcome.DELIVERED
+    thread.join()
+    assert fake_llm.count() == 1  # the response was kept, not bought again
+    assert len(batches(rt)) == 1
+    assert rt.fleet.read_stats("openai").total_requests == 1
+
+
+def test_a_lost_redis_reply_does_not_duplicate_a_batch(
+    proxied: tuple[Runtime, RecordingDispatcher, FaultProxy], fake_llm: FakeLLM
+) -> None:
+    rt, rec, proxy = proxied
+    fake_llm.set("openai", latency_ms=800)
+    thread = call_during_request(fake_llm, lambda: proxy.drop_reply_to(b"EVALSHA"))  # the delivery's reply
+    assert run_next(rec) == Outcome.DELIVERED
+    thread.join()
+    assert proxy.dropped == 1  # the fault did happen: the delivery ran, its reply never arrived
+    assert len(batches(rt)) == 1  # and the resent delivery appended nothing
+    assert rt.fleet.read_counters()["batches_appended"] == 1
+    assert rt.fleet.read_stats("openai").total_requests == 1
+    assert fake_llm.count() == 1

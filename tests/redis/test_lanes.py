@@ -13,6 +13,7 @@ from producer_tasks import lanes
 from producer_tasks.generation.cycle import Outcome
 from producer_tasks.records import LaneStatus, Phase
 from producer_tasks.state import control
+from producer_tasks.worker.heartbeat import Heartbeat
 from producer_tasks.worker.tasks import cycle
 from tests.conftest import make_runtime, provider_env
 from tests.fakellm import FakeLLM
@@ -164,3 +165,22 @@ def test_a_lane_busy_longer_than_a_call_can_take_is_restored(
     time.sleep(0.7)
     rt.lanes.reconcile()
     assert rt.fleet.read_state().phase is Phase.STOPPED
+
+
+def test_a_draining_worker_stays_alive_for_its_lanes_but_takes_no_new_ones(mock_rt: Any) -> None:
+    rt, rec = mock_rt
+    rt.fleet.unregister("w1@test")  # only the heartbeat's worker serves "mock" here
+    heartbeat = Heartbeat(rt, worker="w2@test#life", queues=["mock"])
+    heartbeat.tick()
+    start(rt)
+    rt.lanes.reconcile()
+    held = rec.sent.pop(0)
+    rt.fleet.transition(
+        lane=held["lane"], token=held["token"], status=LaneStatus.RUNNING, worker="w2@test#life"
+    )
+    heartbeat.drain()  # SIGTERM: warm shutdown begins, the cycle still runs
+    heartbeat.tick()
+    assert "w2@test#life" in rt.fleet.live_workers() and rt.fleet.serving_workers("mock") == 0
+    assert held["lane"] not in rt.lanes.reconcile().dispatched  # its running lane is not restored
+    heartbeat.stop()  # the pool finished: gone
+    assert "w2@test#life" not in rt.fleet.live_workers()

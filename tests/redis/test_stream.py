@@ -84,6 +84,8 @@ def test_an_unreadable_entry_is_reported_not_raised(redis_url: str) -> None:
             state_key=fleet.keys.state,
             batches_key=fleet.keys.batches,
             counters_key=fleet.keys.counters,
+            once_key=fleet.keys.once("t1", "deliver"),
+            once_ttl_ms=1000,
             epoch=fleet.read_state().epoch,
             batch_json="{not json",
             attributes=1,
@@ -91,3 +93,13 @@ def test_an_unreadable_entry_is_reported_not_raised(redis_url: str) -> None:
     )
     (entry,) = stream.read(fleet, "bridge-a", pending=False, block_ms=10)
     assert entry.batch is None and "unreadable batch" in entry.error
+
+
+def test_a_resent_delivery_appends_once(redis_url: str) -> None:
+    fleet = fleet_for(redis_url)
+    epoch = fleet.read_state().epoch
+    first = stream.append(fleet, batch(epoch, "Brie"), call_id="lane-token-1")
+    again = stream.append(fleet, batch(epoch, "Brie"), call_id="lane-token-1")  # a resent pipeline
+    assert first is not None and again == first
+    assert fleet.backlog() == 1 and fleet.read_counters()["batches_appended"] == 1
+    assert stream.append(fleet, batch(epoch, "Brie"), call_id="lane-token-2") not in (None, first)

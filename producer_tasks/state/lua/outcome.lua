@@ -4,10 +4,14 @@
 -- fewer degraded; the average response time is over successful calls. A 429
 -- (rate_limited) is no sign of ill health: it sets the cooldown and makes the provider
 -- degraded, but does not count towards unhealthy. Health checks are not requests.
-local health_key, stats_key, history_key = unpack(KEYS)
+-- Idempotent: once_key makes a resent call a no-op (it answers the current status).
+local health_key, stats_key, history_key, once_key = unpack(KEYS)
 local success, now_ms, response_ms, prompt_tokens, completion_tokens, candidates, unique,
       unhealthy_after, cooldown_until_ms, error, history_json, history_size,
-      counts_as_request, alpha, rate_limited = unpack(ARGV)
+      counts_as_request, alpha, rate_limited, once_ttl_ms = unpack(ARGV)
+if not redis.call('SET', once_key, '1', 'NX', 'PX', once_ttl_ms) then
+  return redis.call('HGET', health_key, 'status')
+end
 success = success == '1'
 local now = now_ms
 local request = counts_as_request == '1'
