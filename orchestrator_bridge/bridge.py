@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ from orchestrator_bridge.protocol.messages import (
     Stop,
     UpdateConfiguration,
 )
+from orchestrator_bridge.resend import ResendWindow
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, ProducerError
 from producer_tasks.lanes import Dispatcher, Lanes
@@ -47,8 +49,21 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 SHUTDOWN_GRACE_S = 5.0
+DEAD_PEER_S = 30  # keepalive probes and TCP_USER_TIMEOUT: a dead or stuck peer is noticed within this
 RECONNECT_BASE_S = 0.2
 STABLE_CONNECTION_S = 10.0  # a connection that lasted this long resets the backoff
+
+
+def detect_dead_peer(sock: socket.socket | None) -> None:
+    """TCP keepalive and a user timeout, so a half-open peer is noticed within ``DEAD_PEER_S``."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):  # unacknowledged data: give up after this
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_S * 1000)
 
 
 @dataclass
@@ -63,6 +78,7 @@ class BridgeCounters:
     bad_frames: int = 0
     rejected_configurations: int = 0
     state_restores: int = 0
+    batches_resent: int = 0
     last_error: str = ""
     connected: bool = False
 
@@ -84,6 +100,9 @@ class Bridge:
         self.rng = rng or random.Random()
         self.lanes = Lanes(fleet, dispatcher, settings, rng=self.rng)
         self.memory = ControlMemory()
+        self.window = ResendWindow(
+            max_age_ms=round(settings.resend_window_s * 1000), max_bytes=settings.resend_window_bytes
+        )
         self.host, self.port = parse_addr(settings.orchestrator_addr)
         self.consumer = f"bridge-{settings.id}"
         self.counters = BridgeCounters()
@@ -121,6 +140,7 @@ class Bridge:
             "bad_frames": c.bad_frames,
             "rejected_configurations": c.rejected_configurations,
             "state_restores": c.state_restores,
+            "batches_resent": c.batches_resent,
             "last_error": c.last_error[:300],
             "updated_ms": now_ms(),
         }
@@ -132,14 +152,18 @@ class Bridge:
         context = None
         if self.settings.orchestrator_tls:
             context = ssl.create_default_context(cafile=self.settings.orchestrator_tls_ca)
-        return await asyncio.wait_for(
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, ssl=context, limit=2**20), timeout=10
         )
+        detect_dead_peer(writer.get_extra_info("socket"))
+        return reader, writer
 
     async def run(self) -> None:
         """Connect, serve, reconnect: until ``stopping`` is set."""
         with contextlib.suppress(ProducerError):
             await self.in_thread(stream.ensure_group, self.fleet)
+            kept = await self.in_thread(stream.window, self.fleet)  # a restarted bridge re-sends these too
+            self.window.reset((entry.id, len(entry.data)) for entry in kept)
         metrics = None
         if self.settings.metrics_port is not None:
             metrics = await serve_metrics(self.fleet, self.settings.metrics_host, self.settings.metrics_port)

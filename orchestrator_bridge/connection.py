@@ -6,6 +6,7 @@ Any loop ending ends the connection; the bridge (``bridge.py``) then reconnects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from orchestrator_bridge.protocol.messages import (
     ProducerStatus,
     ProducerStatusType,
 )
+from producer_tasks.clock import now_ms
 from producer_tasks.errors import ProducerError
 from producer_tasks.state import stream
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 PENDING_RESEND_IDLE_MS = 30_000
 READ_BLOCK_MS = 500
 READ_COUNT = 200
+WRITE_STALL_S = 30.0
 
 
 class Connection:
@@ -48,7 +51,8 @@ class Connection:
         data = b"".join(frame(codec.encode(m)) for m in messages)
         async with self.write_lock:
             self.writer.write(data)
-            await self.writer.drain()
+            # a peer that stopped reading: give up (reconnect, then re-send the window)
+            await asyncio.wait_for(self.writer.drain(), timeout=WRITE_STALL_S)
         self.bridge.counters.frames_sent += len(messages)
 
     async def send_status(self, status: ProducerStatus) -> None:
@@ -58,6 +62,7 @@ class Connection:
     async def serve(self) -> None:
         bridge = self.bridge
         await self.send_status(await bridge.current_status())  # first, on every connect
+        await self.resend_window()
         await bridge.publish_counters()
         if bridge.on_connected is not None:
             await bridge.on_connected()
@@ -157,9 +162,29 @@ class Connection:
                 continue
             await self.forward(entries, epoch)
 
+    async def resend_window(self) -> None:
+        """What was written on earlier connections may never have been read: send it again,
+        oldest first (the orchestrator de-duplicates by attribute)."""
+        bridge = self.bridge
+        if not bridge.window.enabled:
+            return
+        kept = await bridge.in_thread(stream.window, bridge.fleet)
+        epoch = (await bridge.in_thread(bridge.fleet.read_state)).epoch
+        messages = [
+            batch_message(bridge.settings.id, e.batch)
+            for e in kept
+            if e.batch is not None and e.epoch == epoch
+        ]
+        for start in range(0, len(messages), READ_COUNT):
+            await self.send(*messages[start : start + READ_COUNT])
+        if messages:
+            bridge.counters.batches_resent += len(messages)
+            log.info("re-sent %d batches of the resend window", len(messages))
+
     async def forward(self, entries: list[stream.Entry], epoch: int) -> None:
         bridge = self.bridge
         messages: list[AttributeBatch] = []
+        written: list[stream.Entry] = []
         done: list[str] = []
         for entry in entries:
             if entry.batch is None or entry.epoch != epoch:
@@ -170,15 +195,23 @@ class Connection:
                 done.append(entry.id)
                 continue
             messages.append(batch_message(bridge.settings.id, entry.batch))
+            written.append(entry)
             done.append(entry.id)
         if messages:
             await self.send(*messages)  # written to the socket: now they may be acknowledged
             bridge.counters.batches_forwarded += len(messages)
             bridge.counters.attributes_forwarded += sum(len(m.attributes) for m in messages)
+        if not bridge.window.enabled:
+            written = []
         while True:
             try:
-                await bridge.in_thread(stream.acknowledge, bridge.fleet, done)
-                return
+                ids = await bridge.in_thread(stream.acknowledge, bridge.fleet, done, written=written)
+                break
             except ProducerError as exc:  # not acked yet: they stay pending and are re-sent
                 log.warning("acknowledge: %s; retrying", exc)
                 await asyncio.sleep(1)
+        bridge.window.add(zip(ids, (len(e.data) for e in written), strict=True))
+        cut = bridge.window.trim(now_ms())
+        if cut is not None:
+            with contextlib.suppress(ProducerError):  # trimmed next time
+                await bridge.in_thread(stream.trim_window, bridge.fleet, cut)

@@ -24,6 +24,7 @@ BRIDGE_COUNTERS = (
     "connects",
     "stale_batches_dropped",
     "state_restores",
+    "batches_resent",
 )
 
 

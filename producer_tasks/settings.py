@@ -152,6 +152,15 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1024, le=0xFFFF_FFFF, description="Largest frame accepted from the orchestrator"
     )
     status_interval_s: float = Field(10.0, gt=0, description="Periodic ProducerStatus interval")
+    resend_window_s: float = Field(
+        120.0,
+        ge=0,
+        le=86_400,
+        description="How long batches written to the orchestrator are kept to re-send after a reconnect",
+    )
+    resend_window_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Most bytes of batches the resend window keeps"
+    )
     reconnect_max_s: float = Field(30.0, gt=0, description="Cap of the bridge's reconnect backoff")
     redis_tls_insecure: bool = Field(
         False,

@@ -46,7 +46,8 @@ def render(status: FleetStatus) -> str:
         state = "connected" if b.get("connected") == "1" else "disconnected"
         lines.append(
             f"bridge: {state} to {b.get('orchestrator', '?')}; {b.get('batches_forwarded', 0)} batches "
-            f"forwarded, {b.get('bad_frames', 0)} bad frames"
+            f"forwarded ({b.get('batches_resent', 0)} re-sent after reconnects), "
+            f"{b.get('bad_frames', 0)} bad frames"
             + (
                 f", fleet state re-applied {b['state_restores']}x after Redis lost it"
                 if b.get("state_restores", "0") != "0"

@@ -121,6 +121,7 @@ def _transact(
                 if new_topic:
                     pipe.delete(keys.lanes)  # lanes of the old topic are stale
                     pipe.xtrim(keys.batches, maxlen=0)  # its backlog must never reach the new topic
+                    pipe.delete(keys.window)  # nor its resend window
                     for call in bloom.drop_calls(bloom_generation, fleet):  # nor its filter
                         pipe.execute_command(*call.args)
                 pipe.execute()

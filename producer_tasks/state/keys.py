@@ -58,6 +58,11 @@ class Keys:
         return f"{self.prefix}batches"
 
     @property
+    def window(self) -> str:
+        """Stream: batches already written to the orchestrator, kept for the resend window."""
+        return f"{self.prefix}window"
+
+    @property
     def counters(self) -> str:
         """Hash: fleet-wide counters (batches appended / discarded, attributes appended)."""
         return f"{self.prefix}counters"

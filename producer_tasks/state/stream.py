@@ -1,14 +1,17 @@
 """The batch stream: cycles append, the bridge drains through a consumer group.
 
-An entry is acknowledged (and deleted, so Redis does not grow) only after the bridge
-wrote its frame to the orchestrator's socket; a restarted bridge first re-reads what
-it had read but not acknowledged.
+An entry is acknowledged only after the bridge wrote its frame to the orchestrator's
+socket; a restarted bridge first re-reads what it had read but not acknowledged. Written
+entries move, in the same transaction, to the resend window (a second stream, trimmed by
+age and size): the kernel taking the bytes is not the orchestrator reading them, so after
+a reconnect the window is re-sent, oldest first.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -49,6 +52,7 @@ class Entry:
     epoch: int
     batch: BatchRecord | None  # None when the entry could not be read (reported, then dropped)
     error: str = ""
+    data: str = ""  # the batch as stored
 
 
 def ensure_group(fleet: Fleet) -> None:
@@ -68,7 +72,7 @@ def _entries(raw: list[tuple[str, dict[str, str]]]) -> list[Entry]:
             continue
         try:
             batch = BatchRecord.model_validate_json(fields.get("data", ""))
-            entries.append(Entry(entry_id, int(fields.get("epoch", -1)), batch))
+            entries.append(Entry(entry_id, int(fields.get("epoch", -1)), batch, data=fields["data"]))
         except ValueError as exc:
             entries.append(Entry(entry_id, -1, None, f"unreadable batch: {exc}"))
     return entries
@@ -108,12 +112,28 @@ def claim_orphans(fleet: Fleet, consumer: str, *, idle_ms: int, count: int = 100
     return _entries(result[1])
 
 
-def acknowledge(fleet: Fleet, entry_ids: list[str]) -> None:
-    """Acknowledge and delete delivered entries."""
+def acknowledge(fleet: Fleet, entry_ids: list[str], *, written: Sequence[Entry] = ()) -> list[str]:
+    """Acknowledge and delete handled entries; those ``written`` to the orchestrator move to
+    the resend window in the same transaction. Returns the window ids of the written ones."""
     if not entry_ids:
-        return
+        return []
     with redis_errors("acknowledge stream entries"):
         pipe = fleet.redis.pipeline(transaction=True)
         pipe.xack(fleet.keys.batches, STREAM_GROUP, *entry_ids)
         pipe.xdel(fleet.keys.batches, *entry_ids)
-        pipe.execute()
+        for entry in written:
+            pipe.xadd(fleet.keys.window, {"epoch": entry.epoch, "data": entry.data})
+        return [str(i) for i in pipe.execute()[2:]]
+
+
+def window(fleet: Fleet) -> list[Entry]:
+    """The resend window, oldest first."""
+    with redis_errors("read resend window"):
+        raw = fleet.redis.xrange(fleet.keys.window)
+    return _entries(raw)
+
+
+def trim_window(fleet: Fleet, min_id: str) -> None:
+    """Forget window entries older than ``min_id``."""
+    with redis_errors("trim resend window"):
+        fleet.redis.execute_command("XTRIM", fleet.keys.window, "MINID", min_id)

@@ -487,3 +487,29 @@ async def test_an_orchestrator_that_accepts_and_closes_gets_a_growing_backoff(re
         await asyncio.wait_for(task, timeout=10)
         server.close()
         await server.wait_closed()
+
+
+async def test_batches_an_orchestrator_never_read_are_resent_after_it_drops_the_connection(setup: Setup) -> None:
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    epoch = setup.fleet.read_state().epoch
+    # the orchestrator stops reading; the bridge keeps writing until the socket buffers are full
+    sent = 3000
+    for i in range(sent):
+        stream.append(setup.fleet, batch(epoch, i))
+    await asyncio.sleep(3)
+    assert setup.fleet.backlog() < sent  # the kernel took many: acknowledged, not yet read
+    writer.transport.abort()  # ... and it crashes with everything in its buffers unread
+    reader, writer = await setup.orchestrator.connection()  # the bridge reconnects
+    seen: set[str] = set()
+
+    async def collect() -> None:
+        while len(seen) < sent:
+            message = decode(await read_frame(reader))
+            if isinstance(message, AttributeBatch):
+                seen.add(message.attributes[0])
+
+    await asyncio.wait_for(collect(), timeout=30)
+    assert seen == {f"Cheese {i}-0" for i in range(sent)}  # nothing lost, oldest re-sent first
+    assert setup.bridge.counters.batches_resent > 0
