@@ -24,14 +24,14 @@ broker_connection_retry_on_startup = True
 # and a health check: a publish or a poll never waits forever on a connection that died in a
 # failover.
 def _sockets(url: str) -> dict[str, Any]:
-    options: dict[str, Any] = {
+    if not is_tcp(url):  # a local Unix socket (`producer run`) does not fail over
+        return {}
+    return {
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
     }
-    if is_tcp(url):
-        options["socket_keepalive"] = True
-    return options
 
 
 # An unacknowledged message returns to its queue after the visibility timeout; it must
@@ -44,10 +44,11 @@ result_backend_transport_options: dict[str, Any] = {
     "retry_policy": {"timeout": 5.0},
     **_sockets(_settings.result_backend),
 }
-redis_socket_timeout = SOCKET_TIMEOUT_S
-redis_socket_connect_timeout = CONNECT_TIMEOUT_S
-redis_socket_keepalive = is_tcp(_settings.result_backend)
-redis_backend_health_check_interval = HEALTH_CHECK_INTERVAL_S
+if is_tcp(_settings.result_backend):
+    redis_socket_timeout = SOCKET_TIMEOUT_S
+    redis_socket_connect_timeout = CONNECT_TIMEOUT_S
+    redis_socket_keepalive = True
+    redis_backend_health_check_interval = HEALTH_CHECK_INTERVAL_S
 
 # rediss:// verifies the server's certificate, as the fleet's own Redis client does;
 # PRODUCER_REDIS_TLS_INSECURE=true is the explicit opt-out.

@@ -92,8 +92,10 @@ def choose_provider(view: FleetView, *, adaptive: bool = False, rng: random.Rand
 
 
 def queued_timeout_ms(settings: Settings) -> int:
-    """How long a QUEUED lane may wait for a worker before its message counts as lost."""
-    return round(max(60.0, 3 * settings.request_timeout_s) * 1000)
+    """How long a QUEUED lane may wait for a worker before its message counts as lost (e.g.
+    prefetched by a worker that was killed). Short on purpose: the re-dispatch gives the lane a
+    new token, so if the old message was only slow it becomes a cheap no-op."""
+    return round(settings.queued_timeout_s * 1000)
 
 
 def backlog_full(view: FleetView) -> str | None:

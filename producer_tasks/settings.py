@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     lane_lease_s: float = Field(
         5.0, gt=0, description="Worker heartbeat lifetime; lanes of a silent worker are restored"
     )
+    queued_timeout_s: float = Field(
+        15.0, gt=0, le=3600, description="A lane whose message no worker took within this is re-dispatched"
+    )
     reconcile_interval_s: float = Field(1.0, gt=0, description="How often lanes are reconciled")
     openai_rpm: int | None = Field(None, ge=1, description="Fleet-wide requests per minute to openai")
     openai_tpm: int | None = Field(None, ge=1, description="Fleet-wide tokens per minute to openai")

@@ -34,6 +34,7 @@ from producer_tasks.state.fleet import Fleet
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 20.0
+WORKER_START_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -192,7 +193,7 @@ class LocalRun:
         started = time.monotonic()
         code = 0
         try:
-            code = await self._watch(orchestrator, fleet, children, started)
+            code = await self._watch(orchestrator, fleet, children, started, providers)
         finally:
             if orchestrator is not None:
                 await orchestrator.stop_all()
@@ -215,12 +216,28 @@ class LocalRun:
         return code
 
     async def _watch(
-        self, orchestrator: ReferenceOrchestrator | None, fleet: Fleet, children: Children, started: float
+        self,
+        orchestrator: ReferenceOrchestrator | None,
+        fleet: Fleet,
+        children: Children,
+        started: float,
+        providers: list[str],
     ) -> int:
         tty = sys.stderr.isatty()
         last_print = 0.0
-        deadline = started + self.options.job.duration_s if self.options.job.duration_s else None
+        deadline: float | None = None  # --duration counts from when every worker has registered
+        ready = False
         while True:
+            if not ready:
+                ready = await asyncio.to_thread(lambda: all(fleet.serving_workers(p) for p in providers))
+                if ready and self.options.job.duration_s:
+                    deadline = time.monotonic() + self.options.job.duration_s
+                elif not ready and time.monotonic() - started > WORKER_START_TIMEOUT_S:
+                    print(
+                        f"\nproducer: the workers did not register within {WORKER_START_TIMEOUT_S:.0f}s",
+                        file=sys.stderr,
+                    )
+                    return 1
             if self.interrupted.is_set():
                 print("\ninterrupted: stopping", file=sys.stderr)
                 return 130
