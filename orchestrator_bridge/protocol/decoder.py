@@ -32,7 +32,7 @@ from orchestrator_bridge.protocol.messages import (
 
 T = TypeVar("T")
 
-# bincode primitives (little-endian, default options)
+# bincode primitives (little-endian, default options); kept local as in encoder.py.
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 F32 = struct.Struct("<f")

@@ -22,7 +22,8 @@ from orchestrator_bridge.protocol.messages import (
     UpdateConfiguration,
 )
 
-# bincode primitives (little-endian, default options)
+# bincode primitives (little-endian, default options). Defined here, not imported from a
+# shared module: measured, importing them made encoding ~8% slower (docs/benchmarks.md).
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 F32 = struct.Struct("<f")

@@ -9,6 +9,7 @@ outside ``producer_tasks.state`` talks to Redis. Redis errors become ``StateErro
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -43,10 +44,14 @@ class FleetView:
     state: TopicState
     lanes: dict[int, LaneRecord]
     health: dict[str, HealthRecord]
-    live_queues: frozenset[str]
+    serving: dict[str, int]  # provider -> workers with a fresh heartbeat consuming its queue
     backlog: int
     now_ms: int
     stats: dict[str, ProviderStats] = field(default_factory=dict)
+
+    @functools.cached_property
+    def live_queues(self) -> frozenset[str]:
+        return frozenset(p for p, workers in self.serving.items() if workers > 0)
 
     @property
     def running(self) -> bool:
@@ -156,7 +161,7 @@ class Fleet:
             lanes = {lane: LaneRecord.model_validate_json(results[1])} if results[1] else {}
         n = len(PROVIDERS)
         health = {p: parse_health(results[2 + i]) for i, p in enumerate(PROVIDERS)}
-        live = frozenset(p for i, p in enumerate(PROVIDERS) if results[2 + n + i] > 0)
+        serving = {p: int(results[2 + n + i]) for i, p in enumerate(PROVIDERS)}
         backlog = int(results[2 + 2 * n])
         stats = (
             {p: parse_stats(results[3 + 2 * n + i]) for i, p in enumerate(PROVIDERS)} if with_stats else {}
@@ -165,7 +170,7 @@ class Fleet:
             state=parse_state(data, phase, epoch),
             lanes=lanes,
             health=health,
-            live_queues=live,
+            serving=serving,
             backlog=backlog,
             now_ms=now,
             stats=stats,

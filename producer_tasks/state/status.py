@@ -60,7 +60,7 @@ class FleetStatus(BaseModel):
 def snapshot(fleet: Fleet) -> FleetStatus:
     view = fleet.view(with_stats=True)
     now = now_ms()
-    queue_workers = {p: fleet.serving_workers(p) for p in PROVIDERS}
+    queue_workers = view.serving  # read with the view, in its round trip
     bridge_info = read_bridge_status(fleet)
     lane_counts = Counter(lane.status.value for lane in view.lanes.values())
     reasons = sorted(
