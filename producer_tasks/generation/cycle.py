@@ -35,7 +35,7 @@ from producer_tasks.records import BatchRecord, LLMResponse, MetadataRecord, Pha
 from producer_tasks.runtime import Runtime
 from producer_tasks.state import bloom, outcomes, ratelimit, stream
 from producer_tasks.state.fleet import FleetView
-from producer_tasks.state.scripts import CommandCall, ScriptCall
+from producer_tasks.state.scripts import ScriptCall
 
 log = logging.getLogger(__name__)
 PERSIST_DEADLINE_S = 120.0  # how long a paid-for response waits for Redis before the cycle gives up
@@ -136,20 +136,31 @@ def _deliver(
 ) -> Outcome:
     """Steps 6-8 for a response that was paid for: kept through a Redis outage (retried until
     Redis answers, up to ``PERSIST_DEADLINE_S``), never bought twice; the lane token makes a
-    resent delivery append and count once."""
-    epoch, topic = view.state.epoch, view.state.topic
+    resent delivery append and count once, and journals the batch between the bloom check
+    and the append."""
+    batch = BatchRecord(
+        epoch=view.state.epoch,
+        topic=view.state.topic,
+        attributes=candidates,
+        provider_used=provider,
+        metadata=MetadataRecord(
+            response_time_ms=round(response.response_time_ms),
+            prompt_tokens=response.prompt_tokens,
+            completion_tokens=response.completion_tokens,
+            provider_status=ProviderStatus.HEALTHY,  # a success makes it Healthy (health rules)
+        ),
+    )
+    checked: bloom.FilterResult | None = None
     deadline = time.monotonic() + PERSIST_DEADLINE_S
     for attempt in itertools.count(1):
         try:
+            if checked is None and rt.settings.bloom_filter and candidates:
+                journal = bloom.Journal(token, batch.epoch, stream.journal_entry(batch.model_dump_json()))
+                checked = bloom.check_and_add(
+                    rt.fleet, rt.settings, candidates, journal=journal, defer_counters=True
+                )
             results, passed = _persist(
-                rt,
-                response,
-                candidates,
-                provider=provider,
-                prompt=prompt,
-                topic=topic,
-                epoch=epoch,
-                token=token,
+                rt, response, batch, checked, provider=provider, prompt=prompt, token=token
             )
             break
         except StateError as exc:
@@ -170,53 +181,44 @@ def _deliver(
 def _persist(
     rt: Runtime,
     response: LLMResponse,
-    candidates: list[str],
+    batch: BatchRecord,
+    checked: bloom.FilterResult | None,
     *,
     provider: str,
     prompt: str,
-    topic: str,
-    epoch: int,
     token: str,
 ) -> tuple[list[object], list[str]]:
-    """Bloom check-and-add, then health, statistics, bloom counters and the batch in one round trip."""
-    fleet, settings = rt.fleet, rt.settings
-    passed, counts = candidates, None
-    bloom_updates: tuple[CommandCall, ...] = ()
-    if settings.bloom_filter and candidates:
-        filtered = bloom.check_and_add(fleet, settings, candidates, defer_counters=True)
-        passed, counts, bloom_updates = filtered.passed, filtered.counts, filtered.counter_updates
-    calls: list[ScriptCall | CommandCall] = [
+    """Health, statistics, history, the bloom counters and the batch in one round trip."""
+    fleet = rt.fleet
+    candidates = batch.attributes
+    if checked is not None:
+        batch = batch.model_copy(update={"attributes": checked.passed, "bloom": checked.counts})
+    calls: list[ScriptCall] = [
         outcomes.outcome_call(
             fleet,
-            settings,
+            rt.settings,
             provider,
             success=True,
             response=response,
             candidates=len(candidates),
-            unique=len(passed),
+            unique=len(batch.attributes),
             attempt=outcomes.make_attempt(
-                provider=provider, prompt=prompt, response=response, candidates=passed, success=True
+                provider=provider, prompt=prompt, response=response, candidates=batch.attributes, success=True
             ),
             call_id=token,
         )
     ]
-    if passed:
-        batch = BatchRecord(
-            epoch=epoch,
-            topic=topic,
-            attributes=passed,
-            provider_used=provider,
-            metadata=MetadataRecord(
-                response_time_ms=round(response.response_time_ms),
-                prompt_tokens=response.prompt_tokens,
-                completion_tokens=response.completion_tokens,
-                provider_status=ProviderStatus.HEALTHY,  # a success makes it Healthy (health rules)
-            ),
-            bloom=counts,
+    if batch.attributes or checked is not None:
+        calls.append(
+            stream.append_call(
+                fleet,
+                batch,
+                call_id=token,
+                checked=checked.checked if checked else 0,
+                filtered=checked.filtered if checked else 0,
+            )
         )
-        calls.append(stream.append_call(fleet, batch, call_id=token))
-    calls.extend(bloom_updates)
-    return fleet.run(*calls), passed
+    return fleet.run(*calls), batch.attributes
 
 
 def _failed(

@@ -51,7 +51,8 @@ class FilterShape:
 class FilterResult:
     passed: list[str]
     counts: BloomCounts  # fleet-wide, this batch included
-    counter_updates: tuple[CommandCall, ...] = ()
+    checked: int  # candidates to count as checked (0 when the check's answer is unknown)
+    filtered: int  # of which were already known
 
 
 class _ShapeCache:
@@ -231,49 +232,96 @@ def _raw(fleet: Fleet, payload: bytes, replies: int) -> list[Any]:
         pool.release(connection)
 
 
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """A cycle's batch with every candidate, written in the check's round trip: if the cycle
+    dies before its append, ``stream.recover_journal`` appends it whole."""
+
+    call_id: str
+    epoch: int
+    entry: str  # ``stream.journal_entry(...)``
+
+
 def check_and_add(
-    fleet: Fleet, settings: Settings, candidates: list[str], *, defer_counters: bool = False
+    fleet: Fleet,
+    settings: Settings,
+    candidates: list[str],
+    *,
+    journal: Journal | None = None,
+    defer_counters: bool = False,
 ) -> FilterResult:
     """Drop candidates already in the filter and add the rest, atomically, in one command.
 
-    The fleet-wide counters are returned as ``counter_updates``; unless
-    ``defer_counters`` (the cycle writes them with its other results), they are applied
-    here in a second round trip.
+    With a ``journal`` (as a cycle calls it), the batch is journalled in the same round
+    trip, before the bits are set, and the topic's epoch is read back: a check that ran
+    for an old topic sets no bit in the new topic's filter. When an earlier attempt of the
+    same call may have set these bits (its reply was lost), every candidate passes: at
+    least once, the orchestrator de-duplicates.
+
+    The fleet-wide counters are ``checked``/``filtered``; unless ``defer_counters`` (the
+    cycle's append counts them), they are applied here in a second round trip.
     """
     meta = fleet.keys.bloom_meta
+    retried = False
     for _ in range(5):
         shape = _shapes.get(meta) or ensure_filter(fleet, settings)
         _shapes.put(meta, shape)
         key = bits_key(fleet, shape.generation)
-        payload = _bitfield_command(key, candidates, shape) + _command(
+        payload = b""
+        if journal is not None:  # a retry after a filter swap overwrites its own entry
+            payload += _command(
+                b"HSET" if retried else b"HSETNX",
+                fleet.keys.journal.encode(),
+                journal.call_id.encode(),
+                journal.entry.encode(),
+            )
+        payload += _bitfield_command(key, candidates, shape) + _command(
             b"HMGET", meta.encode(), b"generation", b"loaded_ms", b"total_candidates", b"filtered_candidates"
         )
+        if journal is not None:
+            payload += _command(b"HGET", fleet.keys.state.encode(), b"epoch")
         with redis_errors("bloom check-and-add"):
-            old_bits, (generation, loaded_ms, total, filtered_before) = _raw(fleet, payload, 2)
+            replies = _raw(fleet, payload, 4 if journal is not None else 2)
+            if journal is not None:
+                journalled, old_bits, (generation, loaded_ms, total, filtered_before), epoch = replies
+            else:
+                old_bits, (generation, loaded_ms, total, filtered_before) = replies
+                journalled, epoch = 1, None
             if generation != shape.generation:  # replaced meanwhile: we hit the old key
                 fleet.redis.delete(key)
                 _shapes.put(meta, None)
-                continue
+        counts = BloomCounts(
+            total_candidates=int(total or 0),
+            filtered_candidates=int(filtered_before or 0),
+            last_filter_update_ms=int(loaded_ms or 0),
+        )
+        if journal is not None and epoch != str(journal.epoch):  # the append will drop it
+            return FilterResult(candidates, counts, checked=0, filtered=0)
+        if generation != shape.generation:
+            retried = True
+            continue
+        if not journalled and not retried:  # a lost reply: this call's bits may be set already
+            return FilterResult(candidates, counts, checked=0, filtered=0)
         k = shape.num_hashes
         new = [not all(old_bits[i * k : (i + 1) * k]) for i in range(len(candidates))]
         passed = [c for c, is_new in zip(candidates, new, strict=True) if is_new]
         filtered = len(candidates) - len(passed)
-        updates = (
-            ("total_candidates", len(candidates)),
-            ("filtered_candidates", filtered),
-            ("items", len(passed)),
-        )
         result = FilterResult(
             passed,
             BloomCounts(
-                total_candidates=int(total or 0) + len(candidates),
-                filtered_candidates=int(filtered_before or 0) + filtered,
-                last_filter_update_ms=int(loaded_ms or 0),
+                total_candidates=counts.total_candidates + len(candidates),
+                filtered_candidates=counts.filtered_candidates + filtered,
+                last_filter_update_ms=counts.last_filter_update_ms,
             ),
-            tuple(CommandCall(("HINCRBY", meta, name, delta)) for name, delta in updates),
+            checked=len(candidates),
+            filtered=filtered,
         )
         if not defer_counters:
-            fleet.run(*result.counter_updates)
+            fleet.run(
+                CommandCall(("HINCRBY", meta, "total_candidates", len(candidates))),
+                CommandCall(("HINCRBY", meta, "filtered_candidates", filtered)),
+                CommandCall(("HINCRBY", meta, "items", len(passed))),
+            )
         return result
     raise StateError("bloom filter keeps changing; giving up on this batch")
 

@@ -78,6 +78,12 @@ class Keys:
         """Hash: num_bits, num_hashes, items, loaded_ms, source; plus fleet-wide counters."""
         return f"{self.prefix}bloom:meta"
 
+    @property
+    def journal(self) -> str:
+        """Hash: call id -> ``<unix ms>:<batch JSON>`` of a cycle whose bloom bits are set but
+        whose batch is not appended yet (recovered whole if the cycle dies in between)."""
+        return f"{self.prefix}journal"
+
     def once(self, call_id: str, what: str) -> str:
         """String: the answer of an idempotent call (``what`` of call ``call_id``), kept briefly."""
         return f"{self.prefix}once:{call_id}:{what}"

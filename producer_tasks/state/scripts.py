@@ -112,15 +112,21 @@ class Transition(Script):
 
 @dataclass(frozen=True, slots=True)
 class Deliver(Script):
-    """Append a batch if its epoch is current; the entry id, or nothing."""
+    """Append a batch if its epoch is current, count its bloom check, close its journal
+    entry; the entry id, "" (nothing to append), or nothing (topic changed)."""
 
     state_key: str
     batches_key: str
     counters_key: str
     once_key: str  # per cycle (its lane token): a resent call appends once
+    journal_key: str
+    bloom_meta_key: str
     epoch: int
     batch_json: str
-    attributes: int
+    attributes: int  # 0: nothing to append (counters and journal only)
+    call_id: str  # the journal entry to close; "" = none
+    checked: int  # candidates the bloom check counted (0 = none or unknown)
+    filtered: int  # of which were already known
     once_ttl_ms: int
 
 

@@ -16,27 +16,37 @@ from dataclasses import dataclass
 
 import redis
 
+from producer_tasks.clock import now_ms
 from producer_tasks.records import BatchRecord
 from producer_tasks.state.client import redis_errors
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.keys import STREAM_GROUP
-from producer_tasks.state.scripts import ONCE_TTL_MS, Deliver, ScriptCall
+from producer_tasks.state.scripts import ONCE_TTL_MS, CommandCall, Deliver, ScriptCall
 
 log = logging.getLogger(__name__)
 
 
-def append_call(fleet: Fleet, batch: BatchRecord, *, call_id: str | None = None) -> ScriptCall:
-    """Append if the batch's epoch is still current: the script returns the entry id, or
-    nothing when the topic changed meanwhile. The same ``call_id`` (a cycle's lane token)
-    appends once, however often the call is sent."""
+def append_call(
+    fleet: Fleet, batch: BatchRecord, *, call_id: str | None = None, checked: int = 0, filtered: int = 0
+) -> ScriptCall:
+    """Append if the batch's epoch is still current: the script returns the entry id, ""
+    for a batch without attributes (only its bloom counts and journal entry are written),
+    or nothing when the topic changed meanwhile. The same ``call_id`` (a cycle's lane
+    token) appends and counts once, however often the call is sent, and closes the
+    cycle's journal entry. ``checked``/``filtered``: the batch's bloom check, counted here."""
     return Deliver(
         state_key=fleet.keys.state,
         batches_key=fleet.keys.batches,
         counters_key=fleet.keys.counters,
         once_key=fleet.keys.once(call_id or uuid.uuid4().hex, "deliver"),
+        journal_key=fleet.keys.journal,
+        bloom_meta_key=fleet.keys.bloom_meta,
         epoch=batch.epoch,
-        batch_json=batch.model_dump_json(),
+        batch_json=batch.model_dump_json() if batch.attributes else "",
         attributes=len(batch.attributes),
+        call_id=call_id or "",
+        checked=checked,
+        filtered=filtered,
         once_ttl_ms=ONCE_TTL_MS,
     ).call()
 
@@ -44,6 +54,47 @@ def append_call(fleet: Fleet, batch: BatchRecord, *, call_id: str | None = None)
 def append(fleet: Fleet, batch: BatchRecord, *, call_id: str | None = None) -> str | None:
     (entry,) = fleet.run(append_call(fleet, batch, call_id=call_id))
     return str(entry) if entry else None
+
+
+def journal_entry(batch_json: str) -> str:
+    """A journal entry: when it was written, and the whole batch (every candidate)."""
+    return f"{now_ms()}:{batch_json}"
+
+
+def recover_journal(fleet: Fleet, *, older_than_ms: int) -> int:
+    """Append the batches of cycles that set their bloom bits but died before appending.
+
+    Which candidates were new is lost with the cycle (its bits are set now), so the batch
+    is appended whole: at least once, never lost; the orchestrator de-duplicates. The
+    cycle's own ``call_id`` keeps this from appending what the cycle did deliver. Entries
+    younger than ``older_than_ms`` may belong to a cycle still retrying. Returns how many
+    batches were appended.
+    """
+    with redis_errors("read journal"):
+        entries = fleet.redis.hgetall(fleet.keys.journal)
+    cutoff = now_ms() - older_than_ms
+    calls: list[ScriptCall] = []
+    for call_id, value in entries.items():
+        written, _, data = value.partition(":")
+        if written.isdigit() and int(written) > cutoff:
+            continue
+        try:
+            batch = BatchRecord.model_validate_json(data)
+        except ValueError as exc:
+            log.error("journal entry %s is unreadable, dropped: %s", call_id, exc)
+            fleet.run(CommandCall(("HDEL", fleet.keys.journal, call_id)))
+            continue
+        calls.append(append_call(fleet, batch, call_id=call_id))
+    if not calls:
+        return 0
+    appended = sum(1 for entry in fleet.run(*calls) if entry)
+    log.warning(
+        "recovered %d journalled batch(es) of cycles that died between their bloom check and "
+        "their append (%d appended whole, the rest had been delivered or were for an old topic)",
+        len(calls),
+        appended,
+    )
+    return appended
 
 
 @dataclass(frozen=True)

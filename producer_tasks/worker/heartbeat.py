@@ -4,7 +4,9 @@ During a warm shutdown it drains (alive, serving no queue) until the pool has fi
 
 Every worker refreshes its entry in Redis a few times per lease; the live worker that
 takes the fleet-wide lock first runs ``Lanes.reconcile`` (about once a second), so lanes
-of a killed worker are restored within seconds without any single point of failure.
+of a killed worker are restored within seconds without any single point of failure, and
+appends the journalled batches of cycles that died between their bloom check and their
+append.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import threading
 import time
 
 from producer_tasks.errors import ProducerError
+from producer_tasks.generation.cycle import PERSIST_DEADLINE_S
 from producer_tasks.runtime import Runtime
+from producer_tasks.state import stream
 
 log = logging.getLogger(__name__)
+JOURNAL_AGE_MS = round((PERSIST_DEADLINE_S + 60) * 1000)  # older: no live cycle still retries it
 
 
 class Heartbeat(threading.Thread):
@@ -51,6 +56,7 @@ class Heartbeat(threading.Thread):
         fleet.heartbeat(self.worker, self.queues)
         if fleet.try_lock(fleet.keys.reconcile_lock, self.reconcile_ms, self.worker):
             self.runtime.lanes.reconcile()
+            stream.recover_journal(fleet, older_than_ms=JOURNAL_AGE_MS)
 
     def drain(self) -> None:
         """Warm shutdown began: keep heart-beating until the last task finished (so its lanes

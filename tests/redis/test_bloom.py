@@ -185,3 +185,48 @@ def test_a_new_topic_starts_a_fresh_filter(redis_url: str) -> None:
     assert bloom.check_and_add(fleet, settings, ["Brie", "Gouda"]).passed == ["Brie", "Gouda"]
     counts = bloom.read_counts(fleet)
     assert counts is not None and (counts.total_candidates, counts.filtered_candidates) == (2, 0)
+
+
+def _start(fleet: Fleet, settings: Settings, topic: str) -> int:
+    result = control.start_topic(
+        fleet,
+        settings,
+        topic=topic,
+        prompt="List {topic}",
+        weights={"mock": 1.0},
+        temperature=0.5,
+        max_tokens=100,
+        batch_size=5,
+    )
+    assert result.accepted
+    return fleet.read_state().epoch
+
+
+def test_a_check_for_an_old_topic_sets_no_bit_in_the_new_topics_filter(redis_url: str) -> None:
+    fleet, settings = make(redis_url)
+    old = _start(fleet, settings, "cheese")
+    bloom.check_and_add(fleet, settings, ["Brie"])
+    stale = bloom.read_shape(fleet)
+    assert stale is not None
+    new = _start(fleet, settings, "towns")
+    assert bloom.check_and_add(fleet, settings, ["Paris"]).passed == ["Paris"]  # towns' own filter
+    journal = bloom.Journal("late-cycle", old, "0:{}")
+    bloom._shapes.put(fleet.keys.bloom_meta, stale)  # a cycle of cheese, on a worker that caches its filter
+    late = bloom.check_and_add(fleet, settings, ["Gouda", "Comté"], journal=journal, defer_counters=True)
+    assert (late.passed, late.checked) == (["Gouda", "Comté"], 0)  # its append will drop it
+    assert bloom.contains(fleet, ["Gouda", "Comté", "Paris"]) == [False, False, True]
+    assert not fleet.redis.exists(bloom.bits_key(fleet, stale.generation))  # no stray bits left behind
+    assert fleet.read_state().epoch == new
+
+
+def test_a_check_whose_reply_was_lost_passes_everything_when_retried(redis_url: str) -> None:
+    """The first attempt's bits may be set: a retry cannot tell new from known, so every
+    candidate goes on (at least once) instead of being suppressed forever."""
+    fleet, settings = make(redis_url)
+    epoch = _start(fleet, settings, "cheese")
+    bloom.check_and_add(fleet, settings, ["Brie"])
+    journal = bloom.Journal("cycle-1", epoch, "0:{}")
+    first = bloom.check_and_add(fleet, settings, ["Brie", "Gouda"], journal=journal, defer_counters=True)
+    assert (first.passed, first.checked, first.filtered) == (["Gouda"], 2, 1)
+    again = bloom.check_and_add(fleet, settings, ["Brie", "Gouda"], journal=journal, defer_counters=True)
+    assert (again.passed, again.checked) == (["Brie", "Gouda"], 0)

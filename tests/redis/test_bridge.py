@@ -489,7 +489,9 @@ async def test_an_orchestrator_that_accepts_and_closes_gets_a_growing_backoff(re
         await server.wait_closed()
 
 
-async def test_batches_an_orchestrator_never_read_are_resent_after_it_drops_the_connection(setup: Setup) -> None:
+async def test_batches_an_orchestrator_never_read_are_resent_after_it_drops_the_connection(
+    setup: Setup,
+) -> None:
     reader, writer = await setup.orchestrator.connection()
     send(writer, frame(encode(START)))
     await status_matching(reader, ProducerState.RUNNING)

@@ -17,7 +17,7 @@ from producer_tasks.generation.cycle import Outcome
 from producer_tasks.health import record_failure, record_rate_limit, record_success
 from producer_tasks.records import HealthRecord, LaneStatus, ProviderStatus
 from producer_tasks.runtime import Runtime
-from producer_tasks.state import outcomes
+from producer_tasks.state import bloom, outcomes
 from producer_tasks.worker.tasks import cycle, health_check
 from tests.conftest import RecordingDispatcher, make_runtime, provider_env
 from tests.fakellm import FakeLLM
@@ -180,12 +180,19 @@ def test_a_lone_surrogate_or_control_character_in_an_answer_loses_nothing(
     assert "\ud800" not in attempt["raw_response"] and attempt["success"]
 
 
-@pytest.fixture
+@pytest.fixture(params=["bloom off"])
 def proxied(
-    redis_server: EmbeddedRedis, redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+    request: pytest.FixtureRequest,
+    redis_server: EmbeddedRedis,
+    redis_url: str,
+    installed_runtime: Any,
+    fake_llm: FakeLLM,
 ) -> Iterator[tuple[Runtime, RecordingDispatcher, FaultProxy]]:
     proxy = FaultProxy(redis_server.port).start()
-    rt, rec = make_runtime(proxy.url, PRODUCER_CONCURRENCY="1", **provider_env(fake_llm))
+    bloom_on = "true" if request.param == "bloom on" else "false"
+    rt, rec = make_runtime(
+        proxy.url, PRODUCER_CONCURRENCY="1", PRODUCER_BLOOM_FILTER=bloom_on, **provider_env(fake_llm)
+    )
     installed_runtime(rt)
     serve(rt, "openai")
     start(rt, weights={"openai": 1.0})
@@ -227,4 +234,23 @@ def test_a_lost_redis_reply_does_not_duplicate_a_batch(
     assert len(batches(rt)) == 1  # and the resent delivery appended nothing
     assert rt.fleet.read_counters()["batches_appended"] == 1
     assert rt.fleet.read_stats("openai").total_requests == 1
+    assert fake_llm.count() == 1
+
+
+@pytest.mark.parametrize("proxied", ["bloom on"], indirect=True)
+def test_a_lost_reply_to_the_bloom_check_loses_no_attribute(
+    proxied: tuple[Runtime, RecordingDispatcher, FaultProxy], fake_llm: FakeLLM
+) -> None:
+    """The check set the bits but its reply never came: the retry cannot tell new from
+    known, so the whole batch goes on, once, rather than being marked seen and dropped."""
+    rt, rec, proxy = proxied
+    fake_llm.set("openai", latency_ms=800)
+    thread = call_during_request(fake_llm, lambda: proxy.drop_reply_to(b"BITFIELD"))
+    assert run_next(rec) == Outcome.DELIVERED
+    thread.join()
+    assert proxy.dropped == 1
+    (batch,) = batches(rt)
+    assert len(batch.attributes) == rt.fleet.read_state().generation.batch_size
+    assert bloom.contains(rt.fleet, batch.attributes) == [True] * len(batch.attributes)
+    assert rt.fleet.redis.hlen(rt.fleet.keys.journal) == 0
     assert fake_llm.count() == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from producer_tasks.records import BatchRecord, MetadataRecord, ProviderStatus
 from producer_tasks.settings import load_settings
-from producer_tasks.state import control, stream
+from producer_tasks.state import bloom, control, stream
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.scripts import Deliver
 from tests.conftest import open_fleet
@@ -85,10 +85,15 @@ def test_an_unreadable_entry_is_reported_not_raised(redis_url: str) -> None:
             batches_key=fleet.keys.batches,
             counters_key=fleet.keys.counters,
             once_key=fleet.keys.once("t1", "deliver"),
+            journal_key=fleet.keys.journal,
+            bloom_meta_key=fleet.keys.bloom_meta,
             once_ttl_ms=1000,
             epoch=fleet.read_state().epoch,
             batch_json="{not json",
             attributes=1,
+            call_id="",
+            checked=0,
+            filtered=0,
         ).call()
     )
     (entry,) = stream.read(fleet, "bridge-a", pending=False, block_ms=10)
@@ -103,3 +108,51 @@ def test_a_resent_delivery_appends_once(redis_url: str) -> None:
     assert first is not None and again == first
     assert fleet.backlog() == 1 and fleet.read_counters()["batches_appended"] == 1
     assert stream.append(fleet, batch(epoch, "Brie"), call_id="lane-token-2") not in (None, first)
+
+
+def test_a_journalled_batch_of_a_dead_cycle_is_appended_whole_once(redis_url: str) -> None:
+    """A cycle that set its bloom bits and died before appending: the batch, with every
+    candidate, is appended by the recovery; a cycle that did deliver leaves nothing."""
+    settings = load_settings({"REDIS_URL": redis_url})
+    fleet = fleet_for(redis_url)
+    epoch = fleet.read_state().epoch
+    dead = batch(epoch, "Brie", "Comté", "Gouda")
+    journal = bloom.Journal("lane-token-dead", epoch, stream.journal_entry(dead.model_dump_json()))
+    checked = bloom.check_and_add(
+        fleet, settings, ["Brie", "Comté", "Gouda"], journal=journal, defer_counters=True
+    )
+    assert checked.passed == ["Brie", "Comté", "Gouda"]  # ...and the cycle dies here
+    alive = batch(epoch, "Emmental")
+    journal = bloom.Journal("lane-token-alive", epoch, stream.journal_entry(alive.model_dump_json()))
+    checked = bloom.check_and_add(fleet, settings, ["Emmental"], journal=journal, defer_counters=True)
+    fleet.run(stream.append_call(fleet, alive, call_id="lane-token-alive", checked=1, filtered=0))
+    assert fleet.redis.hkeys(fleet.keys.journal) == ["lane-token-dead"]
+    assert stream.recover_journal(fleet, older_than_ms=60_000) == 0  # may still be retrying
+    assert stream.recover_journal(fleet, older_than_ms=0) == 1
+    assert stream.recover_journal(fleet, older_than_ms=0) == 0
+    entries = stream.read(fleet, "bridge-a", pending=False, block_ms=10)
+    assert [e.batch.attributes for e in entries if e.batch] == [["Emmental"], ["Brie", "Comté", "Gouda"]]
+    assert bloom.contains(fleet, ["Brie", "Comté", "Gouda", "Emmental"]) == [True] * 4
+    assert fleet.read_counters()["batches_appended"] == 2
+
+
+def test_a_journalled_batch_of_an_old_topic_is_dropped(redis_url: str) -> None:
+    settings = load_settings({"REDIS_URL": redis_url})
+    fleet = fleet_for(redis_url)
+    old = batch(fleet.read_state().epoch, "Brie")
+    journal = bloom.Journal("lane-token-old", old.epoch, stream.journal_entry(old.model_dump_json()))
+    bloom.check_and_add(fleet, settings, ["Brie"], journal=journal, defer_counters=True)
+    assert control.start_topic(
+        fleet,
+        settings,
+        topic="towns",
+        prompt="List {topic}",
+        weights={"mock": 1.0},
+        temperature=0.5,
+        max_tokens=100,
+        batch_size=5,
+    ).accepted
+    assert stream.recover_journal(fleet, older_than_ms=0) == 0
+    assert fleet.backlog() == 0 and fleet.redis.hlen(fleet.keys.journal) == 0
+    assert fleet.read_counters()["batches_discarded"] == 1
+    assert bloom.contains(fleet, ["Brie"]) == [False]  # the new topic's filter never saw it
