@@ -18,6 +18,9 @@ _settings = get_settings()
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend
 broker_connection_retry_on_startup = True
+# kombu's Redis transport with a repair: a lost broker connection never ends a worker.
+# (A ``redis+socket://`` URL, as `producer run` uses, names kombu's own transport.)
+broker_transport = "producer_tasks.worker.transport:Transport"
 
 
 # Socket timeouts, keepalive (TCP only: a Unix socket, as `producer run` uses, takes none)

@@ -203,6 +203,8 @@ class ReferenceOrchestrator:
                 bloom_task.cancel()
             self.writers.discard(writer)
             writer.close()
+            if self.done.is_set() and not self.writers:  # nobody left to wait for
+                self.finished.set()
 
     def on_status(self, message: ProducerStatus) -> None:
         status = message.status

@@ -59,6 +59,8 @@ class FakeLLM:
     closing: threading.Event = field(default_factory=threading.Event)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     server: ThreadingHTTPServer | None = None
+    active: int = 0  # requests being answered now
+    peak: int = 0  # the most answered at once
 
     # --- control ----------------------------------------------------------------------
     def set(self, api: str, **changes: Any) -> None:
@@ -187,6 +189,17 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.owner
         api = self._api()
         behaviour = owner.take(api, self.path, body)
+        with owner.lock:
+            owner.active += 1
+            owner.peak = max(owner.peak, owner.active)
+        try:
+            self._answer(api, body, behaviour)
+        finally:
+            with owner.lock:
+                owner.active -= 1
+
+    def _answer(self, api: str, body: dict[str, Any], behaviour: Behaviour) -> None:
+        owner = self.owner
         if behaviour.latency_ms:
             owner.closing.wait(behaviour.latency_ms / 1000)
         if not self._authorised():

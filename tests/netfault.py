@@ -66,7 +66,7 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except (TimeoutError, OSError):
                 continue
-            if self.cut_off.is_set():
+            if self.cut_off.is_set() or self._closing.is_set():
                 client.close()
                 continue
             try:
@@ -76,6 +76,10 @@ class FaultProxy:
                 continue
             server.settimeout(None)
             with self._lock:
+                if self._closing.is_set():  # stopped while this one connected
+                    client.close()
+                    server.close()
+                    continue
                 self._sockets += [client, server]
             doomed = threading.Event()  # this connection's next reply is to be swallowed
             threading.Thread(target=self._requests, args=(client, server, doomed), daemon=True).start()

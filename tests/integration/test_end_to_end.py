@@ -40,7 +40,7 @@ class World:
         self.settings = load_settings(self.env)
         self.fleet = open_fleet(self.settings)
 
-    def orchestrator(self, name: str, *extra: str) -> tuple[Path, Path]:
+    def orchestrator(self, name: str, *extra: str, weight: str = "mock=1") -> tuple[Path, Path]:
         output, batches = self.dir / f"{name}-unique.jsonl", self.dir / f"{name}-batches.jsonl"
         self.processes.orchestrator(
             name,
@@ -49,7 +49,7 @@ class World:
             "--topic",
             "cheese",
             "--weight",
-            "mock=1",
+            weight,
             "--batch-size",
             "10",
             "--output",
