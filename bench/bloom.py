@@ -139,7 +139,7 @@ measured at 5–6× the Redis time of the same BITFIELD sent directly, in the sa
 (each argument handed from Lua to a command costs more than the command's own work on
 this build), hence the journal: a cycle that dies between its check and its append has
 its batch appended whole. Absolute times vary ~3× from day to day on this machine (the
-unchanged baseline measured 2.36 µs per candidate on 2026-11-28, 6.8–7.4 µs on
+unchanged baseline measured 2.36 µs per candidate on 2026-11-28, 5.9–7.4 µs on
 2026-11-29); compare the ratios.
 
 | | candidates/s | Redis time per candidate |
