@@ -68,6 +68,7 @@ class Progress:
     unique: int = 0
     duplicates: int = 0
     unique_by_provider: Counter[str] = field(default_factory=Counter)
+    beyond_count: int = 0  # unique attributes that arrived after --count was reached (not written)
     statuses: list[str] = field(default_factory=list)
     producers: set[str] = field(default_factory=set)
     stopped_producers: set[str] = field(default_factory=set)
@@ -83,8 +84,9 @@ class Progress:
 
     def line(self) -> str:
         shares = self.shares() or "-"
+        beyond = f" (+{self.beyond_count} beyond the count, not written)" if self.beyond_count else ""
         return (
-            f"{self.unique} unique ({self.rate:.1f}/s), {self.duplicates} duplicates, "
+            f"{self.unique} unique{beyond} ({self.rate:.1f}/s), {self.duplicates} duplicates, "
             f"{self.batches} batches; share: {shares}"
         )
 
@@ -211,7 +213,8 @@ class ReferenceOrchestrator:
         text = f"Error({status.reason})" if isinstance(status, ErrorStatus) else status.value
         self.progress.statuses.append(text)
         self.progress.producers.add(message.producer_id)
-        if status is ProducerState.STOPPED and self.done.is_set():
+        # after Stop, a producer that never ran a topic (rejected it) stays Idle: nothing to wait for
+        if status in (ProducerState.STOPPED, ProducerState.IDLE) and self.done.is_set():
             self.progress.stopped_producers.add(message.producer_id)
             if self.progress.producers <= self.progress.stopped_producers:
                 self.finished.set()
@@ -243,6 +246,9 @@ class ReferenceOrchestrator:
                 continue
             self.seen.add(key)
             self.bloom.add(attribute)
+            if self.options.count is not None and progress.unique >= self.options.count:
+                progress.beyond_count += 1  # in flight when the count was reached: counted, not written
+                continue
             progress.unique += 1
             progress.unique_by_provider[batch.provider_used] += 1
             if self._output is not None:

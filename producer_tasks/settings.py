@@ -186,6 +186,14 @@ class Settings(BaseSettings):
         parse_addr(value)
         return value
 
+    @field_validator("redis_url", "celery_broker_url", "celery_result_backend")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        schemes = ("redis://", "rediss://", "unix://", "redis+socket://")
+        if value is not None and not value.startswith(schemes):
+            raise ValueError(f"{value!r} is not a Redis URL (it must start with {', '.join(schemes)})")
+        return value
+
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:

@@ -78,7 +78,10 @@ class EmbeddedRedis:
         if self.unix_socket:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         log_file = (self.directory / "redis.log").open("wb")
-        self.process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
+        # its own session: a Ctrl-C in the terminal must not end Redis before the run has stopped
+        self.process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         log_file.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,20 +32,60 @@ COMMANDS = {
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def weight(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     try:
-        if not sep or not name:
+        if not sep or not name.strip():
             raise ValueError
-        return name.strip(), float(value)
+        number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not provider=weight (e.g. openai=2)") from None
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a weight is a number of 0 or more")
+    return name.strip(), number
+
+
+def temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: the temperature is between 0 and 2")
+    return value
+
+
+def log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
+
+def writable_file(text: str) -> Path:
+    """A file we can create or append to (checked now, not after a run's work is done)."""
+    path = Path(text)
+    folder = path.parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text}: no folder {folder}")
+    if path.is_dir() or not os.access(path if path.exists() else folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied or not a file")
+    return path
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("attribute-producer")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "unknown"
 
 
 def address(text: str) -> tuple[str, int]:
@@ -84,12 +126,27 @@ def add_topic_options(parser: argparse.ArgumentParser, *, topic_required: bool =
         metavar="PROVIDER=W",
         help="provider weight, repeatable (default: every provider in use, equally)",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=20)
-    parser.add_argument("--max-tokens", type=positive_int, default=1024)
-    parser.add_argument("--temperature", type=float, default=0.9)
-    parser.add_argument("--count", type=positive_int, help="stop after N unique attributes")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=20,
+        help="attributes asked for per call (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        default=1024,
+        help="completion tokens per call (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=temperature,
+        default=0.9,
+        help="sampling temperature, 0-2 (default: %(default)s)",
+    )
+    parser.add_argument("--count", type=positive_int, help="stop after exactly N unique attributes")
     parser.add_argument("--duration", type=positive_float, help="stop after S seconds")
-    parser.add_argument("--output", type=Path, help="JSONL file of unique attributes")
+    parser.add_argument("--output", type=writable_file, help="JSONL file of unique attributes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="producer",
         description="The distributed attribute producer (Celery workers, bridge, orchestrator).",
     )
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for run)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument(
+        "--log-level", type=log_level, help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for run)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="the whole system locally, in one command")
@@ -119,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     orchestrator = commands.add_parser("orchestrator", help="run the reference orchestrator")
     orchestrator.add_argument("--listen", type=address, default=("127.0.0.1", 7979), metavar="HOST:PORT")
     add_topic_options(orchestrator)
-    orchestrator.add_argument("--batch-log", type=Path, help="JSONL file of every batch received")
+    orchestrator.add_argument("--batch-log", type=writable_file, help="JSONL file of every batch received")
     orchestrator.add_argument(
         "--bloom-interval", type=float, default=5.0, help="seconds between bloom filters sent (0: never)"
     )

@@ -29,12 +29,16 @@ from orchestrator_bridge.cli.options import job_options
 from orchestrator_bridge.cli.progress import progress_line, summary_table
 from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
 from producer_tasks.errors import ConfigurationError
+from producer_tasks.records import ProviderStatus
 from producer_tasks.settings import PROVIDERS, Settings, load_settings
 from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.status import read_bridge_status
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 20.0
 WORKER_START_TIMEOUT_S = 120.0
+UNREACHABLE_AFTER_S = 20.0  # a real orchestrator the bridge never reached: the run ends
+UNHEALTHY_FOR_S = 5.0  # every provider in use Unhealthy this long: the run ends
 
 
 @dataclass
@@ -93,7 +97,10 @@ def providers_in_use(settings: Settings, weights: dict[str, float]) -> list[str]
         if missing:
             keys = ", ".join(f"{p.upper()}_API_KEY" for p in missing)
             raise ConfigurationError(f"--weight names {', '.join(missing)} but {keys} is not set")
-        return [p for p in PROVIDERS if weights.get(p, 0) > 0]
+        chosen = [p for p in PROVIDERS if weights.get(p, 0) > 0]
+        if not chosen:
+            raise ConfigurationError("every --weight is 0: no provider would be used")
+        return chosen
     real = [p for p in ("openai", "anthropic") if settings.is_configured(p)]
     return real or ["mock"]
 
@@ -113,6 +120,45 @@ def redis_for_run(environ: dict[str, str]) -> Iterator[dict[str, str]]:
         }
     finally:
         server.stop()
+
+
+@dataclass
+class Stall:
+    """Why a run makes no progress, once it is sure; None while it may still."""
+
+    orchestrator_addr: str
+    unhealthy_since: float | None = None
+    reached: bool = False
+
+    def check(
+        self,
+        orchestrator: ReferenceOrchestrator | None,
+        fleet: Fleet,
+        providers: list[str],
+        ready_for_s: float,
+    ) -> str | None:
+        if orchestrator is not None:
+            rejected = [s for s in orchestrator.progress.statuses if s.startswith("Error(")]
+            if rejected:
+                return f"the producer rejected the topic: {rejected[-1][6:-1]}"
+        else:
+            self.reached = self.reached or fleet_bridge_connected(fleet)
+            if not self.reached and ready_for_s > UNREACHABLE_AFTER_S:
+                return f"the bridge could not reach the orchestrator at {self.orchestrator_addr}"
+        healths = fleet.read_healths(providers)
+        if all(h.status is ProviderStatus.UNHEALTHY for h in healths.values()):
+            now = time.monotonic()
+            self.unhealthy_since = self.unhealthy_since or now
+            if now - self.unhealthy_since >= UNHEALTHY_FOR_S:
+                errors = "; ".join(f"{p}: {h.last_error or 'failing'}" for p, h in healths.items())
+                return f"every provider in use is unhealthy ({errors})"
+        else:
+            self.unhealthy_since = None
+        return None
+
+
+def fleet_bridge_connected(fleet: Fleet) -> bool:
+    return read_bridge_status(fleet).get("connected") == "1"
 
 
 class LocalRun:
@@ -227,9 +273,12 @@ class LocalRun:
         last_print = 0.0
         deadline: float | None = None  # --duration counts from when every worker has registered
         ready = False
+        ready_at = 0.0
+        stall = Stall(self.options.orchestrator or "")
         while True:
             if not ready:
                 ready = await asyncio.to_thread(lambda: all(fleet.serving_workers(p) for p in providers))
+                ready_at = time.monotonic()
                 if ready and self.options.job.duration_s:
                     deadline = time.monotonic() + self.options.job.duration_s
                 elif not ready and time.monotonic() - started > WORKER_START_TIMEOUT_S:
@@ -243,12 +292,19 @@ class LocalRun:
                 return 130
             if orchestrator is not None and orchestrator.done.is_set():
                 return 0
-            if orchestrator is None and deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 return 0
             self.crashed = children.dead()
             if self.crashed:
                 print(f"\nproducer: {', '.join(self.crashed)} exited unexpectedly", file=sys.stderr)
                 return 1
+            if ready:
+                reason = await asyncio.to_thread(
+                    stall.check, orchestrator, fleet, providers, time.monotonic() - ready_at
+                )
+                if reason is not None:
+                    print(f"\nproducer: no progress: {reason}", file=sys.stderr)
+                    return 1
             now = time.monotonic()
             if orchestrator is not None and (tty or now - last_print > 5):
                 line = await asyncio.to_thread(

@@ -19,6 +19,8 @@ import pytest
 
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from producer_tasks.bloomhash import normalize
+from tests.conftest import provider_env
+from tests.fakellm import FakeLLM
 from tests.harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -70,7 +72,8 @@ def test_producer_run_writes_unique_attributes_and_leaves_nothing_behind(tmp_pat
     assert "provider  requests  failures  tokens  unique  mean latency" in result.stderr
     records = [json.loads(line) for line in output.read_text().splitlines()]
     keys = {normalize(r["text"]) for r in records}
-    assert len(keys) == len(records) >= 200
+    assert len(keys) == len(records) == 200  # exactly what was asked for; the rest is counted
+    assert "beyond the count, not written" in result.stderr or "200 unique" in result.stderr
     assert {r["producer_id"] for r in records} == {marker}
     time.sleep(0.5)
     assert processes_with(marker) == []  # workers, beat, bridge, redis-server: all gone
@@ -241,3 +244,101 @@ def test_run_against_an_external_orchestrator(tmp_path: Path) -> None:
     finally:
         orchestrator.terminate()
         orchestrator.wait(timeout=30)
+
+
+def test_ctrl_c_in_a_terminal_stops_the_run_with_its_summary(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole foreground process group, the embedded
+    redis-server included unless it has a session of its own."""
+    marker = f"ctrl-c-{uuid.uuid4().hex[:12]}"
+    output = tmp_path / "unique.jsonl"
+    before = temp_redis_dirs()
+    run = subprocess.Popen(
+        [PRODUCER, "run", "--topic", "x", "--duration", "120", "--output", str(output)],
+        env=clean_env(PRODUCER_ID=marker, PRODUCER_MOCK_LATENCY_MS="50"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+    try:
+        wait_for(
+            lambda: output.exists() and output.stat().st_size > 0, timeout_s=90, what="attributes written"
+        )
+        os.killpg(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, stderr[-2000:]
+    assert "interrupted: stopping" in stderr
+    assert "provider  requests  failures  tokens  unique  mean latency" in stderr  # the summary
+    assert "Traceback" not in stderr and "connecting to" not in stderr
+    time.sleep(0.5)
+    assert processes_with(marker) == []
+    assert temp_redis_dirs() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["status"], {"REDIS_URL": "notaurl"}, "is not a Redis URL"),
+        (["run", "--topic", "x", "--count", "5"], {"REDIS_URL": "notaurl"}, "is not a Redis URL"),
+        (["run", "--topic", "x", "--output", "/nonexistent/dir/x.jsonl"], {}, "cannot write"),
+        (["--log-level", "bogus", "status"], {}, "is not one of DEBUG"),
+        (["run", "--topic", "x", "--temperature", "-5"], {}, "between 0 and 2"),
+        (["run", "--topic", "x", "--weight", "mock=-1"], {}, "a weight is a number of 0 or more"),
+        (["run", "--topic", "x", "--count", "5", "--weight", "mock=0"], {}, "every --weight is 0"),
+    ],
+)
+def test_a_bad_input_is_a_one_line_error(args: list[str], env: dict[str, str], says: str) -> None:
+    result = subprocess.run(
+        [PRODUCER, *args], env=clean_env(**env), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len([line for line in lines if not line.startswith(("usage:", " "))]) == 1  # after the usage
+
+
+def test_a_run_that_cannot_progress_ends_within_30_s_saying_why(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    """Each case runs at once, in its own embedded Redis; and --duration without an
+    orchestrator ends. (How soon is set by ``UNREACHABLE_AFTER_S`` and ``UNHEALTHY_FOR_S``
+    from the moment the workers registered; not timed here, the machine may be slow.)"""
+    fake_llm.set("openai", mode="status", status=400)  # e.g. a wrong OPENAI_MODEL
+    cases = {
+        "rejected": (["--topic", "x", "--max-tokens", "100000"], {}, "the producer rejected the topic"),
+        "unreachable": (["--orchestrator", "127.0.0.1:1", "--duration", "120"], {}, "the bridge could not reach"),
+        "unhealthy": (
+            ["--topic", "x", "--weight", "openai=1", "--duration", "120"],
+            provider_env(fake_llm),
+            "every provider in use is unhealthy (openai:",
+        ),
+        "duration": (["--topic", "x", "--duration", "5"], {}, ""),
+    }
+    runs = {
+        name: subprocess.Popen(
+            [PRODUCER, "run", *args],
+            env=clean_env(**env),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (args, env, _) in cases.items()
+    }
+    try:
+        for name, run in runs.items():
+            _, stderr = run.communicate(timeout=120)
+            _, _, says = cases[name]
+            if name == "duration":
+                assert run.returncode == 0, stderr[-2000:]
+            else:
+                assert run.returncode == 1, (name, stderr[-2000:])
+                assert f"no progress: {says}" in stderr, (name, stderr[-2000:])
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                run.kill()
+                run.wait()
