@@ -102,6 +102,8 @@ class ReferenceOrchestrator:
         self.done = asyncio.Event()  # count or duration reached: Stop sent
         self.finished = asyncio.Event()  # every producer reported Stopped (or grace over)
         self.writers: set[asyncio.StreamWriter] = set()
+        self.go = asyncio.Event()  # StartTopic waits for it (``producer run``: every worker registered)
+        self.go.set()
         self.handlers: set[asyncio.Task[Any]] = set()
         self.on_progress = on_progress
         self._output: IO[str] | None = None
@@ -180,6 +182,7 @@ class ReferenceOrchestrator:
         self.writers.add(writer)
         bloom_task: asyncio.Task[None] | None = None
         try:
+            await self.go.wait()
             writer.write(frame(codec.encode(Stop() if self.done.is_set() else self.start_message())))
             await writer.drain()
             if self.options.bloom_interval_s:

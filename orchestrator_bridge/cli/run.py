@@ -171,6 +171,9 @@ class LocalRun:
     def child_env(self, extra: dict[str, str], orchestrator_addr: str) -> dict[str, str]:
         env = {**self.environ, **extra, "ORCHESTRATOR_ADDR": orchestrator_addr, "PYTHONUNBUFFERED": "1"}
         env.setdefault("PRODUCER_BLOOM_FILTER", "true")  # on by default in producer run
+        count = self.options.job.count
+        if count and "PRODUCER_MOCK_VOCABULARY" not in env:  # the mock must be able to reach --count
+            env["PRODUCER_MOCK_VOCABULARY"] = str(max(5000, 3 * count))
         if self.options.concurrency:
             env["PRODUCER_CONCURRENCY"] = str(self.options.concurrency)
         return env
@@ -208,6 +211,7 @@ class LocalRun:
         orchestrator = None
         if self.options.orchestrator is None:
             orchestrator = ReferenceOrchestrator(replace(self.options.job, weights=weights))
+            orchestrator.go.clear()  # the topic starts once every worker registered: weights hold at once
             await orchestrator.serve("127.0.0.1", port)
         children = Children(log_dir, env)
         python = sys.executable
@@ -279,6 +283,8 @@ class LocalRun:
             if not ready:
                 ready = await asyncio.to_thread(lambda: all(fleet.serving_workers(p) for p in providers))
                 ready_at = time.monotonic()
+                if ready and orchestrator is not None:
+                    orchestrator.go.set()
                 if ready and self.options.job.duration_s:
                     deadline = time.monotonic() + self.options.job.duration_s
                 elif not ready and time.monotonic() - started > WORKER_START_TIMEOUT_S:
@@ -310,12 +316,10 @@ class LocalRun:
                 line = await asyncio.to_thread(
                     progress_line, orchestrator.progress, fleet, self.options.job.count, started
                 )
-                print(
-                    ("\r" + line.ljust(100)) if tty else line,
-                    end="" if tty else "\n",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                if tty:  # one live line, never wider than the terminal (a wrapped line would scroll)
+                    width = shutil.get_terminal_size().columns
+                    line = "\r" + line[: max(10, width - 1)] + "\x1b[K"
+                print(line, end="" if tty else "\n", file=sys.stderr, flush=True)
                 last_print = now
             elif orchestrator is None and now - last_print > 5:
                 counters = await asyncio.to_thread(fleet.read_counters)

@@ -309,7 +309,11 @@ def test_a_run_that_cannot_progress_ends_within_30_s_saying_why(tmp_path: Path, 
     fake_llm.set("openai", mode="status", status=400)  # e.g. a wrong OPENAI_MODEL
     cases = {
         "rejected": (["--topic", "x", "--max-tokens", "100000"], {}, "the producer rejected the topic"),
-        "unreachable": (["--orchestrator", "127.0.0.1:1", "--duration", "120"], {}, "the bridge could not reach"),
+        "unreachable": (
+            ["--orchestrator", "127.0.0.1:1", "--duration", "120"],
+            {},
+            "the bridge could not reach",
+        ),
         "unhealthy": (
             ["--topic", "x", "--weight", "openai=1", "--duration", "120"],
             provider_env(fake_llm),
@@ -342,3 +346,37 @@ def test_a_run_that_cannot_progress_ends_within_30_s_saying_why(tmp_path: Path, 
             if run.poll() is None:
                 run.kill()
                 run.wait()
+
+
+def test_weights_hold_from_the_first_cycle_of_a_short_run(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    """The topic starts once every worker registered, so the first provider up does not
+    take every lane."""
+    fake_llm.set("openai", latency_ms=40, vocabulary=10_000_000)
+    fake_llm.set("anthropic", latency_ms=40, vocabulary=10_000_000)
+    result = subprocess.run(
+        [
+            PRODUCER,
+            "run",
+            "--topic",
+            "x",
+            "--count",
+            "400",
+            "--batch-size",
+            "4",
+            "--weight",
+            "openai=2",
+            "--weight",
+            "anthropic=1",
+        ],
+        env=clean_env(**provider_env(fake_llm)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    calls = [r.api for r in sorted(fake_llm.requests, key=lambda r: r.at) if "/models" not in r.path]
+    assert len(calls) >= 100
+    for window in (calls[:30], calls):  # the first cycles too, not only on average
+        share = window.count("openai") / len(window)
+        assert 0.4 < share < 0.93, (share, window[:30])
