@@ -166,7 +166,7 @@ class Bridge:
             self.window.reset((entry.id, len(entry.data)) for entry in kept)
         metrics = None
         if self.settings.metrics_port is not None:
-            metrics = await serve_metrics(self.fleet, self.settings.metrics_host, self.settings.metrics_port)
+            metrics = serve_metrics(self.fleet, self.settings.metrics_host, self.settings.metrics_port)
         try:
             await self.connect_forever()
         finally:

@@ -1,17 +1,34 @@
-"""Prometheus metrics of the fleet: the text exposition and the HTTP endpoint serving it.
+"""Prometheus metrics of the fleet, through ``prometheus_client``.
 
-The bridge serves ``GET /metrics`` on ``PRODUCER_METRICS_PORT``; every scrape reads the
-fleet's snapshot from Redis (``producer_tasks.state.status``).
+The bridge serves ``GET /metrics`` on ``PRODUCER_METRICS_HOST:PRODUCER_METRICS_PORT``.
+Nothing is counted in this process: a custom collector reads the fleet's snapshot from
+Redis (``producer_tasks.state.status``) at every scrape, so every bridge of a producer id
+reports the same fleet-wide numbers. Every metric carries a ``producer_id`` label.
 """
 
 from __future__ import annotations
 
-import asyncio
+import importlib.metadata
 import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from producer_tasks.errors import ProducerError
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
 from producer_tasks.state.fleet import Fleet
-from producer_tasks.state.status import ProviderView, snapshot
+from producer_tasks.state.status import FleetStatus, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -26,152 +43,166 @@ BRIDGE_COUNTERS = (
     "state_restores",
     "batches_resent",
 )
+HEALTH_STATES = ("healthy", "degraded", "unhealthy", "unknown")
 
 
-class _Exposition:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.declared: set[str] = set()
-
-    def add(
-        self, name: str, metric_type: str, help_text: str, value: float, labels: dict[str, str] | None = None
-    ) -> None:
-        family = (
-            name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
-            if metric_type == "histogram"
-            else name
-        )
-        if family not in self.declared:
-            self.declared.add(family)
-            self.lines.append(f"# HELP {family} {help_text}")
-            self.lines.append(f"# TYPE {family} {metric_type}")
-        label_text = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
-        self.lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+def _version() -> str:
+    try:
+        return importlib.metadata.version("attribute-producer")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "unknown"
 
 
-def _provider_metrics(out: _Exposition, provider: str, stats: ProviderView) -> None:
-    p = {"provider": provider}
-    out.add("producer_requests_total", "counter", "Provider calls made by cycles", stats.requests, p)
-    out.add("producer_request_failures_total", "counter", "Provider calls that failed", stats.failures, p)
-    out.add("producer_tokens_total", "counter", "Tokens used", stats.prompt_tokens, {**p, "kind": "prompt"})
-    out.add(
-        "producer_tokens_total",
-        "counter",
-        "Tokens used",
-        stats.completion_tokens,
-        {**p, "kind": "completion"},
+def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
+    labels = ["producer_id", "provider"]
+    requests = CounterMetricFamily("producer_requests", "Provider calls made by cycles", labels=labels)
+    failures = CounterMetricFamily("producer_request_failures", "Provider calls that failed", labels=labels)
+    tokens = CounterMetricFamily("producer_tokens", "Tokens used", labels=[*labels, "kind"])
+    unique = CounterMetricFamily(
+        "producer_unique_contributions", "Attributes that passed parsing and the bloom filter", labels=labels
     )
-    out.add(
-        "producer_unique_contributions_total",
-        "counter",
-        "Attributes that passed parsing and the bloom filter",
-        stats.unique_contributions,
-        p,
+    health = GaugeMetricFamily(
+        "producer_provider_status", "1 for the provider's current health status", labels=[*labels, "status"]
     )
-    histogram = "producer_request_duration_seconds"
-    help_text = "Duration of successful provider calls"
-    cumulative = 0
-    for le in LATENCY_BUCKETS_MS:
-        cumulative += stats.latency_buckets.get(str(le), 0)
-        out.add(f"{histogram}_bucket", "histogram", help_text, cumulative, {**p, "le": f"{le / 1000:g}"})
-    cumulative += stats.latency_buckets.get("inf", 0)
-    out.add(f"{histogram}_bucket", "histogram", help_text, cumulative, {**p, "le": "+Inf"})
-    out.add(f"{histogram}_sum", "histogram", help_text, stats.total_response_ms / 1000, p)
-    out.add(f"{histogram}_count", "histogram", help_text, cumulative, p)
-
-
-def render_metrics(fleet: Fleet) -> str:
-    status = snapshot(fleet)
-    out = _Exposition()
+    latency = HistogramMetricFamily(
+        "producer_request_duration_seconds", "Duration of successful provider calls", labels=labels
+    )
     for provider, view in status.providers.items():
-        _provider_metrics(out, provider, view)
-    for name, view in status.providers.items():
-        for state in ("healthy", "degraded", "unhealthy", "unknown"):
-            out.add(
-                "producer_provider_status",
-                "gauge",
-                "1 for the provider's current health status",
-                1 if view.status == state else 0,
-                {"provider": name, "status": state},
-            )
-    out.add("producer_backlog_batches", "gauge", "Batches waiting for the bridge", status.backlog)
-    out.add("producer_backlog_limit_batches", "gauge", "PRODUCER_MAX_BACKLOG", status.max_backlog)
-    out.add(
-        "producer_cycles_in_flight", "gauge", "Cycles running or taken by a worker", status.cycles_in_flight
+        key = [pid, provider]
+        requests.add_metric(key, view.requests)
+        failures.add_metric(key, view.failures)
+        tokens.add_metric([*key, "prompt"], view.prompt_tokens)
+        tokens.add_metric([*key, "completion"], view.completion_tokens)
+        unique.add_metric(key, view.unique_contributions)
+        for state in HEALTH_STATES:
+            health.add_metric([*key, state], 1 if view.status == state else 0)
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for le in LATENCY_BUCKETS_MS:
+            cumulative += view.latency_buckets.get(str(le), 0)
+            buckets.append((f"{le / 1000:g}", cumulative))
+        cumulative += view.latency_buckets.get("inf", 0)
+        buckets.append(("+Inf", cumulative))
+        latency.add_metric(key, buckets, view.total_response_ms / 1000)
+    yield from (requests, failures, tokens, unique, health, latency)
+
+
+def _fleet(status: FleetStatus, pid: str) -> Iterator[Metric]:
+    def gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, text, labels=["producer_id"])
+        family.add_metric([pid], value)
+        return family
+
+    def counter(name: str, text: str, value: float) -> CounterMetricFamily:
+        family = CounterMetricFamily(name, text, labels=["producer_id"])
+        family.add_metric([pid], value)
+        return family
+
+    yield gauge("producer_backlog_batches", "Batches waiting for the bridge", status.backlog)
+    yield gauge(
+        "producer_backlog_limit_batches",
+        "Batches the stream may hold before cycles wait (PRODUCER_MAX_BACKLOG)",
+        status.max_backlog,
     )
-    out.add("producer_live_workers", "gauge", "Workers with a fresh heartbeat", len(status.workers))
-    out.add(
-        "producer_batches_appended_total",
-        "counter",
+    yield gauge("producer_cycles_in_flight", "Cycles running or taken by a worker", status.cycles_in_flight)
+    yield gauge("producer_live_workers", "Workers with a fresh heartbeat", len(status.workers))
+    yield counter(
+        "producer_batches_appended",
         "Batches appended to the stream",
         status.counters.get("batches_appended", 0),
     )
-    out.add(
-        "producer_attributes_appended_total",
-        "counter",
+    yield counter(
+        "producer_attributes_appended",
         "Attributes appended to the stream",
         status.counters.get("attributes_appended", 0),
     )
     if status.bloom:
-        out.add(
-            "producer_bloom_candidates_total",
-            "counter",
+        yield counter(
+            "producer_bloom_candidates",
             "Candidates checked against the bloom filter",
             status.bloom["total_candidates"],
         )
-        out.add(
-            "producer_bloom_filtered_total",
-            "counter",
+        yield counter(
+            "producer_bloom_filtered",
             "Candidates dropped as already seen",
             status.bloom["filtered_candidates"],
         )
     if status.bridge:
-        out.add(
+        yield gauge(
             "producer_bridge_connected",
-            "gauge",
             "1 while connected to the orchestrator",
             int(status.bridge.get("connected", 0)),
         )
         for field in BRIDGE_COUNTERS:
-            out.add(
-                f"producer_bridge_{field}_total",
-                "counter",
+            yield counter(
+                f"producer_bridge_{field}",
                 f"Bridge: {field.replace('_', ' ')}",
                 int(status.bridge.get(field, 0)),
             )
-    return out.text()
 
 
-async def serve_metrics(fleet: Fleet, host: str, port: int) -> asyncio.Server:
-    """A minimal HTTP endpoint: ``GET /metrics`` in the Prometheus text format."""
+class FleetCollector(Collector):
+    """Reads the fleet from Redis at scrape time."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b"/"
-            if path.split(b"?")[0] != b"/metrics":
-                status, body = b"404 Not Found", b"try /metrics\n"
-            else:
-                try:
-                    status, body = b"200 OK", (await asyncio.to_thread(render_metrics, fleet)).encode()
-                except ProducerError as exc:
-                    status, body = b"503 Service Unavailable", f"{exc}\n".encode()
-            writer.write(
-                b"HTTP/1.1 "
-                + status
-                + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-                + body
-            )
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
-        finally:
-            writer.close()
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.producer_id = fleet.keys.producer_id
 
-    server = await asyncio.start_server(answer, host, port)
+    def collect(self) -> Iterator[Metric]:
+        info = InfoMetricFamily("producer_build", "The producer's version", labels=["producer_id"])
+        info.add_metric([self.producer_id], {"version": _version()})
+        yield info
+        status = snapshot(self.fleet)  # a ProducerError fails the scrape (HTTP 500), never the bridge
+        yield from _providers(status, self.producer_id)
+        yield from _fleet(status, self.producer_id)
+
+
+def registry_for(fleet: Fleet) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(fleet))
+    return registry
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+        pass
+
+
+def metrics_app(registry: CollectorRegistry) -> Callable[..., Iterable[bytes]]:
+    """prometheus_client's WSGI app, on ``/metrics`` and for GET/HEAD only."""
+    app = make_wsgi_app(registry)
+
+    def only_metrics(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"try /metrics\n"]
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "GET, HEAD")])
+            return [b"GET /metrics\n"]
+        return app(environ, start_response)  # type: ignore[no-any-return]
+
+    return only_metrics
+
+
+@dataclass
+class MetricsServer:
+    server: WSGIServer
+    thread: threading.Thread
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve_metrics(fleet: Fleet, host: str, port: int) -> MetricsServer:
+    """``GET /metrics`` in a thread of its own (a scrape reads Redis; the bridge's loop never waits)."""
+    server = make_server(host, port, metrics_app(registry_for(fleet)), _Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="producer-metrics", daemon=True)
+    thread.start()
     log.info("metrics on %s:%d/metrics", host, port)
-    return server
+    return MetricsServer(server, thread)

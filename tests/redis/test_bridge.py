@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator_bridge import (
     AttributeBatch,
@@ -336,14 +337,29 @@ async def test_metrics_endpoint(redis_url: str) -> None:
         return head.splitlines()[0], body
 
     status_line, body = await get("/metrics")
-    assert status_line == "HTTP/1.1 200 OK"
-    assert 'producer_requests_total{provider="mock"} 2' in body
-    assert 'producer_request_failures_total{provider="mock"} 1' in body
-    assert 'producer_request_duration_seconds_bucket{provider="mock",le="0.5"} 1' in body
-    assert 'producer_request_duration_seconds_bucket{provider="mock",le="0.25"} 0' in body
-    assert "producer_backlog_batches 0" in body and "producer_bridge_connected 1" in body
-    assert "# TYPE producer_request_duration_seconds histogram" in body
-    assert (await get("/other"))[0] == "HTTP/1.1 404 Not Found"
+    assert status_line.split(" ")[1] == "200"
+    families = {f.name: f for f in text_string_to_metric_families(body)}  # prometheus_client's own parser
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        wanted = {"producer_id": "producer-1", **labels}
+        (found,) = [s.value for s in families[family].samples if s.name == sample and s.labels == wanted]
+        return found
+
+    assert value("producer_requests", "producer_requests_total", provider="mock") == 2
+    assert value("producer_request_failures", "producer_request_failures_total", provider="mock") == 1
+    histogram = "producer_request_duration_seconds"
+    assert families[histogram].type == "histogram"
+    assert value(histogram, f"{histogram}_bucket", provider="mock", le="0.5") == 1
+    assert value(histogram, f"{histogram}_bucket", provider="mock", le="0.25") == 0
+    assert value("producer_backlog_batches", "producer_backlog_batches") == 0
+    assert value("producer_bridge_connected", "producer_bridge_connected") == 1
+    assert "PRODUCER_MAX_BACKLOG" in families["producer_backlog_limit_batches"].documentation
+    assert families["producer_build_info"].samples[0].labels["version"]
+    assert (await get("/other"))[0].split(" ")[1] == "404"
+    r, w = await asyncio.open_connection("127.0.0.1", metrics_port)
+    w.write(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert (await r.read()).split(b"\r\n")[0].split(b" ")[1] == b"405"
+    w.close()
     bridge.stopping.set()
     await asyncio.wait_for(task, timeout=10)
     await orchestrator.close()
