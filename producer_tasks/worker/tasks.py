@@ -21,7 +21,18 @@ MAX_REDIS_RETRY_S = 30
 UNEXPECTED_ERROR_PAUSE_MS = 5000
 
 
-@app.task(name=CYCLE_TASK, bind=True, ignore_result=True)
+# A Redis blip (StateError) retries the cycle later, the message kept: Celery's own
+# exponential backoff (2 s, 4 s, … up to 30 s) with full jitter, without limit.
+@app.task(
+    name=CYCLE_TASK,
+    bind=True,
+    ignore_result=True,
+    autoretry_for=(StateError,),
+    retry_backoff=2,
+    retry_backoff_max=MAX_REDIS_RETRY_S,
+    retry_jitter=True,
+    max_retries=None,
+)
 def cycle(self: Any, *, provider: str, epoch: int, lane: int, token: str) -> str:
     """One generation cycle of a lane on ``provider`` (routed to that provider's queue)."""
     try:
@@ -33,10 +44,9 @@ def cycle(self: Any, *, provider: str, epoch: int, lane: int, token: str) -> str
             token=token,
             worker=incarnation(self.request.hostname),
         )
-    except StateError as exc:  # a Redis blip: try again later, the message is kept
-        delay = min(MAX_REDIS_RETRY_S, 2 ** min(self.request.retries, 5))
-        log.warning("cycle of lane %d: %s; retrying in %ss", lane, exc, delay)
-        raise self.retry(exc=exc, countdown=delay, max_retries=None) from exc
+    except StateError as exc:  # a Redis blip: retried by Celery (autoretry_for)
+        log.warning("cycle of lane %d: %s; retrying", lane, exc)
+        raise
     except Exception as exc:  # a bug or an unforeseen error must not strand the lane
         log.exception("cycle of lane %d on %s failed unexpectedly", lane, provider)
         reason = f"error: {type(exc).__name__}: {exc}"[:300]

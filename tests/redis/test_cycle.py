@@ -161,7 +161,8 @@ def test_a_redis_blip_retries_the_cycle_instead_of_losing_it(installed_runtime: 
     installed_runtime(rt)
     with pytest.raises(Retry) as info:
         cycle.delay(provider="mock", epoch=1, lane=0, token="t")
-    assert "redis" in str(info.value.exc) and info.value.when == 1
+    assert "redis" in str(info.value.exc)
+    assert 0 <= info.value.when <= 2  # the first of Celery's backoff steps, with jitter
 
 
 def test_a_lone_surrogate_or_control_character_in_an_answer_loses_nothing(
