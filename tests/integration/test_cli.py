@@ -171,10 +171,9 @@ def test_flower_runs_with_authentication(redis_url: str, tmp_path: Path) -> None
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",
-            "--basic-auth=admin:s3cret",
         ],
         cwd=ROOT,
-        env=clean_env(REDIS_URL=redis_url),
+        env=clean_env(REDIS_URL=redis_url, FLOWER_BASIC_AUTH="admin:s3cret"),  # as the deploy files set it
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

