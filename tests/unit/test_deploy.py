@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
+import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -168,3 +172,47 @@ def test_readme_documents_every_setting_and_the_two_commands() -> None:
     assert "make run" in readme and "make test" in readme
     ci = (DEPLOY.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_kubernetes_manifests_pass_the_api_schemas() -> None:
+    """Every manifest against the Kubernetes API's schemas (kubernetes-validate, strict:
+    an unknown field is an error); KEDA's ScaledObjects against the fields of its CRD."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    jsonschema = pytest.importorskip("jsonschema")
+    keda = json.loads(
+        (Path(__file__).resolve().parents[1] / "data" / "keda-scaledobject.schema.json").read_text()
+    )
+    version = kubernetes_validate.latest_version()
+    checked = []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is None or doc["kind"] == "Kustomization":
+                continue
+            if doc["kind"] == "ScaledObject":
+                jsonschema.validate(doc, keda)
+            else:
+                kubernetes_validate.validate(doc, version, strict=True)
+            checked.append(f"{doc['kind']}/{doc['metadata']['name']}")
+    assert "ScaledObject/worker-openai" in checked and "Deployment/bridge" in checked
+    bad = next(yaml.safe_load_all((DEPLOY / "k8s" / "flower.yaml").read_text()))
+    bad["spec"]["template"]["spec"]["containers"][0]["comand"] = ["typo"]
+    with pytest.raises(kubernetes_validate.ValidationError):  # the check does catch a typo
+        kubernetes_validate.validate(bad, version, strict=True)
+
+
+def test_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    bin_dir = Path(sys.executable).parent  # the units' /opt/producer/venv, here
+    units = []
+    for unit in (DEPLOY / "systemd").glob("*.service"):
+        name = unit.name.replace("@.service", "@openai.service")  # an instance, as systemctl starts it
+        (tmp_path / name).write_text(unit.read_text().replace("/opt/producer/venv/bin/", f"{bin_dir}/"))
+        units.append(str(tmp_path / name))
+    result = subprocess.run(
+        [tool, "verify", "--man=no", *sorted(units)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
+        result.stdout + result.stderr
+    )
