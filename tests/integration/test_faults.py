@@ -22,7 +22,7 @@ from tests.integration.test_end_to_end import World, lines, signatures
 from tests.netfault import FaultProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-RATE_WINDOW_S = 5.0
+RATE_WINDOW_S = 4.0
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[OwnRedis, World]]:
         redis.stop()
 
 
-def flowing(batch_log: Path, *, at_least: int = 30, timeout_s: float = 90) -> None:
+def flowing(batch_log: Path, *, at_least: int = 20, timeout_s: float = 90) -> None:
     target = len(lines(batch_log)) + at_least
     wait_for(lambda: len(lines(batch_log)) >= target, timeout_s=timeout_s, what=f"{at_least} more batches")
 
