@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import IO
 
+from orchestrator_bridge.cli.tables import render_table
 from orchestrator_bridge.orchestrator import Progress
 from producer_tasks.records import ProviderStats
 from producer_tasks.state import bloom
@@ -26,9 +28,11 @@ def progress_line(progress: Progress, fleet: Fleet, target: int | None, started:
     )
 
 
-def summary_table(fleet: Fleet, providers: list[str], before: dict[str, ProviderStats]) -> str:
+def summary_table(
+    fleet: Fleet, providers: list[str], before: dict[str, ProviderStats], *, stream: IO[str]
+) -> str:
     """Per provider, what this run did (statistics now minus at the start)."""
-    rows = [("provider", "requests", "failures", "tokens", "unique", "mean latency")]
+    rows: list[tuple[str, ...]] = []
     for provider in providers:
         now, then = fleet.read_stats(provider), before.get(provider, ProviderStats())
         successes = now.successful_requests - then.successful_requests
@@ -43,12 +47,5 @@ def summary_table(fleet: Fleet, providers: list[str], before: dict[str, Provider
                 f"{latency:.0f} ms",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    header = ("provider", "requests", "failures", "tokens", "unique", "mean latency")
+    return render_table(header, rows, stream=stream)

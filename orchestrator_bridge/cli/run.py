@@ -257,7 +257,7 @@ class LocalRun:
                 print(f"done: {orchestrator.progress.line()}", file=sys.stderr)
                 if self.options.job.output is not None:
                     print(f"unique attributes written to {self.options.job.output}", file=sys.stderr)
-            print(summary_table(fleet, providers, before), file=sys.stderr)
+            print(summary_table(fleet, providers, before, stream=sys.stderr), file=sys.stderr)
             if self.crashed:
                 for name in self.crashed:
                     text = (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from orchestrator_bridge.cli.tables import render_table
 from producer_tasks.settings import get_settings
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import FleetStatus, snapshot
@@ -90,9 +91,8 @@ def render(status: FleetStatus) -> str:
                 f"{p.novelty:.2f}",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines.append("")
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.append(render_table(header, rows[1:], stream=sys.stdout))
     for name, p in status.providers.items():
         if p.last_error:
             lines.append(f"{name}: last error: {p.last_error}")
