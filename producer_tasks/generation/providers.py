@@ -4,6 +4,8 @@
 ``generate_openai`` / ``generate_anthropic`` / ``generate_mock``. The official SDKs are
 used with their own retries off (``max_retries=0``, our cycle owns retries) and a
 timeout; every SDK or HTTP failure is translated here into ``producer_tasks.errors``.
+Each SDK is imported when its provider is first used (they take seconds to import): a
+worker serving ``mock`` never loads them, one serving ``openai`` never loads Anthropic's.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import anthropic
-import openai
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from producer_tasks.errors import (
     BadResponseError,
@@ -34,9 +34,24 @@ from producer_tasks.generation.parsing import clean_text
 from producer_tasks.records import LLMResponse
 from producer_tasks.settings import Settings
 
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HEALTH_CHECK_PROMPT = "Test"
+
+
+def sdk(provider: str) -> ModuleType:
+    """The official SDK of ``provider``, imported on first use."""
+    if provider == "openai":
+        import openai  # seconds to import: only where it is used
+
+        return openai
+    import anthropic
+
+    return anthropic
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +80,7 @@ class Clients:
                 key = self.settings.openai_api_key
                 if key is None:
                     raise ProviderNotConfiguredError("openai: OPENAI_API_KEY is not set")
-                self._openai = openai.OpenAI(
+                self._openai = sdk("openai").OpenAI(
                     api_key=key.get_secret_value(),
                     base_url=self.settings.openai_base_url,
                     max_retries=0,
@@ -79,7 +94,7 @@ class Clients:
                 key = self.settings.anthropic_api_key
                 if key is None:
                     raise ProviderNotConfiguredError("anthropic: ANTHROPIC_API_KEY is not set")
-                self._anthropic = anthropic.Anthropic(
+                self._anthropic = sdk("anthropic").Anthropic(
                     api_key=key.get_secret_value(),
                     base_url=self.settings.anthropic_base_url,
                     max_retries=0,
@@ -135,10 +150,11 @@ def _status_error(provider: str, status: int, message: str, headers: Any) -> Pro
 @contextmanager
 def translated_errors(provider: str) -> Iterator[None]:
     """Turn SDK and HTTP errors of both SDKs into our ProviderError types."""
-    sdk_timeout = (openai.APITimeoutError, anthropic.APITimeoutError)
-    sdk_connection = (openai.APIConnectionError, anthropic.APIConnectionError)
-    sdk_status = (openai.APIStatusError, anthropic.APIStatusError)
-    sdk_validation = (openai.APIResponseValidationError, anthropic.APIResponseValidationError)
+    module = sdk(provider)
+    sdk_timeout = module.APITimeoutError
+    sdk_connection = module.APIConnectionError
+    sdk_status = module.APIStatusError
+    sdk_validation = module.APIResponseValidationError
     try:
         yield
     except ProviderError:
@@ -176,7 +192,7 @@ def generate_openai(clients: Clients, request: GenerationRequest) -> LLMResponse
             temperature=request.temperature,
             max_tokens=request.max_tokens,
         )
-        if not isinstance(response, openai.types.chat.ChatCompletion):
+        if not isinstance(response, sdk("openai").types.chat.ChatCompletion):
             raise BadResponseError("openai", f"not a chat completion: {str(response)[:120]!r}")
         if not response.choices:
             raise BadResponseError("openai", "response has no choices")
@@ -202,10 +218,11 @@ def generate_anthropic(clients: Clients, request: GenerationRequest) -> LLMRespo
             messages=[{"role": "user", "content": request.prompt}],
             max_tokens=request.max_tokens,
         )
-        if not isinstance(response, anthropic.types.Message):
+        anthropic_types = sdk("anthropic").types
+        if not isinstance(response, anthropic_types.Message):
             raise BadResponseError("anthropic", f"not a message: {str(response)[:120]!r}")
         text = "".join(
-            block.text for block in response.content if isinstance(block, anthropic.types.TextBlock)
+            block.text for block in response.content if isinstance(block, anthropic_types.TextBlock)
         )
         if not text:
             raise BadResponseError("anthropic", "response has no text content")
@@ -260,7 +277,7 @@ def health_check_openai(clients: Clients) -> None:
             )
         else:
             found = client.models.retrieve(model)
-            if not isinstance(found, openai.types.Model):
+            if not isinstance(found, sdk("openai").types.Model):
                 raise BadResponseError("openai", "model lookup did not return a model")
 
 
@@ -276,7 +293,7 @@ def health_check_anthropic(clients: Clients) -> None:
             )
         else:
             found = client.models.retrieve(model)
-            if not isinstance(found, anthropic.types.ModelInfo):
+            if not isinstance(found, sdk("anthropic").types.ModelInfo):
                 raise BadResponseError("anthropic", "model lookup did not return a model")
 
 
