@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -381,3 +383,42 @@ def test_weights_hold_from_the_first_cycle_of_a_short_run(tmp_path: Path, fake_l
     for window in (calls[:30], calls):  # the first cycles too, not only on average
         share = window.count("openai") / len(window)
         assert 0.4 < share < 0.93, (share, window[:30])
+
+
+def test_ctrl_c_in_a_real_terminal_shows_the_summary_on_screen(tmp_path: Path) -> None:
+    """As a person does it: `producer run` in an 80-column terminal (tmux), Ctrl-C typed,
+    the screen read back."""
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed")
+    session = f"producer-{uuid.uuid4().hex[:8]}"
+    env_args = [f"{k}={v}" for k, v in clean_env(PRODUCER_MOCK_LATENCY_MS="50").items() if k != "TMUX"]
+    command = f"env -i {' '.join(shlex.quote(a) for a in env_args)} {PRODUCER} run --topic x --duration 120; sleep 60"
+    subprocess.run(
+        [tmux, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-c", str(tmp_path), command],
+        check=True,
+        timeout=30,
+    )
+
+    def screen() -> str:
+        shown = subprocess.run(
+            [tmux, "capture-pane", "-p", "-t", session],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return shown.stdout
+
+    try:
+        wait_for(  # attributes are arriving: Ctrl-C mid-run
+            lambda: re.search(r"\b[1-9]\d* unique", screen()) is not None, timeout_s=90, what="the live line"
+        )
+        live = [line for line in screen().splitlines() if "unique" in line]
+        assert len(live) == 1 and len(live[0]) < 80  # one live line that never wraps
+        subprocess.run([tmux, "send-keys", "-t", session, "C-c"], check=True, timeout=10)
+        wait_for(lambda: SUMMARY_HEADER.search(screen()) is not None, timeout_s=60, what="the summary")
+        shown = screen()
+        assert "interrupted: stopping" in shown and "Traceback" not in shown
+    finally:
+        subprocess.run([tmux, "kill-session", "-t", session], timeout=10, check=False)
