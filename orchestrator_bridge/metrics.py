@@ -8,7 +8,6 @@ reports the same fleet-wide numbers. Every metric carries a ``producer_id`` labe
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from orchestrator_bridge.version import version
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import FleetStatus, snapshot
 
@@ -44,13 +44,6 @@ BRIDGE_COUNTERS = (
     "batches_resent",
 )
 HEALTH_STATES = ("healthy", "degraded", "unhealthy", "unknown")
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("attribute-producer")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
-        return "unknown"
 
 
 def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
@@ -150,7 +143,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         info = InfoMetricFamily("producer_build", "The producer's version", labels=["producer_id"])
-        info.add_metric([self.producer_id], {"version": _version()})
+        info.add_metric([self.producer_id], {"version": version()})
         yield info
         status = snapshot(self.fleet)  # a ProducerError fails the scrape (HTTP 500), never the bridge
         yield from _providers(status, self.producer_id)

@@ -69,6 +69,7 @@ class Progress:
     duplicates: int = 0
     unique_by_provider: Counter[str] = field(default_factory=Counter)
     beyond_count: int = 0  # unique attributes that arrived after --count was reached (not written)
+    last_error: str | None = None  # the reason of the last Error status a producer sent
     statuses: list[str] = field(default_factory=list)
     producers: set[str] = field(default_factory=set)
     stopped_producers: set[str] = field(default_factory=set)
@@ -213,7 +214,11 @@ class ReferenceOrchestrator:
 
     def on_status(self, message: ProducerStatus) -> None:
         status = message.status
-        text = f"Error({status.reason})" if isinstance(status, ErrorStatus) else status.value
+        if isinstance(status, ErrorStatus):
+            text = f"Error({status.reason})"
+            self.progress.last_error = status.reason
+        else:
+            text = status.value
         self.progress.statuses.append(text)
         self.progress.producers.add(message.producer_id)
         # after Stop, a producer that never ran a topic (rejected it) stays Idle: nothing to wait for

@@ -13,6 +13,7 @@ import redis
 from orchestrator_bridge.cli.embedded import EmbeddedRedis
 from producer_tasks.runtime import Runtime
 from producer_tasks.settings import Settings, load_settings
+from producer_tasks.state import control
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.worker.current import set_runtime
 from tests.fakellm import API_KEY, FakeLLM
@@ -25,6 +26,22 @@ def open_fleet(settings: Settings) -> Fleet:
     fleet = Fleet.from_settings(settings)
     _to_close.append(fleet.close)
     return fleet
+
+
+def start_topic(fleet: Fleet, settings: Settings, topic: str = "cheese") -> int:
+    """Start (or restart) a small mock topic through the control API; its epoch."""
+    result = control.start_topic(
+        fleet,
+        settings,
+        topic=topic,
+        prompt="List {topic}",
+        weights={"mock": 1.0},
+        temperature=0.5,
+        max_tokens=100,
+        batch_size=5,
+    )
+    assert result.accepted, result.reason
+    return fleet.read_state().epoch
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.metadata
 import logging
 import os
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
+from orchestrator_bridge.version import version
 from producer_tasks.errors import ConfigurationError, ProducerError
 from producer_tasks.settings import parse_addr
 
@@ -79,13 +79,6 @@ def writable_file(text: str) -> Path:
     if path.is_dir() or not os.access(path if path.exists() else folder, os.W_OK):
         raise argparse.ArgumentTypeError(f"cannot write {text}: permission denied or not a file")
     return path
-
-
-def version() -> str:
-    try:
-        return importlib.metadata.version("attribute-producer")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
-        return "unknown"
 
 
 def address(text: str) -> tuple[str, int]:

@@ -138,9 +138,8 @@ class Stall:
         ready_for_s: float,
     ) -> str | None:
         if orchestrator is not None:
-            rejected = [s for s in orchestrator.progress.statuses if s.startswith("Error(")]
-            if rejected:
-                return f"the producer rejected the topic: {rejected[-1][6:-1]}"
+            if orchestrator.progress.last_error is not None:
+                return f"the producer rejected the topic: {orchestrator.progress.last_error}"
         else:
             self.reached = self.reached or fleet_bridge_connected(fleet)
             if not self.reached and ready_for_s > UNREACHABLE_AFTER_S:

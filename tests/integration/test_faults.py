@@ -84,15 +84,20 @@ def rate(batch_log: Path) -> float:
     return (len(lines(batch_log)) - before) / RATE_WINDOW_S
 
 
-def stop_and_count(world: World, batch_log: Path) -> None:
-    """Stop reaches Stopped, the stream drains, and every appended batch arrived."""
+def stop_and_drain(world: World) -> int:
+    """Stop reaches Stopped and the stream drains; the batches the fleet appended."""
     control.stop(world.fleet)
     wait_for(
         lambda: world.fleet.read_state().phase is Phase.STOPPED and world.fleet.backlog() == 0,
         timeout_s=60,
         what="stopped and drained",
     )
-    appended = world.appended()
+    return world.appended()
+
+
+def stop_and_count(world: World, batch_log: Path) -> None:
+    """Stop reaches Stopped, the stream drains, and every appended batch arrived."""
+    appended = stop_and_drain(world)
     wait_for(
         lambda: len(signatures(batch_log)) >= appended, timeout_s=20, what="every appended batch received"
     )
@@ -165,13 +170,7 @@ def test_redis_killed_and_restarted_empty(own_redis: tuple[OwnRedis, World]) -> 
     after = rate(batch_log)
     assert after >= 0.7 * before, (before, after)
     assert "re-applying the orchestrator's last StartTopic" in world.processes.log("bridge")
-    control.stop(world.fleet)
-    wait_for(
-        lambda: world.fleet.read_state().phase is Phase.STOPPED and world.fleet.backlog() == 0,
-        timeout_s=60,
-        what="stopped and drained",
-    )
-    appended = world.appended()  # since the restart
+    appended = stop_and_drain(world)  # since the restart
     wait_for(
         lambda: len(signatures_after(batch_log, mark)) >= appended,
         timeout_s=20,
@@ -201,13 +200,7 @@ def test_orchestrator_stops_reading_then_drops_the_connection_unread(world: Worl
     after = rate(second_log)
     assert after >= 0.7 * before, (before, after)
     assert "batches of the resend window" in world.processes.log("bridge")
-    control.stop(world.fleet)
-    wait_for(
-        lambda: world.fleet.read_state().phase is Phase.STOPPED and world.fleet.backlog() == 0,
-        timeout_s=60,
-        what="stopped and drained",
-    )
-    appended = world.appended()
+    appended = stop_and_drain(world)
     wait_for(
         lambda: len(signatures(first_log) | signatures(second_log)) >= appended,
         timeout_s=20,
@@ -241,16 +234,11 @@ def test_warm_shutdown_finishes_its_cycles_and_never_exceeds_the_concurrency(
     leaving.send_signal(signal.SIGTERM)  # a KEDA scale-down: w1 finishes what it runs, then leaves
     assert leaving.wait(timeout=60) == 0
     flowing(batch_log, at_least=10)
-    control.stop(world.fleet)
-    wait_for(
-        lambda: world.fleet.read_state().phase is Phase.STOPPED and world.fleet.backlog() == 0,
-        timeout_s=60,
-        what="stopped and drained",
-    )
+    appended = stop_and_drain(world)
     wait_for(
         lambda: len(signatures(batch_log)) >= served(fake_llm), timeout_s=20, what="every response received"
     )
-    assert len(signatures(batch_log)) == served(fake_llm) == world.appended()  # no paid-for answer lost
+    assert len(signatures(batch_log)) == served(fake_llm) == appended  # no paid-for answer lost
     assert fake_llm.peak <= int(world.env["PRODUCER_CONCURRENCY"])  # never more calls than lanes
 
 

@@ -14,9 +14,9 @@ from orchestrator_bridge.convert import filter_from_wire, filter_to_load, filter
 from orchestrator_bridge.protocol import BloomFilterWire, DecodeError
 from producer_tasks.bloomhash import BloomFilter, normalize, optimal_parameters
 from producer_tasks.settings import Settings, load_settings
-from producer_tasks.state import bloom, control
+from producer_tasks.state import bloom
 from producer_tasks.state.fleet import Fleet
-from tests.conftest import open_fleet
+from tests.conftest import open_fleet, start_topic
 
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "protocol-vectors.jsonl"
 
@@ -163,52 +163,24 @@ def test_a_loaded_filter_outlives_the_loading_ttl(redis_url: str, monkeypatch: p
 def test_a_new_topic_starts_a_fresh_filter(redis_url: str) -> None:
     fleet, settings = make(redis_url)
 
-    def start(topic: str) -> None:
-        result = control.start_topic(
-            fleet,
-            settings,
-            topic=topic,
-            prompt="List {topic}",
-            weights={"mock": 1.0},
-            temperature=0.5,
-            max_tokens=100,
-            batch_size=5,
-        )
-        assert result.accepted
-
-    start("cheese")
+    start_topic(fleet, settings, "cheese")
     assert bloom.check_and_add(fleet, settings, ["Brie", "Gouda"]).passed == ["Brie", "Gouda"]
     assert bloom.check_and_add(fleet, settings, ["Brie"]).passed == []
-    start("cheese")  # the same topic again keeps what it has seen
+    start_topic(fleet, settings, "cheese")  # the same topic again keeps what it has seen
     assert bloom.check_and_add(fleet, settings, ["Gouda"]).passed == []
-    start("towns")  # topic A's items are not known under topic B
+    start_topic(fleet, settings, "towns")  # topic A's items are not known under topic B
     assert bloom.check_and_add(fleet, settings, ["Brie", "Gouda"]).passed == ["Brie", "Gouda"]
     counts = bloom.read_counts(fleet)
     assert counts is not None and (counts.total_candidates, counts.filtered_candidates) == (2, 0)
 
 
-def _start(fleet: Fleet, settings: Settings, topic: str) -> int:
-    result = control.start_topic(
-        fleet,
-        settings,
-        topic=topic,
-        prompt="List {topic}",
-        weights={"mock": 1.0},
-        temperature=0.5,
-        max_tokens=100,
-        batch_size=5,
-    )
-    assert result.accepted
-    return fleet.read_state().epoch
-
-
 def test_a_check_for_an_old_topic_sets_no_bit_in_the_new_topics_filter(redis_url: str) -> None:
     fleet, settings = make(redis_url)
-    old = _start(fleet, settings, "cheese")
+    old = start_topic(fleet, settings, "cheese")
     bloom.check_and_add(fleet, settings, ["Brie"])
     stale = bloom.read_shape(fleet)
     assert stale is not None
-    new = _start(fleet, settings, "towns")
+    new = start_topic(fleet, settings, "towns")
     assert bloom.check_and_add(fleet, settings, ["Paris"]).passed == ["Paris"]  # towns' own filter
     journal = bloom.Journal("late-cycle", old, "0:{}")
     bloom._shapes.put(fleet.keys.bloom_meta, stale)  # a cycle of cheese, on a worker that caches its filter
@@ -223,7 +195,7 @@ def test_a_check_whose_reply_was_lost_passes_everything_when_retried(redis_url: 
     """The first attempt's bits may be set: a retry cannot tell new from known, so every
     candidate goes on (at least once) instead of being suppressed forever."""
     fleet, settings = make(redis_url)
-    epoch = _start(fleet, settings, "cheese")
+    epoch = start_topic(fleet, settings, "cheese")
     bloom.check_and_add(fleet, settings, ["Brie"])
     journal = bloom.Journal("cycle-1", epoch, "0:{}")
     first = bloom.check_and_add(fleet, settings, ["Brie", "Gouda"], journal=journal, defer_counters=True)

@@ -5,26 +5,16 @@ from __future__ import annotations
 
 from producer_tasks.records import BatchRecord, MetadataRecord, ProviderStatus
 from producer_tasks.settings import load_settings
-from producer_tasks.state import bloom, control, stream
+from producer_tasks.state import bloom, stream
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.scripts import Deliver
-from tests.conftest import open_fleet
+from tests.conftest import open_fleet, start_topic
 
 
 def fleet_for(redis_url: str) -> Fleet:
     settings = load_settings({"REDIS_URL": redis_url})
     fleet = open_fleet(settings)
-    result = control.start_topic(
-        fleet,
-        settings,
-        topic="cheese",
-        prompt="List {topic}",
-        weights={"mock": 1.0},
-        temperature=0.5,
-        max_tokens=100,
-        batch_size=5,
-    )
-    assert result.accepted
+    start_topic(fleet, settings)
     stream.ensure_group(fleet)
     return fleet
 
@@ -142,16 +132,7 @@ def test_a_journalled_batch_of_an_old_topic_is_dropped(redis_url: str) -> None:
     old = batch(fleet.read_state().epoch, "Brie")
     journal = bloom.Journal("lane-token-old", old.epoch, stream.journal_entry(old.model_dump_json()))
     bloom.check_and_add(fleet, settings, ["Brie"], journal=journal, defer_counters=True)
-    assert control.start_topic(
-        fleet,
-        settings,
-        topic="towns",
-        prompt="List {topic}",
-        weights={"mock": 1.0},
-        temperature=0.5,
-        max_tokens=100,
-        batch_size=5,
-    ).accepted
+    start_topic(fleet, settings, "towns")
     assert stream.recover_journal(fleet, older_than_ms=0) == 0
     assert fleet.backlog() == 0 and fleet.redis.hlen(fleet.keys.journal) == 0
     assert fleet.read_counters()["batches_discarded"] == 1
