@@ -46,6 +46,17 @@ BRIDGE_COUNTERS = (
 HEALTH_STATES = ("healthy", "degraded", "unhealthy", "unknown")
 
 
+def _cumulative(counts: dict[str, int]) -> list[tuple[str, float]]:
+    """Prometheus buckets (cumulative, seconds) from the outcome script's per-bucket counts."""
+    buckets: list[tuple[str, float]] = []
+    total = 0
+    for le in LATENCY_BUCKETS_MS:
+        total += counts.get(str(le), 0)
+        buckets.append((f"{le / 1000:g}", total))
+    buckets.append(("+Inf", total + counts.get("inf", 0)))
+    return buckets
+
+
 def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
     labels = ["producer_id", "provider"]
     requests = CounterMetricFamily("producer_requests", "Provider calls made by cycles", labels=labels)
@@ -58,7 +69,7 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
         "producer_provider_status", "1 for the provider's current health status", labels=[*labels, "status"]
     )
     latency = HistogramMetricFamily(
-        "producer_request_duration_seconds", "Duration of successful provider calls", labels=labels
+        "producer_request_duration_seconds", "Duration of provider calls", labels=[*labels, "outcome"]
     )
     for provider, view in status.providers.items():
         key = [pid, provider]
@@ -69,14 +80,12 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
         unique.add_metric(key, view.unique_contributions)
         for state in HEALTH_STATES:
             health.add_metric([*key, state], 1 if view.status == state else 0)
-        buckets: list[tuple[str, float]] = []
-        cumulative = 0
-        for le in LATENCY_BUCKETS_MS:
-            cumulative += view.latency_buckets.get(str(le), 0)
-            buckets.append((f"{le / 1000:g}", cumulative))
-        cumulative += view.latency_buckets.get("inf", 0)
-        buckets.append(("+Inf", cumulative))
-        latency.add_metric(key, buckets, view.total_response_ms / 1000)
+        latency.add_metric(
+            [*key, "success"], _cumulative(view.latency_buckets), view.total_response_ms / 1000
+        )
+        latency.add_metric(
+            [*key, "failure"], _cumulative(view.failed_latency_buckets), view.failed_response_ms / 1000
+        )
     yield from (requests, failures, tokens, unique, health, latency)
 
 

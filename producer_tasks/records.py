@@ -66,6 +66,8 @@ class ProviderStats(Record):
     ema_success: float = 1.0  # moving average of successful calls
     ema_novelty: float = 1.0  # moving average of unique / candidates per batch
     latency_buckets: dict[str, int] = Field(default_factory=dict)  # le (ms or "inf") -> successful calls
+    failed_response_ms: float = 0.0
+    failed_latency_buckets: dict[str, int] = Field(default_factory=dict)  # the same, failed calls
 
     @property
     def tokens_used(self) -> int:

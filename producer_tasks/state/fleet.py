@@ -34,7 +34,8 @@ from producer_tasks.state.client import connect, redis_errors, translated
 from producer_tasks.state.keys import Keys
 from producer_tasks.state.scripts import CommandCall, ScriptCall
 
-LATENCY_PREFIX = "latency_le_"  # the outcome script's histogram fields
+LATENCY_PREFIX = "latency_le_"  # the outcome script's histogram fields (successful calls)
+FAILED_LATENCY_PREFIX = "failed_latency_le_"  # and failed calls
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,16 @@ def parse_stats(raw: dict[str, str]) -> ProviderStats:
     fields = ProviderStats.model_fields
     values: dict[str, Any] = {}
     buckets: dict[str, int] = {}
+    failed: dict[str, int] = {}
     for name, value in raw.items():
         if name.startswith(LATENCY_PREFIX):
             buckets[name.removeprefix(LATENCY_PREFIX)] = int(value)
+        elif name.startswith(FAILED_LATENCY_PREFIX):
+            failed[name.removeprefix(FAILED_LATENCY_PREFIX)] = int(value)
         elif name in fields:
-            is_float = name in ("total_response_ms", "ema_success", "ema_novelty")
+            is_float = name in ("total_response_ms", "failed_response_ms", "ema_success", "ema_novelty")
             values[name] = float(value) if is_float else int(float(value))
-    return ProviderStats(**values, latency_buckets=buckets)
+    return ProviderStats(**values, latency_buckets=buckets, failed_latency_buckets=failed)
 
 
 class Fleet:

@@ -35,6 +35,8 @@ class ProviderView(BaseModel):
     completion_tokens: int = 0
     total_response_ms: float = 0.0
     latency_buckets: dict[str, int] = {}
+    failed_response_ms: float = 0.0
+    failed_latency_buckets: dict[str, int] = {}
 
 
 class FleetStatus(BaseModel):
@@ -89,6 +91,8 @@ def snapshot(fleet: Fleet) -> FleetStatus:
             completion_tokens=stats.completion_tokens,
             total_response_ms=stats.total_response_ms,
             latency_buckets=stats.latency_buckets,
+            failed_response_ms=stats.failed_response_ms,
+            failed_latency_buckets=stats.failed_latency_buckets,
         )
     shape, counts = bloom.read_shape(fleet), bloom.read_counts(fleet)
     bloom_view = None

@@ -321,7 +321,7 @@ async def test_metrics_endpoint(redis_url: str) -> None:
     fleet.heartbeat("w1@test", ["mock"])
 
     outcomes.record_outcome(fleet, settings, "mock", success=True, response_ms=320.0)
-    outcomes.record_outcome(fleet, settings, "mock", success=False, error="boom")
+    outcomes.record_outcome(fleet, settings, "mock", success=False, error="boom", response_ms=7000.0)
     bridge = Bridge(settings, fleet, RecordingDispatcher())
     task = asyncio.create_task(bridge.run())
     reader, writer = await orchestrator.connection()
@@ -349,8 +349,14 @@ async def test_metrics_endpoint(redis_url: str) -> None:
     assert value("producer_request_failures", "producer_request_failures_total", provider="mock") == 1
     histogram = "producer_request_duration_seconds"
     assert families[histogram].type == "histogram"
-    assert value(histogram, f"{histogram}_bucket", provider="mock", le="0.5") == 1
-    assert value(histogram, f"{histogram}_bucket", provider="mock", le="0.25") == 0
+    ok, failed = {"provider": "mock", "outcome": "success"}, {"provider": "mock", "outcome": "failure"}
+    assert value(histogram, f"{histogram}_bucket", le="0.5", **ok) == 1
+    assert value(histogram, f"{histogram}_bucket", le="0.25", **ok) == 0
+    assert value(histogram, f"{histogram}_sum", **ok) == pytest.approx(0.32)
+    assert value(histogram, f"{histogram}_bucket", le="5", **failed) == 0  # a failed call's time counts too
+    assert value(histogram, f"{histogram}_bucket", le="10", **failed) == 1
+    assert value(histogram, f"{histogram}_count", **failed) == 1
+    assert value(histogram, f"{histogram}_sum", **failed) == pytest.approx(7.0)
     assert value("producer_backlog_batches", "producer_backlog_batches") == 0
     assert value("producer_bridge_connected", "producer_bridge_connected") == 1
     assert "PRODUCER_MAX_BACKLOG" in families["producer_backlog_limit_batches"].documentation

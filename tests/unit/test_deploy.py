@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -216,3 +217,71 @@ def test_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
         result.stdout + result.stderr
     )
+
+
+def deploy_tool(name: str) -> str:
+    """A deploy checker from `make deploy-tools` (or PATH); skips where it cannot be installed."""
+    tools = os.environ.get("PRODUCER_DEPLOY_TOOLS", str(DEPLOY.parent / ".venv-tools" / "bin"))
+    found = shutil.which(name, path=tools) or shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (make deploy-tools installs it)")
+    return found
+
+
+def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
+    tool = deploy_tool("docker-compose")
+    deploy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, deploy)
+    # the two steps the file's header asks for, then the check a user would run
+    shutil.copy(deploy / "producer.env.example", deploy / "producer.env")
+    (deploy / "flower.env").write_text("FLOWER_BASIC_AUTH=admin:not-a-real-password\n")
+
+    def config() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                tool,
+                "-f",
+                str(deploy / "compose.yaml"),
+                "--env-file",
+                str(deploy / "producer.env.example"),
+                "config",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=tmp_path,
+        )
+
+    result = config()
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert {f"worker-{p}" for p in PROVIDERS} <= set(resolved["services"])
+    assert "not-a-real-password" not in (DEPLOY / "compose.yaml").read_text()
+    text = (deploy / "compose.yaml").read_text()
+    (deploy / "compose.yaml").write_text(
+        text.replace("restart: unless-stopped", "restart: unless-stopped\n  comand: x")
+    )
+    typo = config()  # the check does catch a typo
+    assert typo.returncode != 0 and "comand" in typo.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    tool = deploy_tool("hadolint")
+    result = subprocess.run(
+        [tool, "--failure-threshold", "info", str(DEPLOY / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    bad = subprocess.run(  # and it does flag a Dockerfile that runs as root from a latest tag
+        [tool, "-"],
+        input="FROM python:latest\nRUN cd /app && pip install .\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode != 0 and "DL3007" in bad.stdout

@@ -18,6 +18,19 @@ local request = counts_as_request == '1'
 if request then
   redis.call('HINCRBY', stats_key, 'total_requests', 1)
   redis.call('HSET', stats_key, 'last_used_ms', now)
+  -- latency histograms of every call, successful ('latency_le_') and failed ('failed_latency_le_'),
+  -- as non-cumulative buckets (orchestrator_bridge.metrics adds them up)
+  local ms = tonumber(response_ms)
+  local bucket = 'inf'
+  for _, le in ipairs({100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}) do
+    if ms <= le then bucket = tostring(le) break end
+  end
+  if success then
+    redis.call('HINCRBY', stats_key, 'latency_le_' .. bucket, 1)
+  else
+    redis.call('HINCRBY', stats_key, 'failed_latency_le_' .. bucket, 1)
+    redis.call('HINCRBYFLOAT', stats_key, 'failed_response_ms', response_ms)
+  end
 end
 if success then
   if request then
@@ -29,13 +42,6 @@ if success then
     redis.call('HINCRBY', stats_key, 'unique_contributions', unique)
     redis.call('HINCRBY', health_key, 'successes', 1)
     redis.call('HINCRBYFLOAT', health_key, 'total_response_ms', response_ms)
-    -- latency histogram (non-cumulative buckets; orchestrator_bridge.metrics adds them up)
-    local ms = tonumber(response_ms)
-    local bucket = 'inf'
-    for _, le in ipairs({100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}) do
-      if ms <= le then bucket = tostring(le) break end
-    end
-    redis.call('HINCRBY', stats_key, 'latency_le_' .. bucket, 1)
   end
   redis.call('HSET', health_key, 'consecutive_failures', 0, 'last_success_ms', now,
              'status', 'healthy', 'last_error', '')
