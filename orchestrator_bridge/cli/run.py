@@ -26,7 +26,7 @@ from pathlib import Path
 
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from orchestrator_bridge.cli.options import job_options
-from orchestrator_bridge.cli.progress import progress_line, summary_table
+from orchestrator_bridge.cli.progress import ProgressDisplay, summary_table
 from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
 from producer_tasks.errors import ConfigurationError
 from producer_tasks.records import ProviderStatus
@@ -272,7 +272,26 @@ class LocalRun:
         started: float,
         providers: list[str],
     ) -> int:
-        tty = sys.stderr.isatty()
+        display = ProgressDisplay(sys.stderr)
+        try:
+            return await self._watch_loop(orchestrator, fleet, children, started, providers, display=display)
+        finally:
+            display.close()
+
+    async def _watch_loop(
+        self,
+        orchestrator: ReferenceOrchestrator | None,
+        fleet: Fleet,
+        children: Children,
+        started: float,
+        providers: list[str],
+        *,
+        display: ProgressDisplay,
+    ) -> int:
+        def say(message: str) -> None:  # below the live line, which stays as it was
+            display.close()
+            print(message, file=sys.stderr)
+
         last_print = 0.0
         deadline: float | None = None  # --duration counts from when every worker has registered
         ready = False
@@ -287,13 +306,10 @@ class LocalRun:
                 if ready and self.options.job.duration_s:
                     deadline = time.monotonic() + self.options.job.duration_s
                 elif not ready and time.monotonic() - started > WORKER_START_TIMEOUT_S:
-                    print(
-                        f"\nproducer: the workers did not register within {WORKER_START_TIMEOUT_S:.0f}s",
-                        file=sys.stderr,
-                    )
+                    say(f"producer: the workers did not register within {WORKER_START_TIMEOUT_S:.0f}s")
                     return 1
             if self.interrupted.is_set():
-                print("\ninterrupted: stopping", file=sys.stderr)
+                say("interrupted: stopping")
                 return 130
             if orchestrator is not None and orchestrator.done.is_set():
                 return 0
@@ -301,29 +317,23 @@ class LocalRun:
                 return 0
             self.crashed = children.dead()
             if self.crashed:
-                print(f"\nproducer: {', '.join(self.crashed)} exited unexpectedly", file=sys.stderr)
+                say(f"producer: {', '.join(self.crashed)} exited unexpectedly")
                 return 1
             if ready:
                 reason = await asyncio.to_thread(
                     stall.check, orchestrator, fleet, providers, time.monotonic() - ready_at
                 )
                 if reason is not None:
-                    print(f"\nproducer: no progress: {reason}", file=sys.stderr)
+                    say(f"producer: no progress: {reason}")
                     return 1
-            now = time.monotonic()
-            if orchestrator is not None and (tty or now - last_print > 5):
-                line = await asyncio.to_thread(
-                    progress_line, orchestrator.progress, fleet, self.options.job.count, started
+            if orchestrator is not None and display.due():
+                await asyncio.to_thread(
+                    display.show, orchestrator.progress, fleet, self.options.job.count, started
                 )
-                if tty:  # one live line, never wider than the terminal (a wrapped line would scroll)
-                    width = shutil.get_terminal_size().columns
-                    line = "\r" + line[: max(10, width - 1)] + "\x1b[K"
-                print(line, end="" if tty else "\n", file=sys.stderr, flush=True)
-                last_print = now
-            elif orchestrator is None and now - last_print > 5:
+            elif orchestrator is None and time.monotonic() - last_print > 5:
                 counters = await asyncio.to_thread(fleet.read_counters)
                 print(f"{counters.get('attributes_appended', 0)} attributes generated", file=sys.stderr)
-                last_print = now
+                last_print = time.monotonic()
             await asyncio.sleep(0.5)
 
 

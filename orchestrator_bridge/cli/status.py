@@ -6,6 +6,10 @@ import argparse
 import sys
 import time
 
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
 from orchestrator_bridge.cli.tables import render_table
 from producer_tasks.settings import get_settings
 from producer_tasks.state.fleet import Fleet
@@ -17,17 +21,32 @@ WATCH_INTERVAL_S = 2.0
 def run_status(args: argparse.Namespace) -> int:
     fleet = Fleet.from_settings(get_settings())
     try:
+        if args.watch and not args.json and sys.stdout.isatty():
+            return watch(fleet)
         while True:
             status = snapshot(fleet)
-            text = status.model_dump_json(indent=2) if args.json else render(status)
-            if args.watch and not args.json and sys.stdout.isatty():
-                print("\033[2J\033[H", end="")
-            print(text, flush=True)
+            print(status.model_dump_json(indent=2) if args.json else render(status), flush=True)
             if not args.watch:
                 return 0
-            time.sleep(WATCH_INTERVAL_S)
+            time.sleep(WATCH_INTERVAL_S)  # not a terminal: one snapshot after another
+    except KeyboardInterrupt:
+        return 0
     finally:
         fleet.close()
+
+
+def watch(fleet: Fleet) -> int:
+    """On a terminal: one status, redrawn in place every few seconds (rich), until Ctrl-C."""
+    console = Console()
+    with Live(console=console, auto_refresh=False, vertical_overflow="crop") as live:
+        while True:
+            text = render(snapshot(fleet))
+            stamp = time.strftime("%H:%M:%S")
+            live.update(
+                Text.from_ansi(f"{text}\n\n{stamp}, every {WATCH_INTERVAL_S:g} s; Ctrl-C to stop"),
+                refresh=True,
+            )
+            time.sleep(WATCH_INTERVAL_S)
 
 
 def render(status: FleetStatus) -> str:

@@ -74,6 +74,7 @@ def test_producer_run_writes_unique_attributes_and_leaves_nothing_behind(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert "using the built-in mock provider" in result.stderr
     assert SUMMARY_HEADER.search(result.stderr)
+    assert "\r" not in result.stderr and "\x1b[" not in result.stderr  # not a terminal: plain lines
     records = [json.loads(line) for line in output.read_text().splitlines()]
     keys = {normalize(r["text"]) for r in records}
     assert len(keys) == len(records) == 200  # exactly what was asked for; the rest is counted
@@ -385,24 +386,38 @@ def test_weights_hold_from_the_first_cycle_of_a_short_run(tmp_path: Path, fake_l
         assert 0.4 < share < 0.93, (share, window[:30])
 
 
-def test_ctrl_c_in_a_real_terminal_shows_the_summary_on_screen(tmp_path: Path) -> None:
-    """As a person does it: `producer run` in an 80-column terminal (tmux), Ctrl-C typed,
-    the screen read back."""
-    tmux = shutil.which("tmux")
-    if tmux is None:
-        pytest.skip("tmux is not installed")
-    session = f"producer-{uuid.uuid4().hex[:8]}"
-    env_args = [f"{k}={v}" for k, v in clean_env(PRODUCER_MOCK_LATENCY_MS="50").items() if k != "TMUX"]
-    command = f"env -i {' '.join(shlex.quote(a) for a in env_args)} {PRODUCER} run --topic x --duration 120; sleep 60"
-    subprocess.run(
-        [tmux, "new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-c", str(tmp_path), command],
-        check=True,
-        timeout=30,
-    )
+class Terminal:
+    """A real terminal (tmux) running one command: what a person types, what the screen shows."""
 
-    def screen() -> str:
+    def __init__(self, command: str, env: dict[str, str], cwd: Path, *, width: int = 80) -> None:
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            pytest.skip("tmux is not installed")
+        self.tmux = tmux
+        self.session = f"producer-{uuid.uuid4().hex[:8]}"
+        env_args = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items() if k != "TMUX")
+        subprocess.run(
+            [
+                tmux,
+                "new-session",
+                "-d",
+                "-s",
+                self.session,
+                "-x",
+                str(width),
+                "-y",
+                "24",
+                "-c",
+                str(cwd),
+                f"env -i {env_args} {command}; echo exit=$?; sleep 60",
+            ],
+            check=True,
+            timeout=30,
+        )
+
+    def screen(self) -> str:
         shown = subprocess.run(
-            [tmux, "capture-pane", "-p", "-t", session],
+            [self.tmux, "capture-pane", "-p", "-t", self.session],
             capture_output=True,
             text=True,
             timeout=10,
@@ -410,15 +425,65 @@ def test_ctrl_c_in_a_real_terminal_shows_the_summary_on_screen(tmp_path: Path) -
         )
         return shown.stdout
 
+    def ctrl_c(self) -> None:
+        subprocess.run([self.tmux, "send-keys", "-t", self.session, "C-c"], check=True, timeout=10)
+
+    def close(self) -> None:
+        subprocess.run([self.tmux, "kill-session", "-t", self.session], timeout=10, check=False)
+
+
+def test_ctrl_c_in_a_real_terminal_shows_the_summary_on_screen(tmp_path: Path) -> None:
+    """As a person does it: `producer run` in an 80-column terminal (tmux), Ctrl-C typed,
+    the screen read back."""
+    env = clean_env(PRODUCER_MOCK_LATENCY_MS="50")
+    terminal = Terminal(f"{PRODUCER} run --topic x --duration 120", env, tmp_path)
     try:
         wait_for(  # attributes are arriving: Ctrl-C mid-run
-            lambda: re.search(r"\b[1-9]\d* unique", screen()) is not None, timeout_s=90, what="the live line"
+            lambda: re.search(r"\b[1-9]\d* unique", terminal.screen()) is not None,
+            timeout_s=90,
+            what="the live line",
         )
-        live = [line for line in screen().splitlines() if "unique" in line]
+        live = [line for line in terminal.screen().splitlines() if "unique" in line]
         assert len(live) == 1 and len(live[0]) < 80  # one live line that never wraps
-        subprocess.run([tmux, "send-keys", "-t", session, "C-c"], check=True, timeout=10)
-        wait_for(lambda: SUMMARY_HEADER.search(screen()) is not None, timeout_s=60, what="the summary")
-        shown = screen()
-        assert "interrupted: stopping" in shown and "Traceback" not in shown
+        terminal.ctrl_c()
+        wait_for(lambda: "exit=130" in terminal.screen(), timeout_s=60, what="the run's end")
+        shown = terminal.screen()
+        assert SUMMARY_HEADER.search(shown) and "interrupted: stopping" in shown and "Traceback" not in shown
     finally:
-        subprocess.run([tmux, "kill-session", "-t", session], timeout=10, check=False)
+        terminal.close()
+
+
+def test_status_watch_redraws_in_place_in_a_real_terminal(tmp_path: Path) -> None:
+    with EmbeddedRedis(unix_socket=False) as redis:
+        env = clean_env(REDIS_URL=redis.url, PRODUCER_MOCK_LATENCY_MS="100", PRODUCER_ID="watch-test")
+        run = subprocess.Popen(
+            [PRODUCER, "run", "--topic", "towns", "--duration", "120"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        terminal = Terminal(f"{PRODUCER} status --watch", env, tmp_path, width=100)
+        try:
+
+            def requests_shown() -> int:
+                found = re.search(r"^mock +\w+ +\S+ +\d+ +(\d+) ", terminal.screen(), re.MULTILINE)
+                return int(found.group(1)) if found else 0
+
+            wait_for(lambda: requests_shown() > 0, timeout_s=90, what="a status with requests")
+            first = requests_shown()
+            wait_for(lambda: requests_shown() > first, timeout_s=30, what="a redrawn status")
+            shown = terminal.screen()
+            assert shown.count("producer watch-test: running") == 1  # redrawn in place, not appended
+            assert "Ctrl-C to stop" in shown
+            terminal.ctrl_c()
+            wait_for(lambda: "exit=" in terminal.screen(), timeout_s=30, what="status to exit")
+            assert "exit=0" in terminal.screen() and "Traceback" not in terminal.screen()
+        finally:
+            terminal.close()
+            run.send_signal(signal.SIGINT)
+            try:
+                run.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                run.wait()
