@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from producer_tasks.settings import PROVIDERS, get_settings
+from producer_tasks.settings import get_settings
 from producer_tasks.state.client import CONNECT_TIMEOUT_S, HEALTH_CHECK_INTERVAL_S, SOCKET_TIMEOUT_S, is_tcp
 
 _settings = get_settings()
@@ -94,5 +94,5 @@ beat_schedule = {
         "kwargs": {"provider": provider},
         "options": {"queue": provider, "expires": _settings.health_check_interval_s * 2},
     }
-    for provider in PROVIDERS
+    for provider in _settings.provider_names
 }

@@ -39,7 +39,7 @@ from orchestrator_bridge.resend import ResendWindow
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, ProducerError
 from producer_tasks.lanes import Dispatcher, Lanes
-from producer_tasks.settings import PROVIDERS, Settings, parse_addr
+from producer_tasks.settings import Settings, parse_addr
 from producer_tasks.state import bloom, control, stream
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import write_bridge_status
@@ -116,7 +116,7 @@ class Bridge:
         return await asyncio.to_thread(func, *args, **kwargs)
 
     def status_message(self, status: ProducerStatusType) -> ProducerStatus:
-        configured = [p for p in PROVIDERS if self.settings.is_configured(p)]
+        configured = list(self.settings.configured_providers)
         health = {p: health_to_wire(h) for p, h in self.fleet.read_healths(configured).items()}
         return ProducerStatus(self.settings.id, status, health)
 

@@ -62,6 +62,9 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
     requests = CounterMetricFamily("producer_requests", "Provider calls made by cycles", labels=labels)
     failures = CounterMetricFamily("producer_request_failures", "Provider calls that failed", labels=labels)
     tokens = CounterMetricFamily("producer_tokens", "Tokens used", labels=[*labels, "kind"])
+    cost = CounterMetricFamily(
+        "producer_cost_usd", "US dollars spent, at each provider's prices per million tokens", labels=labels
+    )
     unique = CounterMetricFamily(
         "producer_unique_contributions", "Attributes that passed parsing and the bloom filter", labels=labels
     )
@@ -77,6 +80,7 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
         failures.add_metric(key, view.failures)
         tokens.add_metric([*key, "prompt"], view.prompt_tokens)
         tokens.add_metric([*key, "completion"], view.completion_tokens)
+        cost.add_metric(key, view.cost_usd)
         unique.add_metric(key, view.unique_contributions)
         for state in HEALTH_STATES:
             health.add_metric([*key, state], 1 if view.status == state else 0)
@@ -86,7 +90,7 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
         latency.add_metric(
             [*key, "failure"], _cumulative(view.failed_latency_buckets), view.failed_response_ms / 1000
         )
-    yield from (requests, failures, tokens, unique, health, latency)
+    yield from (requests, failures, tokens, cost, unique, health, latency)
 
 
 def _fleet(status: FleetStatus, pid: str) -> Iterator[Metric]:

@@ -25,7 +25,7 @@ from producer_tasks.clock import now_ms
 from producer_tasks.errors import NoUsableProviderError
 from producer_tasks.records import LaneRecord, LaneStatus, Phase
 from producer_tasks.selection import adaptive_weights, effective_weight, weighted_choice
-from producer_tasks.settings import PROVIDERS, Settings
+from producer_tasks.settings import Settings
 from producer_tasks.state.fleet import Fleet, FleetView
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def eligible_providers(view: FleetView) -> list[str]:
     weights = view.state.weights
     return [
         p
-        for p in PROVIDERS
+        for p in view.health  # the fleet's providers, in order
         if effective_weight(weights.get(p)) > 0
         and p in view.live_queues
         and health.is_usable(view.health[p], now_ms=view.now_ms)
@@ -63,7 +63,7 @@ def eligible_providers(view: FleetView) -> list[str]:
 def no_provider_reason(view: FleetView) -> str:
     """Why no provider can take a cycle, one clause per weighted provider."""
     reasons = []
-    for p in PROVIDERS:
+    for p in view.health:
         if effective_weight(view.state.weights.get(p)) <= 0:
             continue
         why = health.unusable_reason(view.health[p], now_ms=view.now_ms)

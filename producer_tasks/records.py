@@ -60,6 +60,7 @@ class ProviderStats(Record):
     total_response_ms: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0  # at the provider's prices when each call was made
     candidates: int = 0
     unique_contributions: int = 0
     last_used_ms: int | None = None

@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from producer_tasks.catalog import BUILTINS, ProviderSpec, load_catalog
 from producer_tasks.errors import ConfigurationError
 
 ENV_PREFIX = "PRODUCER_"
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "mock")
+PROVIDERS: tuple[str, ...] = BUILTINS  # the built-in providers; a fleet's own: Settings.provider_names
 
 
 def _alias(name: str) -> AliasChoices:
@@ -124,6 +125,21 @@ class Settings(BaseSettings):
     anthropic_rpm: int | None = Field(None, ge=1, description="Fleet-wide requests per minute to anthropic")
     anthropic_tpm: int | None = Field(None, ge=1, description="Fleet-wide tokens per minute to anthropic")
     mock_rpm: int | None = Field(None, ge=1, description="Fleet-wide requests per minute to mock")
+    openai_price_input_per_mtok: float | None = Field(
+        None, ge=0, description="US$ per million prompt tokens of openai (default: the model's list price)"
+    )
+    openai_price_output_per_mtok: float | None = Field(
+        None, ge=0, description="US$ per million completion tokens of openai"
+    )
+    anthropic_price_input_per_mtok: float | None = Field(
+        None, ge=0, description="US$ per million prompt tokens of anthropic (default: the model's list price)"
+    )
+    anthropic_price_output_per_mtok: float | None = Field(
+        None, ge=0, description="US$ per million completion tokens of anthropic"
+    )
+    providers_file: str | None = Field(
+        None, description="TOML file of named providers (README: Named providers)"
+    )
     mock_latency_ms: float = Field(50.0, ge=0, le=600_000, description="Mock provider latency")
     mock_failure_rate: float = Field(0.0, ge=0, le=1, description="Share of mock calls that fail")
     mock_vocabulary: int = Field(
@@ -180,6 +196,8 @@ class Settings(BaseSettings):
         description="Address the metrics endpoint binds (`0.0.0.0`: every interface)",
     )
 
+    _catalog: dict[str, ProviderSpec] | None = PrivateAttr(None)
+
     @field_validator("orchestrator_addr")
     @classmethod
     def _check_addr(cls, value: str) -> str:
@@ -223,23 +241,33 @@ class Settings(BaseSettings):
     def result_backend(self) -> str:
         return self.celery_result_backend or self.redis_url
 
+    @property
+    def providers(self) -> dict[str, ProviderSpec]:
+        """Every named provider of the fleet (``producer_tasks.catalog``), built-ins first."""
+        if self._catalog is None:  # settings made without load_settings: keys from os.environ
+            self._catalog = load_catalog(self, os.environ)
+        return self._catalog
+
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        return tuple(self.providers)
+
+    def spec(self, provider: str) -> ProviderSpec:
+        return self.providers[provider]
+
     def is_configured(self, provider: str) -> bool:
-        """A provider is configured when its key is set (mock: always)."""
-        if provider == "openai":
-            return self.openai_api_key is not None
-        if provider == "anthropic":
-            return self.anthropic_api_key is not None
-        return provider == "mock"
+        """A provider is configured when this process can call it (its key is set, or it needs none)."""
+        spec = self.providers.get(provider)
+        return spec is not None and spec.configured
 
     @property
     def configured_providers(self) -> tuple[str, ...]:
-        return tuple(p for p in PROVIDERS if self.is_configured(p))
+        return tuple(p for p, spec in self.providers.items() if spec.configured)
 
     def rate_limits(self, provider: str) -> tuple[int | None, int | None]:
         """(requests per minute, tokens per minute) for a provider; None = unlimited."""
-        rpm: int | None = getattr(self, f"{provider}_rpm", None)
-        tpm: int | None = getattr(self, f"{provider}_tpm", None)
-        return rpm, tpm
+        spec = self.providers.get(provider)
+        return (spec.rpm, spec.tpm) if spec else (None, None)
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -281,7 +309,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     known = env_names()
     values: dict[str, Any] = {known[k.upper()]: v for k, v in env.items() if k.upper() in known and v != ""}
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
         reverse = {field: env for env, field in known.items()}
         problems = []
@@ -289,6 +317,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             field = str(error["loc"][0]) if error["loc"] else "?"
             problems.append(f"{reverse.get(field, field)}: {error['msg']}")
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+    settings._catalog = load_catalog(settings, env)  # the providers file, read once here
+    return settings
 
 
 @lru_cache(maxsize=1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,6 +60,17 @@ def fake_llm() -> Iterator[FakeLLM]:
         yield fake
     finally:
         fake.stop()
+
+
+def write_providers_file(path: Path, providers: dict[str, dict[str, object]]) -> dict[str, str]:
+    """A PRODUCER_PROVIDERS_FILE (TOML) with these tables; the environment that names it."""
+    lines = []
+    for name, fields in providers.items():
+        lines.append(f"[providers.{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items()]  # JSON scalars are TOML
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return {"PRODUCER_PROVIDERS_FILE": str(path)}
 
 
 def provider_env(fake: FakeLLM, **extra: str) -> dict[str, str]:

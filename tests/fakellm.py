@@ -59,6 +59,7 @@ class FakeLLM:
     closing: threading.Event = field(default_factory=threading.Event)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     server: ThreadingHTTPServer | None = None
+    require_key: bool = True  # False: a local server that takes any key (or none)
     active: int = 0  # requests being answered now
     peak: int = 0  # the most answered at once
 
@@ -181,7 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorised(self) -> bool:
         return (
-            self.headers.get("Authorization") == f"Bearer {API_KEY}"
+            not self.owner.require_key
+            or self.headers.get("Authorization") == f"Bearer {API_KEY}"
             or self.headers.get("x-api-key") == API_KEY
         )
 

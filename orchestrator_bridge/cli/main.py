@@ -81,6 +81,13 @@ def writable_file(text: str) -> Path:
     return path
 
 
+def readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"cannot read {text}: no such file, or permission denied")
+    return path.resolve()
+
+
 def address(text: str) -> tuple[str, int]:
     try:
         return parse_addr(text)
@@ -161,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=address,
         metavar="HOST:PORT",
         help="a real orchestrator (default: the built-in reference orchestrator)",
+    )
+    run.add_argument(
+        "--providers-file",
+        type=readable_file,
+        metavar="FILE",
+        help="TOML file of named providers (sets PRODUCER_PROVIDERS_FILE; README: Named providers)",
     )
 
     commands.add_parser("bridge", help="run the bridge to the orchestrator (ORCHESTRATOR_ADDR)")

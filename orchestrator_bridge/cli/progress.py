@@ -91,9 +91,10 @@ def summary_table(
                 str(now.total_requests - then.total_requests),
                 str(now.failed_requests - then.failed_requests),
                 str(now.tokens_used - then.tokens_used),
+                f"${now.cost_usd - then.cost_usd:.4f}",
                 str(now.unique_contributions - then.unique_contributions),
                 f"{latency:.0f} ms",
             )
         )
-    header = ("provider", "requests", "failures", "tokens", "unique", "mean latency")
+    header = ("provider", "requests", "failures", "tokens", "cost", "unique", "mean latency")
     return render_table(header, rows, stream=stream)

@@ -30,7 +30,7 @@ from orchestrator_bridge.cli.progress import ProgressDisplay, summary_table
 from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
 from producer_tasks.errors import ConfigurationError
 from producer_tasks.records import ProviderStatus
-from producer_tasks.settings import PROVIDERS, Settings, load_settings
+from producer_tasks.settings import Settings, load_settings
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import read_bridge_status
 
@@ -87,21 +87,22 @@ class Children:
 
 def providers_in_use(settings: Settings, weights: dict[str, float]) -> list[str]:
     """The providers whose keys are set, else the mock; or those named by --weight."""
+    names = settings.provider_names
     if weights:
-        unknown = sorted(set(weights) - set(PROVIDERS))
+        unknown = sorted(set(weights) - set(names))
         if unknown:
             raise ConfigurationError(
-                f"unknown provider(s) in --weight: {', '.join(unknown)} (known: {', '.join(PROVIDERS)})"
+                f"unknown provider(s) in --weight: {', '.join(unknown)} (known: {', '.join(names)})"
             )
         missing = sorted(p for p, w in weights.items() if w > 0 and not settings.is_configured(p))
         if missing:
-            keys = ", ".join(f"{p.upper()}_API_KEY" for p in missing)
+            keys = ", ".join(f"{settings.spec(p).api_key_env} (for {p})" for p in missing)
             raise ConfigurationError(f"--weight names {', '.join(missing)} but {keys} is not set")
-        chosen = [p for p in PROVIDERS if weights.get(p, 0) > 0]
+        chosen = [p for p in names if weights.get(p, 0) > 0]
         if not chosen:
             raise ConfigurationError("every --weight is 0: no provider would be used")
         return chosen
-    real = [p for p in ("openai", "anthropic") if settings.is_configured(p)]
+    real = [p for p in names if settings.spec(p).kind != "mock" and settings.is_configured(p)]
     return real or ["mock"]
 
 
@@ -183,7 +184,8 @@ class LocalRun:
         weights = self.options.job.weights or {p: 1.0 for p in providers}
         if providers == ["mock"] and not self.options.job.weights:
             print(
-                "producer: no OPENAI_API_KEY or ANTHROPIC_API_KEY set: using the built-in mock provider",
+                "producer: no OPENAI_API_KEY or ANTHROPIC_API_KEY set (nor another provider): "
+                "using the built-in mock provider",
                 file=sys.stderr,
             )
         else:
@@ -352,4 +354,7 @@ def run_command(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         orchestrator=f"{args.orchestrator[0]}:{args.orchestrator[1]}" if args.orchestrator else None,
     )
-    return LocalRun(options).run()
+    environ = dict(os.environ)
+    if args.providers_file is not None:
+        environ["PRODUCER_PROVIDERS_FILE"] = str(args.providers_file)
+    return LocalRun(options, environ).run()

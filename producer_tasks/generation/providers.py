@@ -1,6 +1,7 @@
-"""Provider calls: one direct function per provider, no class hierarchy.
+"""Provider calls: one direct function per kind of provider, no class hierarchy.
 
-``generate(provider, request)`` and ``health_check(provider)`` dispatch to
+``generate(clients, provider, request)`` and ``health_check(clients, provider)`` look up the
+named provider's spec (``producer_tasks.catalog``) and dispatch on its kind to
 ``generate_openai`` / ``generate_anthropic`` / ``generate_mock``. The official SDKs are
 used with their own retries off (``max_retries=0``, our cycle owns retries) and a
 timeout; every SDK or HTTP failure is translated here into ``producer_tasks.errors``.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from producer_tasks.catalog import ProviderSpec
 from producer_tasks.errors import (
     BadResponseError,
     NotRetryableError,
@@ -66,49 +68,43 @@ class GenerationRequest:
 
 
 class Clients:
-    """The SDK clients of one process, created on first use (thread-safe)."""
+    """The SDK clients of one process, one per named provider, created on first use (thread-safe)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._openai: openai.OpenAI | None = None
-        self._anthropic: anthropic.Anthropic | None = None
+        self._clients: dict[str, Any] = {}
 
-    def openai(self) -> openai.OpenAI:
+    def _client(self, spec: ProviderSpec) -> Any:
         with self._lock:
-            if self._openai is None:
-                key = self.settings.openai_api_key
-                if key is None:
-                    raise ProviderNotConfiguredError("openai: OPENAI_API_KEY is not set")
-                self._openai = sdk("openai").OpenAI(
-                    api_key=key.get_secret_value(),
-                    base_url=self.settings.openai_base_url,
+            client = self._clients.get(spec.name)
+            if client is None:
+                if not spec.configured:
+                    raise ProviderNotConfiguredError(f"{spec.name}: {spec.api_key_env} is not set")
+                factory = sdk(spec.kind).OpenAI if spec.kind == "openai" else sdk(spec.kind).Anthropic
+                client = factory(
+                    # a local OpenAI-compatible server may need no key; the SDK wants one anyway
+                    api_key=spec.api_key.get_secret_value() if spec.api_key else "no-key-needed",
+                    base_url=spec.base_url,
                     max_retries=0,
-                    timeout=self.settings.request_timeout_s,
+                    timeout=spec.timeout_s or self.settings.request_timeout_s,
                 )
-            return self._openai
+                self._clients[spec.name] = client
+            return client
 
-    def anthropic(self) -> anthropic.Anthropic:
-        with self._lock:
-            if self._anthropic is None:
-                key = self.settings.anthropic_api_key
-                if key is None:
-                    raise ProviderNotConfiguredError("anthropic: ANTHROPIC_API_KEY is not set")
-                self._anthropic = sdk("anthropic").Anthropic(
-                    api_key=key.get_secret_value(),
-                    base_url=self.settings.anthropic_base_url,
-                    max_retries=0,
-                    timeout=self.settings.request_timeout_s,
-                )
-            return self._anthropic
+    def openai(self, spec: ProviderSpec) -> openai.OpenAI:
+        client: openai.OpenAI = self._client(spec)
+        return client
+
+    def anthropic(self, spec: ProviderSpec) -> anthropic.Anthropic:
+        client: anthropic.Anthropic = self._client(spec)
+        return client
 
     def close(self) -> None:
         with self._lock:
-            if self._openai is not None:
-                self._openai.close()
-            if self._anthropic is not None:
-                self._anthropic.close()
-            self._openai = self._anthropic = None
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
 
 # --- error translation ------------------------------------------------------------------
@@ -148,9 +144,9 @@ def _status_error(provider: str, status: int, message: str, headers: Any) -> Pro
 
 
 @contextmanager
-def translated_errors(provider: str) -> Iterator[None]:
+def translated_errors(provider: str, kind: str) -> Iterator[None]:
     """Turn SDK and HTTP errors of both SDKs into our ProviderError types."""
-    module = sdk(provider)
+    module = sdk(kind)
     sdk_timeout = module.APITimeoutError
     sdk_connection = module.APIConnectionError
     sdk_status = module.APIStatusError
@@ -182,60 +178,60 @@ def _require(provider: str, value: T | None, what: str) -> T:
 # --- generation -------------------------------------------------------------------------
 
 
-def generate_openai(clients: Clients, request: GenerationRequest) -> LLMResponse:
-    client = clients.openai()
+def generate_openai(clients: Clients, spec: ProviderSpec, request: GenerationRequest) -> LLMResponse:
+    client = clients.openai(spec)
     started = time.perf_counter()
-    with translated_errors("openai"):
+    with translated_errors(spec.name, spec.kind):
         response = client.chat.completions.create(
-            model=clients.settings.openai_model,
+            model=spec.model,
             messages=[{"role": "user", "content": request.prompt}],
             temperature=request.temperature,
             max_tokens=request.max_tokens,
         )
         if not isinstance(response, sdk("openai").types.chat.ChatCompletion):
-            raise BadResponseError("openai", f"not a chat completion: {str(response)[:120]!r}")
+            raise BadResponseError(spec.name, f"not a chat completion: {str(response)[:120]!r}")
         if not response.choices:
-            raise BadResponseError("openai", "response has no choices")
-        content = _require("openai", response.choices[0].message.content, "message content")
+            raise BadResponseError(spec.name, "response has no choices")
+        content = _require(spec.name, response.choices[0].message.content, "message content")
         usage = response.usage
         return LLMResponse(
             content=content,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
-            model=response.model or clients.settings.openai_model,
+            model=response.model or spec.model,
             response_time_ms=(time.perf_counter() - started) * 1000,
         )
 
 
-def generate_anthropic(clients: Clients, request: GenerationRequest) -> LLMResponse:
-    client = clients.anthropic()
+def generate_anthropic(clients: Clients, spec: ProviderSpec, request: GenerationRequest) -> LLMResponse:
+    client = clients.anthropic(spec)
     started = time.perf_counter()
-    with translated_errors("anthropic"):
+    with translated_errors(spec.name, spec.kind):
         # The Messages API of the current SDK takes no sampling temperature: the
         # orchestrator's temperature applies to OpenAI-compatible providers only.
         response = client.messages.create(
-            model=clients.settings.anthropic_model,
+            model=spec.model,
             messages=[{"role": "user", "content": request.prompt}],
             max_tokens=request.max_tokens,
         )
         anthropic_types = sdk("anthropic").types
         if not isinstance(response, anthropic_types.Message):
-            raise BadResponseError("anthropic", f"not a message: {str(response)[:120]!r}")
+            raise BadResponseError(spec.name, f"not a message: {str(response)[:120]!r}")
         text = "".join(
             block.text for block in response.content if isinstance(block, anthropic_types.TextBlock)
         )
         if not text:
-            raise BadResponseError("anthropic", "response has no text content")
+            raise BadResponseError(spec.name, "response has no text content")
         return LLMResponse(
             content=text,
             prompt_tokens=response.usage.input_tokens,
             completion_tokens=response.usage.output_tokens,
-            model=response.model or clients.settings.anthropic_model,
+            model=response.model or spec.model,
             response_time_ms=(time.perf_counter() - started) * 1000,
         )
 
 
-def generate_mock(clients: Clients, request: GenerationRequest) -> LLMResponse:
+def generate_mock(clients: Clients, spec: ProviderSpec, request: GenerationRequest) -> LLMResponse:
     settings = clients.settings
     return mock.generate(
         prompt=request.prompt,
@@ -247,61 +243,65 @@ def generate_mock(clients: Clients, request: GenerationRequest) -> LLMResponse:
     )
 
 
-GENERATORS: dict[str, Callable[[Clients, GenerationRequest], LLMResponse]] = {
+GENERATORS: dict[str, Callable[[Clients, ProviderSpec, GenerationRequest], LLMResponse]] = {
     "openai": generate_openai,
     "anthropic": generate_anthropic,
     "mock": generate_mock,
 }
 
 
-def generate(clients: Clients, provider: str, request: GenerationRequest) -> LLMResponse:
-    """Call ``provider`` through its SDK (or the mock); our errors only."""
-    if not clients.settings.is_configured(provider):
+def _configured(clients: Clients, provider: str) -> ProviderSpec:
+    spec = clients.settings.providers.get(provider)
+    if spec is None or not spec.configured:
         raise ProviderNotConfiguredError(f"{provider}: not configured in this deployment")
-    response = GENERATORS[provider](clients, request)
+    return spec
+
+
+def generate(clients: Clients, provider: str, request: GenerationRequest) -> LLMResponse:
+    """Call the named ``provider`` through its SDK (or the mock); our errors only."""
+    spec = _configured(clients, provider)
+    response = GENERATORS[spec.kind](clients, spec, request)
     return response.model_copy(update={"content": clean_text(response.content)})
 
 
 # --- health checks ----------------------------------------------------------------------
 
 
-def health_check_openai(clients: Clients) -> None:
-    client = clients.openai()
-    model = clients.settings.openai_model
-    with translated_errors("openai"):
+def health_check_openai(clients: Clients, spec: ProviderSpec) -> None:
+    client = clients.openai(spec)
+    with translated_errors(spec.name, spec.kind):
         if clients.settings.health_check == "completion":
             client.chat.completions.create(
-                model=model,
+                model=spec.model,
                 messages=[{"role": "user", "content": HEALTH_CHECK_PROMPT}],
                 max_tokens=1,
             )
         else:
-            found = client.models.retrieve(model)
+            found = client.models.retrieve(spec.model)
             if not isinstance(found, sdk("openai").types.Model):
-                raise BadResponseError("openai", "model lookup did not return a model")
+                raise BadResponseError(spec.name, "model lookup did not return a model")
 
 
-def health_check_anthropic(clients: Clients) -> None:
-    client = clients.anthropic()
-    model = clients.settings.anthropic_model
-    with translated_errors("anthropic"):
+def health_check_anthropic(clients: Clients, spec: ProviderSpec) -> None:
+    client = clients.anthropic(spec)
+    with translated_errors(spec.name, spec.kind):
         if clients.settings.health_check == "completion":
             client.messages.create(
-                model=model,
+                model=spec.model,
                 messages=[{"role": "user", "content": HEALTH_CHECK_PROMPT}],
                 max_tokens=1,
             )
         else:
-            found = client.models.retrieve(model)
+            found = client.models.retrieve(spec.model)
             if not isinstance(found, sdk("anthropic").types.ModelInfo):
-                raise BadResponseError("anthropic", "model lookup did not return a model")
+                raise BadResponseError(spec.name, "model lookup did not return a model")
 
 
-def health_check_mock(clients: Clients) -> None:
+def health_check_mock(clients: Clients, spec: ProviderSpec) -> None:
     mock.health_check(failure_rate=clients.settings.mock_failure_rate)
 
 
-HEALTH_CHECKS: dict[str, Callable[[Clients], None]] = {
+HEALTH_CHECKS: dict[str, Callable[[Clients, ProviderSpec], None]] = {
     "openai": health_check_openai,
     "anthropic": health_check_anthropic,
     "mock": health_check_mock,
@@ -310,6 +310,5 @@ HEALTH_CHECKS: dict[str, Callable[[Clients], None]] = {
 
 def health_check(clients: Clients, provider: str) -> None:
     """Raise a ProviderError when the provider does not answer; by default spends no tokens."""
-    if not clients.settings.is_configured(provider):
-        raise ProviderNotConfiguredError(f"{provider}: not configured in this deployment")
-    HEALTH_CHECKS[provider](clients)
+    spec = _configured(clients, provider)
+    HEALTH_CHECKS[spec.kind](clients, spec)

@@ -36,6 +36,7 @@ from producer_tasks.state.scripts import CommandCall, ScriptCall
 
 LATENCY_PREFIX = "latency_le_"  # the outcome script's histogram fields (successful calls)
 FAILED_LATENCY_PREFIX = "failed_latency_le_"  # and failed calls
+FLOAT_STATS = frozenset({"total_response_ms", "failed_response_ms", "ema_success", "ema_novelty", "cost_usd"})
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def parse_stats(raw: dict[str, str]) -> ProviderStats:
         elif name.startswith(FAILED_LATENCY_PREFIX):
             failed[name.removeprefix(FAILED_LATENCY_PREFIX)] = int(value)
         elif name in fields:
-            is_float = name in ("total_response_ms", "failed_response_ms", "ema_success", "ema_novelty")
+            is_float = name in FLOAT_STATS
             values[name] = float(value) if is_float else int(float(value))
     return ProviderStats(**values, latency_buckets=buckets, failed_latency_buckets=failed)
 
@@ -102,9 +103,17 @@ def parse_stats(raw: dict[str, str]) -> ProviderStats:
 class Fleet:
     """Redis access for one producer id."""
 
-    def __init__(self, client: redis.Redis, producer_id: str, *, lease_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        producer_id: str,
+        *,
+        lease_ms: int = 5000,
+        providers: tuple[str, ...] = PROVIDERS,
+    ) -> None:
         # decode_responses=True: every reply is text (the bloom bits are only touched by commands)
         self.redis: Any = client
+        self.providers = providers  # the fleet's named providers (Settings.provider_names)
         self.keys = Keys(producer_id)
         self.producer_id = producer_id
         self.lease_ms = lease_ms
@@ -112,7 +121,12 @@ class Fleet:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Fleet:
-        return cls(connect(settings), settings.id, lease_ms=int(settings.lane_lease_s * 1000))
+        return cls(
+            connect(settings),
+            settings.id,
+            lease_ms=int(settings.lane_lease_s * 1000),
+            providers=settings.provider_names,
+        )
 
     def close(self) -> None:
         """Close the Redis connections."""
@@ -149,13 +163,13 @@ class Fleet:
             pipe.hgetall(self.keys.lanes)
         else:
             pipe.hget(self.keys.lanes, str(lane))
-        for provider in PROVIDERS:
+        for provider in self.providers:
             pipe.hgetall(self.keys.health(provider))
-        for provider in PROVIDERS:
+        for provider in self.providers:
             pipe.zcount(self.keys.queue_workers(provider), now - self.lease_ms, "+inf")
         pipe.xlen(self.keys.batches)
         if with_stats:
-            for provider in PROVIDERS:
+            for provider in self.providers:
                 pipe.hgetall(self.keys.stats(provider))
         results = pipe.execute()
         data, phase, epoch = results[0]
@@ -163,12 +177,14 @@ class Fleet:
             lanes = {int(k): LaneRecord.model_validate_json(v) for k, v in results[1].items()}
         else:
             lanes = {lane: LaneRecord.model_validate_json(results[1])} if results[1] else {}
-        n = len(PROVIDERS)
-        health = {p: parse_health(results[2 + i]) for i, p in enumerate(PROVIDERS)}
-        serving = {p: int(results[2 + n + i]) for i, p in enumerate(PROVIDERS)}
+        n = len(self.providers)
+        health = {p: parse_health(results[2 + i]) for i, p in enumerate(self.providers)}
+        serving = {p: int(results[2 + n + i]) for i, p in enumerate(self.providers)}
         backlog = int(results[2 + 2 * n])
         stats = (
-            {p: parse_stats(results[3 + 2 * n + i]) for i, p in enumerate(PROVIDERS)} if with_stats else {}
+            {p: parse_stats(results[3 + 2 * n + i]) for i, p in enumerate(self.providers)}
+            if with_stats
+            else {}
         )
         return FleetView(
             state=parse_state(data, phase, epoch),
@@ -218,7 +234,7 @@ class Fleet:
             pipe.zadd(self.keys.queue_workers(queue), {worker: now})
         stale = now - 10 * self.lease_ms
         pipe.zremrangebyscore(self.keys.workers, "-inf", stale)
-        for provider in PROVIDERS:
+        for provider in self.providers:
             pipe.zremrangebyscore(self.keys.queue_workers(provider), "-inf", stale)
         pipe.execute()
 
@@ -228,7 +244,7 @@ class Fleet:
         pipe = self.redis.pipeline(transaction=False)
         if not queues_only:
             pipe.zrem(self.keys.workers, worker)
-        for provider in PROVIDERS:
+        for provider in self.providers:
             pipe.zrem(self.keys.queue_workers(provider), worker)
         pipe.execute()
 

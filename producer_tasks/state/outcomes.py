@@ -59,7 +59,16 @@ def outcome_call(
         alpha=EMA_ALPHA,
         rate_limited=rate_limited,
         once_ttl_ms=ONCE_TTL_MS,
+        cost_usd=call_cost(settings, provider, response),
     ).call()
+
+
+def call_cost(settings: Settings, provider: str, response: LLMResponse | None) -> float:
+    """US dollars of one answered call at the provider's prices (0 for an unknown provider)."""
+    spec = settings.providers.get(provider)
+    if response is None or spec is None:
+        return 0.0
+    return spec.cost_usd(response.prompt_tokens, response.completion_tokens)
 
 
 def record_outcome(fleet: Fleet, settings: Settings, provider: str, **outcome: Any) -> ProviderStatus:

@@ -154,6 +154,7 @@ class Outcome(Script):
     alpha: float  # of the moving averages of success and novelty
     rate_limited: bool  # a 429: cooldown and Degraded, not counted towards Unhealthy
     once_ttl_ms: int
+    cost_usd: float  # of this call's tokens at the provider's prices
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict
 
 from producer_tasks.clock import now_ms
 from producer_tasks.records import LaneStatus
-from producer_tasks.settings import PROVIDERS
 from producer_tasks.state import bloom
 from producer_tasks.state.client import translated
 from producer_tasks.state.fleet import Fleet
@@ -33,6 +32,7 @@ class ProviderView(BaseModel):
     novelty: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
     total_response_ms: float = 0.0
     latency_buckets: dict[str, int] = {}
     failed_response_ms: float = 0.0
@@ -69,7 +69,7 @@ def snapshot(fleet: Fleet) -> FleetStatus:
         {lane.reason for lane in view.lanes.values() if lane.status is LaneStatus.WAITING and lane.reason}
     )
     providers: dict[str, ProviderView] = {}
-    for p in PROVIDERS:
+    for p in fleet.providers:
         health, stats = view.health[p], view.stats[p]
         weight = view.state.weights.get(p, 0.0)
         if not (weight or stats.total_requests or queue_workers[p]):
@@ -89,6 +89,7 @@ def snapshot(fleet: Fleet) -> FleetStatus:
             novelty=round(stats.ema_novelty, 3),
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
+            cost_usd=round(stats.cost_usd, 6),
             total_response_ms=stats.total_response_ms,
             latency_buckets=stats.latency_buckets,
             failed_response_ms=stats.failed_response_ms,

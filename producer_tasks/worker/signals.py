@@ -25,7 +25,9 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     consumed = [q.name for q in sender.task_consumer.queues] if sender is not None else []
     queues = [q for q in consumed if runtime.settings.is_configured(q)]
     for queue in sorted(set(consumed) - set(queues)):
-        log.warning("not consuming queue %r: provider not configured here (missing API key?)", queue)
+        spec = runtime.settings.providers.get(queue)
+        why = f"{spec.api_key_env} is not set here" if spec else "no provider has that name"
+        log.warning("not consuming queue %r: %s", queue, why)
         sender.cancel_task_queue(queue)
     heartbeat = Heartbeat(runtime, worker=incarnation(sender.hostname), queues=queues)
     heartbeat.tick()  # registered before the first message is taken

@@ -28,7 +28,7 @@ from tests.harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 PRODUCER = str(Path(sys.executable).parent / "producer")
-SUMMARY_HEADER = re.compile(r"provider +requests +failures +tokens +unique +mean latency")
+SUMMARY_HEADER = re.compile(r"provider +requests +failures +tokens +cost +unique +mean latency")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -31,8 +31,15 @@ WORKER_ENV = {
 
 
 class Harness:
-    def __init__(self, redis_url: str, fake: FakeLLM, log_dir: Path) -> None:
-        self.env = {"REDIS_URL": redis_url, **provider_env(fake), **WORKER_ENV}
+    def __init__(
+        self, redis_url: str, fake: FakeLLM, log_dir: Path, providers: dict[str, str] | None = None
+    ) -> None:
+        """``providers``: the environment that defines the providers (default: both SDKs at ``fake``)."""
+        self.env = {
+            "REDIS_URL": redis_url,
+            **(provider_env(fake) if providers is None else providers),
+            **WORKER_ENV,
+        }
         self.fake = fake
         self.processes = Processes(log_dir, self.env)
         self.settings: Settings = load_settings(self.env)

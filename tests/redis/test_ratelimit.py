@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,8 +12,8 @@ from producer_tasks import lanes
 from producer_tasks.generation.cycle import Outcome
 from producer_tasks.records import LaneStatus, ProviderStatus
 from producer_tasks.state import ratelimit
-from tests.conftest import make_runtime, provider_env
-from tests.fakellm import FakeLLM
+from tests.conftest import make_runtime, provider_env, write_providers_file
+from tests.fakellm import API_KEY, FakeLLM
 from tests.redis.eager import run_next, serve, start
 
 pytestmark = pytest.mark.usefixtures("eager")
@@ -48,3 +50,35 @@ def test_429_sets_a_fleet_wide_cooldown(redis_url: str, installed_runtime: Any, 
     assert health.cooldown_until_ms - view.now_ms > 25_000
     assert (health.status, health.consecutive_failures) == (ProviderStatus.DEGRADED, 0)  # alive, just busy
     assert limited[0] not in lanes.eligible_providers(view)
+
+
+def test_each_named_provider_holds_its_own_limits_and_prices(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Two named providers on one server, with different RPM caps and prices."""
+    shared = {"kind": "openai", "base_url": f"{fake_llm.url}/v1", "api_key_env": "SHARED_KEY"}
+    env = write_providers_file(
+        tmp_path / "providers.toml",
+        {
+            "small": {**shared, "model": "small-model", "rpm": 3, "price_input_per_mtok": 1000.0},
+            "large": {**shared, "model": "large-model", "rpm": 6, "price_output_per_mtok": 2000.0},
+        },
+    )
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="12", SHARED_KEY=API_KEY, **env)
+    installed_runtime(rt)
+    serve(rt, "small", "large")
+    start(rt, weights={"small": 1.0, "large": 1.0})
+    rt.lanes.reconcile()
+    for _ in range(100):
+        if not rec.sent:
+            break
+        run_next(rec)
+    served = Counter(r.body["model"] for r in fake_llm.requests)
+    assert served == {"small-model": 3, "large-model": 6}  # each cap held, neither borrowed the other's
+    view = rt.fleet.view()
+    reasons = {lane.reason for lane in view.lanes.values() if lane.status is LaneStatus.WAITING}
+    assert reasons <= {"rate limited (small)", "rate limited (large)"} and reasons
+    small, large = rt.fleet.read_stats("small"), rt.fleet.read_stats("large")
+    assert small.cost_usd == pytest.approx(small.prompt_tokens * 1000.0 / 1e6)  # input price only
+    assert large.cost_usd == pytest.approx(large.completion_tokens * 2000.0 / 1e6)  # output price only
+    assert small.cost_usd > 0 and large.cost_usd > 0

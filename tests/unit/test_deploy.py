@@ -285,3 +285,22 @@ def test_dockerfile_passes_hadolint() -> None:
         check=False,
     )
     assert bad.returncode != 0 and "DL3007" in bad.stdout
+
+
+def test_named_provider_template_makes_valid_manifests() -> None:
+    """The template's own sed line, for a provider of a providers file, gives a worker that
+    serves that queue and a ScaledObject on that list, both valid by the same schemas."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    jsonschema = pytest.importorskip("jsonschema")
+    template = (DEPLOY / "k8s" / "named-provider.yaml.template").read_text()
+    assert "sed 's/PROVIDER_NAME/llama-a/g'" in template
+    deployment, scaled = [d for d in yaml.safe_load_all(template.replace("PROVIDER_NAME", "llama-a")) if d]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    argv = container["command"]
+    assert argv[argv.index("-Q") + 1] == "llama-a" and deployment["metadata"]["name"] == "worker-llama-a"
+    assert scaled["spec"]["triggers"][0]["metadata"]["listName"] == "llama-a"
+    kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+    keda = json.loads(
+        (Path(__file__).resolve().parents[1] / "data" / "keda-scaledobject.schema.json").read_text()
+    )
+    jsonschema.validate(scaled, keda)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +20,8 @@ from producer_tasks.generation import providers
 from producer_tasks.generation.parsing import parse_response
 from producer_tasks.generation.providers import Clients, GenerationRequest, retry_after_s
 from producer_tasks.settings import load_settings
-from tests.conftest import provider_env
-from tests.fakellm import FakeLLM
+from tests.conftest import provider_env, write_providers_file
+from tests.fakellm import API_KEY, FakeLLM
 
 APIS = ["openai", "anthropic"]
 REQUEST = GenerationRequest(
@@ -141,3 +142,55 @@ def test_retry_after_forms() -> None:
     assert retry_after_s({}) is None
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     assert 25 < (retry_after_s({"retry-after": future}) or 0) <= 31
+
+
+def test_named_providers_call_their_own_endpoint_model_and_key(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    """Two named providers on one server (different models), one on a local server that needs
+    no key, and a named Anthropic provider: each call carries its provider's model."""
+    local = FakeLLM(require_key=False).start()
+    try:
+        env = write_providers_file(
+            tmp_path / "providers.toml",
+            {
+                "llama-a": {
+                    "kind": "openai",
+                    "base_url": f"{fake_llm.url}/v1",
+                    "model": "llama-8b",
+                    "api_key_env": "SHARED_KEY",
+                },
+                "qwen-b": {
+                    "kind": "openai",
+                    "base_url": f"{fake_llm.url}/v1",
+                    "model": "qwen-7b",
+                    "api_key_env": "SHARED_KEY",
+                    "timeout_s": 0.3,
+                },
+                "local": {"kind": "openai-compatible", "base_url": f"{local.url}/v1", "model": "tiny"},
+                "claude": {
+                    "kind": "anthropic",
+                    "base_url": fake_llm.url,
+                    "model": "claude-x",
+                    "api_key_env": "SHARED_KEY",
+                },
+            },
+        )
+        clients = Clients(load_settings({**env, "SHARED_KEY": API_KEY}))
+        try:
+            for name in ("llama-a", "qwen-b", "claude"):
+                assert parse_response(providers.generate(clients, name, REQUEST).content, batch_size=10)
+            assert [r.body["model"] for r in fake_llm.requests] == ["llama-8b", "qwen-7b", "claude-x"]
+            assert providers.generate(clients, "local", REQUEST).prompt_tokens == 11
+            assert local.requests[0].body["model"] == "tiny"
+            providers.health_check(clients, "qwen-b")
+            assert fake_llm.requests[-1].path.endswith("/models/qwen-7b")
+            fake_llm.set("openai", latency_ms=1000)  # qwen-b's own timeout (0.3 s), not the global 60 s
+            with pytest.raises(ProviderTimeoutError) as timed_out:
+                providers.generate(clients, "qwen-b", REQUEST)
+            assert timed_out.value.provider == "qwen-b"
+        finally:
+            clients.close()
+        without_key = Clients(load_settings(env))  # SHARED_KEY unset in this process
+        with pytest.raises(ProviderNotConfiguredError, match="llama-a"):
+            providers.generate(without_key, "llama-a", REQUEST)
+    finally:
+        local.stop()

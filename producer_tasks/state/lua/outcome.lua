@@ -8,7 +8,7 @@
 local health_key, stats_key, history_key, once_key = unpack(KEYS)
 local success, now_ms, response_ms, prompt_tokens, completion_tokens, candidates, unique,
       unhealthy_after, cooldown_until_ms, error, history_json, history_size,
-      counts_as_request, alpha, rate_limited, once_ttl_ms = unpack(ARGV)
+      counts_as_request, alpha, rate_limited, once_ttl_ms, cost_usd = unpack(ARGV)
 if not redis.call('SET', once_key, '1', 'NX', 'PX', once_ttl_ms) then
   return redis.call('HGET', health_key, 'status')
 end
@@ -38,6 +38,7 @@ if success then
     redis.call('HINCRBYFLOAT', stats_key, 'total_response_ms', response_ms)
     redis.call('HINCRBY', stats_key, 'prompt_tokens', prompt_tokens)
     redis.call('HINCRBY', stats_key, 'completion_tokens', completion_tokens)
+    if tonumber(cost_usd) > 0 then redis.call('HINCRBYFLOAT', stats_key, 'cost_usd', cost_usd) end
     redis.call('HINCRBY', stats_key, 'candidates', candidates)
     redis.call('HINCRBY', stats_key, 'unique_contributions', unique)
     redis.call('HINCRBY', health_key, 'successes', 1)
