@@ -24,7 +24,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint deploy-tools
-	PRODUCER_DEPLOY_TOOLS=$(abspath $(TOOLS))/bin $(BIN)/pytest
+	DEPLOY_TOOLS_DIR=$(abspath $(TOOLS))/bin $(BIN)/pytest
 
 # The tools that check deploy/ (tests/unit/test_deploy.py), in a venv of their own:
 # docker-compose 1.29 (the last one on PyPI) pins PyYAML<6, which no longer builds, so it is

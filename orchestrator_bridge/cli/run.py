@@ -96,7 +96,7 @@ def providers_in_use(settings: Settings, weights: dict[str, float]) -> list[str]
             )
         missing = sorted(p for p, w in weights.items() if w > 0 and not settings.is_configured(p))
         if missing:
-            keys = ", ".join(f"{settings.spec(p).api_key_env} (for {p})" for p in missing)
+            keys = ", ".join(str(settings.spec(p).api_key_env) for p in missing)
             raise ConfigurationError(f"--weight names {', '.join(missing)} but {keys} is not set")
         chosen = [p for p in names if weights.get(p, 0) > 0]
         if not chosen:

@@ -221,7 +221,7 @@ def test_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
 
 def deploy_tool(name: str) -> str:
     """A deploy checker from `make deploy-tools` (or PATH); skips where it cannot be installed."""
-    tools = os.environ.get("PRODUCER_DEPLOY_TOOLS", str(DEPLOY.parent / ".venv-tools" / "bin"))
+    tools = os.environ.get("DEPLOY_TOOLS_DIR", str(DEPLOY.parent / ".venv-tools" / "bin"))
     found = shutil.which(name, path=tools) or shutil.which(name)
     if found is None:
         pytest.skip(f"{name} is not installed (make deploy-tools installs it)")
