@@ -12,6 +12,7 @@ from typing import Any
 
 from producer_tasks.settings import get_settings
 from producer_tasks.state.client import CONNECT_TIMEOUT_S, HEALTH_CHECK_INTERVAL_S, SOCKET_TIMEOUT_S, is_tcp
+from producer_tasks.state.keys import Keys
 
 _settings = get_settings()
 
@@ -39,12 +40,18 @@ def _sockets(url: str) -> dict[str, Any]:
 
 # An unacknowledged message returns to its queue after the visibility timeout; it must
 # exceed the longest cycle (the provider timeout plus Redis work), or a slow cycle would run twice.
+# Every broker and result key under this producer's prefix (prod:<id>:broker:): several
+# producers share one Redis without taking each other's messages; the queue names users
+# see (`-Q openai`, Flower) stay the same.
+_PREFIX = Keys(_settings.id).broker_prefix
 broker_transport_options: dict[str, Any] = {
     "visibility_timeout": int(max(3600, 4 * _settings.request_timeout_s)),
+    "global_keyprefix": _PREFIX,
     **_sockets(_settings.broker_url),
 }
 result_backend_transport_options: dict[str, Any] = {
     "retry_policy": {"timeout": 5.0},
+    "global_keyprefix": _PREFIX,
     **_sockets(_settings.result_backend),
 }
 if is_tcp(_settings.result_backend):

@@ -8,6 +8,7 @@ reports the same fleet-wide numbers. Every metric carries a ``producer_id`` labe
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from orchestrator_bridge.version import version
+from producer_tasks.errors import ProducerError
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import FleetStatus, snapshot
 
@@ -71,6 +73,19 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
     health = GaugeMetricFamily(
         "producer_provider_status", "1 for the provider's current health status", labels=[*labels, "status"]
     )
+    demand = GaugeMetricFamily(
+        "producer_provider_demand_slots",
+        "Worker slots the fleet wants for this provider now (autoscaling target: this / slots per worker)",
+        labels=labels,
+    )
+    slots = GaugeMetricFamily(
+        "producer_provider_slots", "Slots of live workers consuming the provider's queue", labels=labels
+    )
+    waiting = GaugeMetricFamily(
+        "producer_provider_lanes_waiting_for_slot",
+        "Cycles in the provider's queue that no worker has taken yet",
+        labels=labels,
+    )
     latency = HistogramMetricFamily(
         "producer_request_duration_seconds", "Duration of provider calls", labels=[*labels, "outcome"]
     )
@@ -81,6 +96,9 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
         tokens.add_metric([*key, "prompt"], view.prompt_tokens)
         tokens.add_metric([*key, "completion"], view.completion_tokens)
         cost.add_metric(key, view.cost_usd)
+        demand.add_metric(key, view.demand_slots)
+        slots.add_metric(key, view.slots)
+        waiting.add_metric(key, view.lanes_waiting_for_slot)
         unique.add_metric(key, view.unique_contributions)
         for state in HEALTH_STATES:
             health.add_metric([*key, state], 1 if view.status == state else 0)
@@ -90,7 +108,7 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
         latency.add_metric(
             [*key, "failure"], _cumulative(view.failed_latency_buckets), view.failed_response_ms / 1000
         )
-    yield from (requests, failures, tokens, cost, unique, health, latency)
+    yield from (requests, failures, tokens, cost, unique, health, demand, slots, waiting, latency)
 
 
 def _fleet(status: FleetStatus, pid: str) -> Iterator[Metric]:
@@ -178,20 +196,51 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def metrics_app(registry: CollectorRegistry) -> Callable[..., Iterable[bytes]]:
-    """prometheus_client's WSGI app, on ``/metrics`` and for GET/HEAD only."""
-    app = make_wsgi_app(registry)
+def autoscaling_json(fleet: Fleet) -> bytes:
+    """``/autoscaling``: per provider, slots wanted and served (KEDA's metrics-api scaler reads
+    ``providers.<name>.demand_slots``)."""
+    status = snapshot(fleet)
+    body = {
+        "producer_id": status.producer_id,
+        "phase": status.phase,
+        "providers": {
+            name: {
+                "demand_slots": view.demand_slots,
+                "slots": view.slots,
+                "lanes_waiting_for_slot": view.lanes_waiting_for_slot,
+                "status": view.status,
+            }
+            for name, view in status.providers.items()
+        },
+    }
+    return json.dumps(body).encode()
 
-    def only_metrics(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != "/metrics":
+
+def metrics_app(fleet: Fleet) -> Callable[..., Iterable[bytes]]:
+    """prometheus_client's WSGI app on ``/metrics``, the autoscaling JSON on ``/autoscaling``;
+    GET/HEAD only."""
+    app = make_wsgi_app(registry_for(fleet))
+    paths = ("/metrics", "/autoscaling")
+
+    def routes(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO")
+        if path not in paths:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"try /metrics\n"]
+            return [f"try {' or '.join(paths)}\n".encode()]
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "GET, HEAD")])
-            return [b"GET /metrics\n"]
+            return [f"GET {path}\n".encode()]
+        if path == "/autoscaling":
+            try:
+                body = autoscaling_json(fleet)
+            except ProducerError as exc:  # Redis unreachable: the scaler keeps its last decision
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [f"{exc}\n".encode()]
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
         return app(environ, start_response)  # type: ignore[no-any-return]
 
-    return only_metrics
+    return routes
 
 
 @dataclass
@@ -207,7 +256,7 @@ class MetricsServer:
 
 def serve_metrics(fleet: Fleet, host: str, port: int) -> MetricsServer:
     """``GET /metrics`` in a thread of its own (a scrape reads Redis; the bridge's loop never waits)."""
-    server = make_server(host, port, metrics_app(registry_for(fleet)), _Server, handler_class=_QuietHandler)
+    server = make_server(host, port, metrics_app(fleet), _Server, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="producer-metrics", daemon=True)
     thread.start()
     log.info("metrics on %s:%d/metrics", host, port)

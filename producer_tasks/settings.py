@@ -60,7 +60,8 @@ class Settings(BaseSettings):
         "producer-1",
         min_length=1,
         max_length=200,
-        description="Producer id sent to the orchestrator; namespaces the Redis keys",
+        description="Producer id sent to the orchestrator; namespaces the Redis keys "
+        "(Celery's broker keys too)",
     )
     orchestrator_addr: str = Field(
         "127.0.0.1:7979",

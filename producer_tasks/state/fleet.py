@@ -226,10 +226,13 @@ class Fleet:
 
     # --- workers ----------------------------------------------------------------------
     @translated("register worker")
-    def heartbeat(self, worker: str, queues: list[str]) -> None:
+    def heartbeat(self, worker: str, queues: list[str], *, slots: int = 0) -> None:
+        """The worker is alive and consumes ``queues`` with ``slots`` cycles at once."""
         now = now_ms()
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(self.keys.workers, {worker: now})
+        if slots > 0:
+            pipe.hset(self.keys.worker_slots, worker, slots)
         for queue in queues:
             pipe.zadd(self.keys.queue_workers(queue), {worker: now})
         stale = now - 10 * self.lease_ms
@@ -244,6 +247,7 @@ class Fleet:
         pipe = self.redis.pipeline(transaction=False)
         if not queues_only:
             pipe.zrem(self.keys.workers, worker)
+            pipe.hdel(self.keys.worker_slots, worker)
         for provider in self.providers:
             pipe.zrem(self.keys.queue_workers(provider), worker)
         pipe.execute()
@@ -258,6 +262,29 @@ class Fleet:
             return bool(self.redis.set(key, owner, nx=True, px=ttl_ms))
 
     @translated("count serving workers")
+    @translated("read worker slots")
+    def serving_slots(self) -> dict[str, int]:
+        """Per provider: the slots (pool concurrency) of live workers consuming its queue."""
+        since = now_ms() - self.lease_ms
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.worker_slots)
+        for provider in self.providers:
+            pipe.zrangebyscore(self.keys.queue_workers(provider), since, "+inf")
+        slots, *members = pipe.execute()
+        return {
+            p: sum(int(slots.get(w, 1)) for w in workers)  # a worker that did not say: one slot
+            for p, workers in zip(self.providers, members, strict=True)
+        }
+
+    @translated("prune worker slots")
+    def prune_slots(self) -> None:
+        """Forget the slots of workers that stopped heart-beating (e.g. killed)."""
+        known = self.redis.hkeys(self.keys.worker_slots)
+        live = self.live_workers()
+        gone = [w for w in known if w not in live]
+        if gone:
+            self.redis.hdel(self.keys.worker_slots, *gone)
+
     def serving_workers(self, provider: str) -> int:
         """Workers with a fresh heartbeat that consume the provider's queue."""
         return int(self.redis.zcount(self.keys.queue_workers(provider), now_ms() - self.lease_ms, "+inf"))

@@ -1,7 +1,10 @@
 """Redis key names of one producer fleet (everything fleet-wide lives in Redis).
 
 All keys of a producer share the ``prod:{id}:`` prefix, so several producers can share
-one Redis and ``producer status`` can find everything with one SCAN.
+one Redis and ``producer status`` can find everything with one SCAN. Celery's broker and
+result backend keys too: kombu's ``global_keyprefix`` puts them under ``prod:{id}:broker:``
+(the ``openai`` queue of producer ``p1`` is the Redis list ``prod:p1:broker:openai``), so
+the producers' workers, beats and remote-control commands never see each other's messages.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ class Keys:
         return f"prod:{self.producer_id}:"
 
     @property
+    def broker_prefix(self) -> str:
+        """kombu's ``global_keyprefix`` for this producer's broker and result backend keys."""
+        return f"{self.prefix}broker:"
+
+    @property
     def state(self) -> str:
         """Hash: topic state (phase, epoch, data JSON)."""
         return f"{self.prefix}state"
@@ -33,6 +41,11 @@ class Keys:
     def workers(self) -> str:
         """Sorted set: worker name -> last heartbeat (unix ms)."""
         return f"{self.prefix}workers"
+
+    @property
+    def worker_slots(self) -> str:
+        """Hash: worker name -> its pool's slots (concurrency), for autoscaling."""
+        return f"{self.prefix}worker_slots"
 
     def queue_workers(self, queue: str) -> str:
         """Sorted set: workers consuming a provider queue -> last heartbeat (unix ms)."""

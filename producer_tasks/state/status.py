@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from producer_tasks import autoscaling
 from producer_tasks.clock import now_ms
 from producer_tasks.records import LaneStatus
 from producer_tasks.state import bloom
@@ -37,6 +38,9 @@ class ProviderView(BaseModel):
     latency_buckets: dict[str, int] = {}
     failed_response_ms: float = 0.0
     failed_latency_buckets: dict[str, int] = {}
+    demand_slots: int = 0  # autoscaling: worker slots wanted for this provider now
+    slots: int = 0  # slots of the live workers serving it
+    lanes_waiting_for_slot: int = 0
 
 
 class FleetStatus(BaseModel):
@@ -63,6 +67,7 @@ def snapshot(fleet: Fleet) -> FleetStatus:
     view = fleet.view(with_stats=True)
     now = now_ms()
     queue_workers = view.serving  # read with the view, in its round trip
+    wanted = autoscaling.demand(view, fleet.serving_slots())
     bridge_info = read_bridge_status(fleet)
     lane_counts = Counter(lane.status.value for lane in view.lanes.values())
     reasons = sorted(
@@ -74,6 +79,7 @@ def snapshot(fleet: Fleet) -> FleetStatus:
         weight = view.state.weights.get(p, 0.0)
         if not (weight or stats.total_requests or queue_workers[p]):
             continue
+        need = wanted[p]
         providers[p] = ProviderView(
             status=health.status.value,
             weight=weight,
@@ -94,6 +100,9 @@ def snapshot(fleet: Fleet) -> FleetStatus:
             latency_buckets=stats.latency_buckets,
             failed_response_ms=stats.failed_response_ms,
             failed_latency_buckets=stats.failed_latency_buckets,
+            demand_slots=need.demand_slots,
+            slots=need.slots,
+            lanes_waiting_for_slot=need.lanes_waiting_for_slot,
         )
     shape, counts = bloom.read_shape(fleet), bloom.read_counts(fleet)
     bloom_view = None

@@ -21,15 +21,18 @@ from producer_tasks.runtime import Runtime
 from producer_tasks.state import stream
 
 log = logging.getLogger(__name__)
+PRUNE_EVERY_TICKS = 60  # the lock holder forgets dead workers' slots about once a minute
 JOURNAL_AGE_MS = round((PERSIST_DEADLINE_S + 60) * 1000)  # older: no live cycle still retries it
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, runtime: Runtime, *, worker: str, queues: list[str]) -> None:
+    def __init__(self, runtime: Runtime, *, worker: str, queues: list[str], slots: int = 0) -> None:
         super().__init__(name=f"producer-heartbeat-{worker}", daemon=True)
         self.runtime = runtime
         self.worker = worker
         self.queues = queues
+        self.slots = slots  # the pool's concurrency: what autoscaling counts
+        self.ticks = 0
         self.stopping = threading.Event()
         self.draining = threading.Event()
         settings = runtime.settings
@@ -53,10 +56,13 @@ class Heartbeat(threading.Thread):
         if self.draining.is_set():  # alive for the lanes it still runs; serves and restores nothing
             fleet.heartbeat(self.worker, [])
             return
-        fleet.heartbeat(self.worker, self.queues)
+        fleet.heartbeat(self.worker, self.queues, slots=self.slots)
+        self.ticks += 1
         if fleet.try_lock(fleet.keys.reconcile_lock, self.reconcile_ms, self.worker):
             self.runtime.lanes.reconcile()
             stream.recover_journal(fleet, older_than_ms=JOURNAL_AGE_MS)
+            if self.ticks % PRUNE_EVERY_TICKS == 0:
+                fleet.prune_slots()
 
     def drain(self) -> None:
         """Warm shutdown began: keep heart-beating until the last task finished (so its lanes

@@ -249,3 +249,43 @@ def test_a_worker_does_not_consume_a_queue_it_cannot_serve(harness: Harness) -> 
     harness.start({"openai": 1.0, "mock": 1.0}, concurrency=2)
     wait_for(lambda: harness.backlog() >= 5, what="mock batches")
     assert harness.fake.count("openai") == 0  # selection never sends cycles to an unserved queue
+
+
+def test_two_producers_on_one_redis_keep_to_their_own_work(
+    redis_url: str, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Same queue name (mock), one Redis, two producer ids with their own topic and
+    concurrency: each runs at its own rate, neither takes the other's cycles."""
+    producers: dict[str, Harness] = {}
+    for pid in ("alpha", "beta"):
+        (tmp_path / pid).mkdir()
+        producers[pid] = Harness(redis_url, fake_llm, tmp_path / pid, providers={"PRODUCER_ID": pid})
+        producers[pid].env["PRODUCER_MOCK_LATENCY_MS"] = "100"
+    try:
+        concurrency = {"alpha": 4, "beta": 2}
+        for pid, h in producers.items():
+            h.processes.worker(f"w-{pid}", "mock", concurrency=8)
+        for pid, h in producers.items():
+            h.wait_workers(1)
+            h.start({"mock": 1.0}, topic=f"{pid} things", concurrency=concurrency[pid])
+        time.sleep(3)
+        before = {pid: h.fleet.read_counters().get("batches_appended", 0) for pid, h in producers.items()}
+        window_s = 8.0
+        time.sleep(window_s)
+        for pid, h in producers.items():
+            made = h.fleet.read_counters().get("batches_appended", 0) - before[pid]
+            ideal = concurrency[pid] / 0.1 * window_s  # cycles of 100 ms each, back to back
+            assert made >= 0.5 * ideal, (pid, made, ideal)  # before the prefix: ~20 in 50 s
+            entries = h.fleet.redis.xrange(h.fleet.keys.batches)
+            assert entries and all(f'"topic":"{pid} things"' in fields["data"] for _, fields in entries)
+            assert {w.split("@")[0] for w in h.fleet.live_workers()} == {f"w-{pid}"}  # its own worker only
+            assert h.fleet.serving_slots()["mock"] == 8  # the worker's -c, for autoscaling
+        client = producers["alpha"].fleet.redis
+        assert (
+            client.exists("prod:alpha:broker:_kombu.binding.mock", "prod:beta:broker:_kombu.binding.mock")
+            == 2
+        )
+        assert not client.exists("mock", "_kombu.binding.mock")  # nothing outside the producers' prefixes
+    finally:
+        for h in producers.values():
+            h.processes.stop_all()

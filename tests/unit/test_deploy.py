@@ -89,6 +89,18 @@ def test_env_example_names_only_real_settings() -> None:
     assert {"REDIS_URL", "PRODUCER_ID", "ORCHESTRATOR_ADDR"} <= names
 
 
+def check_demand_trigger(scaled: dict[str, Any], deployment: dict[str, Any], metrics_port: int) -> None:
+    """KEDA reads the bridge's /autoscaling demand for the queue the worker consumes, with the
+    worker's slots (-c) as the target per replica."""
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "metrics-api"
+    meta = trigger["metadata"]
+    assert meta["url"] == f"http://bridge-metrics.producer.svc.cluster.local:{metrics_port}/autoscaling"
+    argv = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    queue, slots = argv[argv.index("-Q") + 1], argv[argv.index("-c") + 1]
+    assert meta["valueLocation"] == f"providers.{queue}.demand_slots" and meta["targetValue"] == slots
+
+
 def k8s_documents() -> list[dict[str, Any]]:
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     documents = []
@@ -115,11 +127,10 @@ def test_kubernetes_manifests() -> None:
             check_env_names(set(d.get("data") or {}) | set(d.get("stringData") or {}))
     scaled = [d for d in documents if d["kind"] == "ScaledObject"]
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {f"worker-{p}" for p in PROVIDERS}
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    metrics_port = services["bridge-metrics"]["spec"]["ports"][0]["port"]
     for s in scaled:
-        (trigger,) = s["spec"]["triggers"]
-        assert trigger["type"] == "redis"
-        queue = trigger["metadata"]["listName"]
-        assert queue in PROVIDERS and s["spec"]["scaleTargetRef"]["name"] == f"worker-{queue}"
+        check_demand_trigger(s, deployments[s["spec"]["scaleTargetRef"]["name"]], metrics_port)
     services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
     assert {"redis", "bridge-metrics", "flower"} <= set(services)
 
@@ -298,7 +309,7 @@ def test_named_provider_template_makes_valid_manifests() -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     argv = container["command"]
     assert argv[argv.index("-Q") + 1] == "llama-a" and deployment["metadata"]["name"] == "worker-llama-a"
-    assert scaled["spec"]["triggers"][0]["metadata"]["listName"] == "llama-a"
+    check_demand_trigger(scaled, deployment, 9108)
     kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
     keda = json.loads(
         (Path(__file__).resolve().parents[1] / "data" / "keda-scaledobject.schema.json").read_text()
