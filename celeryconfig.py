@@ -21,7 +21,11 @@ result_backend = _settings.result_backend
 broker_connection_retry_on_startup = True
 # kombu's Redis transport with a repair: a lost broker connection never ends a worker.
 # (A ``redis+socket://`` URL, as `producer run` uses, names kombu's own transport.)
-broker_transport = "producer_tasks.worker.transport:Transport"
+broker_transport = (
+    "producer_tasks.worker.transport:SentinelTransport"
+    if _settings.sentinels and not _settings.celery_broker_url
+    else "producer_tasks.worker.transport:Transport"
+)
 
 
 # Socket timeouts, keepalive (TCP only: a Unix socket, as `producer run` uses, takes none)
@@ -54,6 +58,16 @@ result_backend_transport_options: dict[str, Any] = {
     "global_keyprefix": _PREFIX,
     **_sockets(_settings.result_backend),
 }
+# REDIS_SENTINELS: broker and result backend ask the Sentinels for the master (sentinel://
+# URLs; the master's name and the Sentinels' own password go here).
+if _settings.sentinels:
+    _SENTINEL: dict[str, Any] = {"master_name": _settings.redis_sentinel_master}
+    if _settings.redis_sentinel_password is not None:
+        _SENTINEL["sentinel_kwargs"] = {"password": _settings.redis_sentinel_password.get_secret_value()}
+    if not _settings.celery_broker_url:
+        broker_transport_options.update(_SENTINEL)
+    if not _settings.celery_result_backend:
+        result_backend_transport_options.update(_SENTINEL)
 if is_tcp(_settings.result_backend):
     redis_socket_timeout = SOCKET_TIMEOUT_S
     redis_socket_connect_timeout = CONNECT_TIMEOUT_S

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -55,6 +56,23 @@ class Settings(BaseSettings):
         None,
         validation_alias=_alias("CELERY_RESULT_BACKEND"),
         description="Celery result backend (default: REDIS_URL)",
+    )
+    redis_sentinels: str | None = Field(
+        None,
+        validation_alias=_alias("REDIS_SENTINELS"),
+        description="host:port,host:port of Redis Sentinels: every client asks them for the master "
+        "(REDIS_URL then gives only password, user and db)",
+    )
+    redis_sentinel_master: str = Field(
+        "mymaster",
+        min_length=1,
+        validation_alias=_alias("REDIS_SENTINEL_MASTER"),
+        description="The master's name the Sentinels monitor",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("REDIS_SENTINEL_PASSWORD"),
+        description="Password of the Sentinels themselves (the master's is in REDIS_URL)",
     )
     id: str = Field(
         "producer-1",
@@ -213,6 +231,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a Redis URL (it must start with {', '.join(schemes)})")
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not [part for part in value.split(",") if part.strip()]:
+                raise ValueError("expected host:port,host:port")
+            for part in value.split(","):
+                parse_addr(part.strip())
+        return value
+
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
@@ -235,12 +263,33 @@ class Settings(BaseSettings):
 
     # --- derived ----------------------------------------------------------------------
     @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The Sentinels' addresses (empty: REDIS_URL names the server itself)."""
+        if not self.redis_sentinels:
+            return []
+        return [parse_addr(part.strip()) for part in self.redis_sentinels.split(",") if part.strip()]
+
+    @property
+    def sentinel_url(self) -> str:
+        """The Sentinels as Celery/kombu want them: ``sentinel://[:pw@]host:port/db;...``
+        (password, user and db from REDIS_URL; the master name goes in transport options)."""
+        parts = urlsplit(self.redis_url)
+        auth = ""
+        if parts.password is not None or parts.username:
+            auth = f"{parts.username or ''}:{parts.password or ''}@"
+        db = parts.path.strip("/") or "0"
+        hosts = (f"[{h}]" if ":" in h else h for h, _ in self.sentinels)
+        return ";".join(
+            f"sentinel://{auth}{h}:{p}/{db}" for h, (_, p) in zip(hosts, self.sentinels, strict=True)
+        )
+
+    @property
     def broker_url(self) -> str:
-        return self.celery_broker_url or self.redis_url
+        return self.celery_broker_url or (self.sentinel_url if self.sentinels else self.redis_url)
 
     @property
     def result_backend(self) -> str:
-        return self.celery_result_backend or self.redis_url
+        return self.celery_result_backend or (self.sentinel_url if self.sentinels else self.redis_url)
 
     @property
     def providers(self) -> dict[str, ProviderSpec]:

@@ -41,8 +41,11 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A private redis-server process; ``url`` for redis-py, ``broker_url`` for Celery."""
 
-    def __init__(self, *, unix_socket: bool = True, port: int | None = None) -> None:
+    def __init__(
+        self, *, unix_socket: bool = True, port: int | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="producer-redis-"))
+        self.extra_args = extra_args  # e.g. --replicaof host port
         self.unix_socket = unix_socket
         self.port = 0 if unix_socket else (port or free_port())
         self.socket_path = self.directory / "redis.sock"
@@ -80,6 +83,7 @@ class EmbeddedRedis:
         ]
         if self.unix_socket:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        args += self.extra_args
         log_file = (self.directory / "redis.log").open("wb")
         # its own session: a Ctrl-C in the terminal must not end Redis before the run has stopped
         self.process = subprocess.Popen(

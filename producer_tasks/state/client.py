@@ -6,8 +6,10 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
 from producer_tasks.errors import StateError
 from producer_tasks.settings import Settings
@@ -20,11 +22,14 @@ HEALTH_CHECK_INTERVAL_S = 30
 
 
 def is_tcp(url: str) -> bool:
-    return url.startswith(("redis://", "rediss://"))
+    return url.startswith(("redis://", "rediss://", "sentinel://"))
 
 
 def connect(settings: Settings) -> redis.Redis:
-    """A client for ``REDIS_URL`` (every reply decoded as text)."""
+    """A client for ``REDIS_URL`` (every reply decoded as text), or for the master the
+    Sentinels name when ``REDIS_SENTINELS`` is set (it follows a failover)."""
+    if settings.sentinels:
+        return _sentinel_master(settings)
     options: dict[str, Any] = {}
     if is_tcp(settings.redis_url):  # a Unix socket (the embedded Redis) takes no keepalive
         options["socket_keepalive"] = True
@@ -39,6 +44,32 @@ def connect(settings: Settings) -> redis.Redis:
         retry_on_timeout=True,
         **options,
     )
+
+
+def _sentinel_master(settings: Settings) -> redis.Redis:
+    parts = urlsplit(settings.redis_url)
+    timeouts = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
+    sentinel_password = settings.redis_sentinel_password
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinels,
+        sentinel_kwargs={
+            **timeouts,
+            **({"password": sentinel_password.get_secret_value()} if sentinel_password else {}),
+        },
+        **timeouts,
+    )
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master,
+        redis_class=redis.Redis,
+        decode_responses=True,
+        db=int(parts.path.strip("/") or 0),
+        username=parts.username or None,
+        password=parts.password or None,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry_on_timeout=True,
+    )
+    return master
 
 
 @contextmanager

@@ -257,11 +257,15 @@ class Fleet:
         members = self.redis.zrangebyscore(self.keys.workers, now_ms() - self.lease_ms, "+inf")
         return set(members)
 
+    def hold_lease(self, key: str, owner: str, ttl_ms: int) -> bool:
+        """Take the lease when free or renew it when ``owner`` holds it (``ttl_ms`` 0: give it
+        up); whether ``owner`` holds it now."""
+        return bool(self.call(scripts.Lease(lease_key=key, owner=owner, ttl_ms=ttl_ms)))
+
     def try_lock(self, key: str, ttl_ms: int, owner: str) -> bool:
         with redis_errors("lock"):
             return bool(self.redis.set(key, owner, nx=True, px=ttl_ms))
 
-    @translated("count serving workers")
     @translated("read worker slots")
     def serving_slots(self) -> dict[str, int]:
         """Per provider: the slots (pool concurrency) of live workers consuming its queue."""
@@ -285,6 +289,7 @@ class Fleet:
         if gone:
             self.redis.hdel(self.keys.worker_slots, *gone)
 
+    @translated("count serving workers")
     def serving_workers(self, provider: str) -> int:
         """Workers with a fresh heartbeat that consume the provider's queue."""
         return int(self.redis.zcount(self.keys.queue_workers(provider), now_ms() - self.lease_ms, "+inf"))

@@ -43,6 +43,11 @@ class Keys:
         return f"{self.prefix}workers"
 
     @property
+    def beat_lease(self) -> str:
+        """String: the beat process that schedules now (its lease; others stand by)."""
+        return f"{self.prefix}beat_lease"
+
+    @property
     def worker_slots(self) -> str:
         """Hash: worker name -> its pool's slots (concurrency), for autoscaling."""
         return f"{self.prefix}worker_slots"

@@ -169,7 +169,16 @@ class RateLimit(Script):
     tokens: int
 
 
-WRAPPERS: tuple[type[Script], ...] = (Assign, Transition, Deliver, Outcome, RateLimit)
+@dataclass(frozen=True, slots=True)
+class Lease(Script):
+    """Take or renew a lease held by one owner at a time; 1 when the caller holds it."""
+
+    lease_key: str
+    owner: str
+    ttl_ms: int
+
+
+WRAPPERS: tuple[type[Script], ...] = (Assign, Transition, Deliver, Outcome, RateLimit, Lease)
 
 
 def script_files() -> dict[str, str]:

@@ -1,26 +1,75 @@
-"""Celery beat scheduler that sends a provider's health check only when a worker serves it.
+"""Celery beat scheduler: highly available, and health checks only where a worker serves.
 
-Without that check, health-check messages for a provider nobody serves would pile up in
-its queue. The schedule itself is ``beat_schedule`` in ``celeryconfig``.
+Several beat processes may run (one per machine, say): exactly one schedules at a time. Each
+holds or waits for a lease in Redis (``prod:<id>:beat_lease``), renewed at every tick; when
+the leader dies (or stalls past the lease), another takes over within one health-check
+interval, and a warm shutdown hands the lease over at once. A provider's health check is
+sent only when a live worker serves its queue; without that, health-check messages for a
+provider nobody serves would pile up in its queue. The schedule itself is
+``beat_schedule`` in ``celeryconfig``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from typing import Any
 
 from celery.beat import Scheduler
 
+from producer_tasks.errors import ProducerError
 from producer_tasks.settings import get_settings
 from producer_tasks.state.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
 
+def lease_timing(interval_s: float) -> tuple[float, int]:
+    """(seconds between lease renewals, lease lifetime in ms): a standby beat notices a dead
+    leader within lifetime + renewal = one health-check interval."""
+    renew_s = max(0.2, min(5.0, interval_s / 4))
+    return renew_s, round(3 * renew_s * 1000)
+
+
 class FleetScheduler(Scheduler):  # type: ignore[misc]
-    """In-memory schedule (nothing to persist) that skips unserved providers."""
+    """In-memory schedule (nothing to persist) that runs only while it holds the fleet's
+    beat lease, and skips unserved providers."""
 
     _fleet: Fleet | None = None
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    leading = False
+
+    def fleet(self) -> Fleet:
+        if self._fleet is None:
+            self._fleet = Fleet.from_settings(get_settings())
+        return self._fleet
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        renew_s, ttl_ms = lease_timing(get_settings().health_check_interval_s)
+        try:
+            fleet = self.fleet()
+            leading = fleet.hold_lease(fleet.keys.beat_lease, self.owner, ttl_ms)
+        except ProducerError as exc:  # Redis unreachable: schedule nothing, try again
+            log.warning("beat could not read its lease: %s", exc)
+            leading = False
+        if leading != self.leading:
+            log.info(
+                "beat %s %s", self.owner, "schedules now" if leading else "stands by (another beat schedules)"
+            )
+            self.leading = leading
+        if not leading:
+            return renew_s
+        return float(min(super().tick(*args, **kwargs), renew_s))
+
+    def close(self) -> None:
+        if self.leading and self._fleet is not None:
+            try:  # hand over at once instead of after the lease runs out
+                self._fleet.hold_lease(self._fleet.keys.beat_lease, self.owner, 0)
+            except ProducerError as exc:
+                log.warning("beat could not give up its lease: %s", exc)
+        super().close()
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
         provider = (entry.kwargs or {}).get("provider")
@@ -31,9 +80,7 @@ class FleetScheduler(Scheduler):  # type: ignore[misc]
 
     def _served(self, provider: str) -> bool:
         try:
-            if self._fleet is None:
-                self._fleet = Fleet.from_settings(get_settings())
-            return self._fleet.serving_workers(provider) > 0
+            return self.fleet().serving_workers(provider) > 0
         except Exception as exc:  # a scheduler hook must never stop beat: send, the task copes
             log.warning("beat could not read live workers: %s", exc)
             return True

@@ -29,7 +29,8 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
         why = f"{spec.api_key_env} is not set here" if spec else "no provider has that name"
         log.warning("not consuming queue %r: %s", queue, why)
         sender.cancel_task_queue(queue)
-    slots = int(getattr(sender, "concurrency", 0) or 0)  # -c N (the autoscaler's maximum with --autoscale)
+    controller = getattr(sender, "controller", None)  # the WorkController: -c N (--autoscale: its maximum)
+    slots = int(getattr(controller, "concurrency", 0) or 0)
     heartbeat = Heartbeat(runtime, worker=incarnation(sender.hostname), queues=queues, slots=slots)
     heartbeat.tick()  # registered before the first message is taken
     heartbeat.start()

@@ -1,4 +1,4 @@
-"""kombu's Redis transport, with one repair: a worker survives its broker going away.
+"""kombu's Redis transports, with two repairs: a worker survives its broker going away.
 
 When the broker connection is lost with messages delivered but not acknowledged (every
 running cycle: late acks), Celery collects the connection, which detaches the transport
@@ -10,16 +10,33 @@ the worker exits instead of reconnecting. Seen with a Redis restart mid-run.
 Here a channel whose transport lost its client skips that restore. Nothing is lost: the
 messages stay in the broker's unacked set (restored after the visibility timeout, where
 they are no-ops) and the lanes they carried are restored by the fleet's own reconcile.
+
+Second: a cycle that finishes after the reconnect acknowledges its message on the old,
+closed channel; kombu then tries to build a new connection pool from the channel's
+connection, which is gone (``'NoneType' object has no attribute 'client'``): again
+"Unrecoverable error". Seen with a Sentinel failover. Here such an acknowledgement raises a
+connection error, which Celery logs ("Couldn't ack") and survives; the message stays
+unacked and is restored as above.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 
 class Channel(kombu_redis.Channel):
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        if client is None and self.connection is None:  # closed: its connection was replaced
+            raise redis.ConnectionError("broker channel closed after a lost connection")
+        with super().conn_or_acquire(client) as acquired:
+            yield acquired
+
     def close(self) -> None:
         transport: Any = self.connection
         if transport is not None and getattr(transport, "client", None) is None:
@@ -29,3 +46,11 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same repair on kombu's Sentinel channel (``REDIS_SENTINELS``)."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from producer_tasks.errors import StateError
 from producer_tasks.records import LaneStatus, Phase
 from producer_tasks.settings import Settings, load_settings
-from producer_tasks.state import control
+from producer_tasks.state import control, outcomes
 from tests.conftest import open_fleet, provider_env
 from tests.fakellm import FakeLLM
-from tests.harness import Processes, wait_for
+from tests.harness import CELERY, Processes, wait_for
+from tests.sentinel import SentinelSetup, failed_over
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -289,3 +291,71 @@ def test_two_producers_on_one_redis_keep_to_their_own_work(
     finally:
         for h in producers.values():
             h.processes.stop_all()
+
+
+def test_two_beats_schedule_once_and_the_standby_takes_over_a_killed_leader(
+    harness: Harness, fake_llm: FakeLLM
+) -> None:
+    """Health checks (interval 1 s) of an Unhealthy provider, counted at the fake server:
+    two beats send them once per interval, not twice; kill -9 the leader and the other
+    carries on within one interval."""
+    fake_llm.set("openai", mode="status", status=500)  # stays Unhealthy: every probe fails
+    harness.processes.worker("w1", "openai", concurrency=4)
+    harness.wait_workers(1)
+    for _ in range(harness.settings.unhealthy_after):
+        outcomes.record_outcome(harness.fleet, harness.settings, "openai", success=False, error="HTTP 500")
+    beats = {
+        name: harness.processes.spawn(name, [*CELERY, "beat", "--loglevel", "INFO"]) for name in ("b1", "b2")
+    }
+
+    def probes() -> list[float]:
+        return [r.at for r in fake_llm.requests if "/models/" in r.path]
+
+    wait_for(lambda: len(probes()) >= 2, timeout_s=60, what="health checks")
+    first = len(probes())
+    time.sleep(6)
+    sent = len(probes()) - first
+    assert 3 <= sent <= 8, sent  # ~6 at one per second; two schedulers would send ~12
+    holder = str(harness.fleet.redis.get(harness.fleet.keys.beat_lease))
+    leader = next(name for name, p in beats.items() if f":{p.pid}:" in holder)
+    os.kill(beats[leader].pid, signal.SIGKILL)
+    killed = time.time()
+    wait_for(lambda: any(t > killed + 0.3 for t in probes()), timeout_s=10, what="the standby's first probe")
+    taken_over = min(t for t in probes() if t > killed + 0.3) - killed
+    assert taken_over < 2.5, taken_over  # lease 0.75 s + renewal 0.25 s + the 1 s interval, with slack
+    time.sleep(4)
+    after = [t for t in probes() if t > killed + taken_over + 0.1]
+    assert 2 <= len(after) <= 6, after  # one scheduler again, at one per second
+    standby = next(name for name in beats if name != leader)
+    assert "schedules now" in harness.processes.log(standby)
+
+
+def test_a_sentinel_failover_mid_run_needs_no_operator(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    """Worker and beat through Redis Sentinel (state, broker and results); kill -9 the master
+    mid-run: the replica is promoted and batches keep coming, nobody restarted."""
+    setup = SentinelSetup().start()
+    try:
+        h = Harness(setup.env["REDIS_URL"], fake_llm, tmp_path, providers=setup.env)
+        worker = h.processes.worker("w1", "mock", concurrency=8)
+        h.processes.beat()
+        h.wait_workers(1)
+        h.start({"mock": 1.0}, concurrency=4)
+        wait_for(lambda: h.backlog() >= 30, what="batches through the Sentinel-managed master")
+
+        def backlog() -> int:
+            try:
+                return h.backlog()
+            except StateError:  # between the kill and the promotion
+                return -1
+
+        setup.kill_master()
+        took = failed_over(setup)
+        wait_for(lambda: backlog() >= 0, timeout_s=30, what="the new master answers")
+        after_failover = backlog()
+        wait_for(lambda: backlog() >= after_failover + 30, timeout_s=60, what="30 batches after the failover")
+        assert worker.poll() is None  # the worker reconnected by itself
+        assert "Unrecoverable error" not in h.processes.log("w1")
+        print(f"failover took {took:.1f} s; backlog {after_failover} -> {backlog()}")
+    finally:
+        h.processes.stop_all()
+        setup.stop()

@@ -30,3 +30,34 @@ def test_a_channel_closed_after_its_connection_was_collected_does_not_raise(redi
     else:  # pragma: no cover - fixed upstream: the repair can go
         raise AssertionError("kombu closes such a channel fine now; drop producer_tasks.worker.transport")
     _delivered_then_detached(redis_url, Transport)  # ours closes it
+
+
+def _acked_on_a_closed_channel(url: str, transport: type) -> None:
+    """A cycle that finishes after its worker reconnected acknowledges its message on the
+    old channel, closed by the reconnect."""
+    connection = Connection(url, transport=transport)
+    queue = Queue("broker-ack-test", Exchange("broker-ack-test"), "broker-ack-test")
+    with connection.Producer() as producer:
+        producer.publish({"cycle": 2}, exchange=queue.exchange, routing_key="broker-ack-test", declare=[queue])
+    channel = connection.default_channel
+    message = channel.basic_get("broker-ack-test", no_ack=False)
+    assert message is not None
+    channel.close()
+    channel._pool = None  # as after a failover: the old master's pool is gone
+    message.ack()
+
+
+def test_an_ack_on_a_channel_closed_by_a_reconnect_is_a_connection_error(redis_url: str) -> None:
+    try:
+        _acked_on_a_closed_channel(redis_url, kombu_redis.Transport)
+    except AttributeError as exc:  # kombu's own: not a connection error, so the worker exits
+        assert "client" in str(exc)
+    else:  # pragma: no cover - fixed upstream: the repair can go
+        raise AssertionError("kombu acknowledges on a closed channel fine now; drop the repair")
+    worker_errors = Connection(redis_url, transport=Transport).connection_errors  # what Celery catches
+    try:
+        _acked_on_a_closed_channel(redis_url, Transport)
+    except worker_errors as exc:  # logged by Celery ("Couldn't ack"); the message stays unacked
+        assert "closed after a lost connection" in str(exc)
+    else:
+        raise AssertionError("expected a connection error")

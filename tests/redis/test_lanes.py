@@ -184,3 +184,21 @@ def test_a_draining_worker_stays_alive_for_its_lanes_but_takes_no_new_ones(mock_
     assert held["lane"] not in rt.lanes.reconcile().dispatched  # its running lane is not restored
     heartbeat.stop()  # the pool finished: gone
     assert "w2@test#life" not in rt.fleet.live_workers()
+
+
+def test_the_beat_lease_has_one_holder_renews_expires_and_hands_over(mock_rt: Any) -> None:
+    rt, _ = mock_rt
+    fleet, key = rt.fleet, rt.fleet.keys.beat_lease
+    assert fleet.hold_lease(key, "beat-a", 300)
+    assert not fleet.hold_lease(key, "beat-b", 300)  # a standby never takes a held lease
+    time.sleep(0.2)
+    assert fleet.hold_lease(key, "beat-a", 300)  # renewed: still a's after its first lifetime
+    time.sleep(0.2)
+    assert not fleet.hold_lease(key, "beat-b", 300)
+    time.sleep(0.35)  # a stopped renewing (died): the lease runs out
+    assert fleet.hold_lease(key, "beat-b", 300)
+    assert not fleet.hold_lease(key, "beat-a", 300)  # a resumed old leader does not schedule
+    assert not fleet.hold_lease(key, "beat-a", 0)  # giving up a lease one does not hold: no-op
+    assert fleet.redis.get(key) == "beat-b"
+    fleet.hold_lease(key, "beat-b", 0)  # warm shutdown: handed over at once
+    assert fleet.hold_lease(key, "beat-a", 300)

@@ -34,7 +34,16 @@ def test_defaults_and_fixed_names() -> None:
         assert name in names
     others = [n for n in names if not n.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_"))]
     assert sorted(others) == sorted(
-        ["REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "ORCHESTRATOR_ADDR"]
+        [
+            "REDIS_URL",
+            "CELERY_BROKER_URL",
+            "CELERY_RESULT_BACKEND",
+            "ORCHESTRATOR_ADDR",
+            # Redis Sentinel (issue 13 names these)
+            "REDIS_SENTINELS",
+            "REDIS_SENTINEL_MASTER",
+            "REDIS_SENTINEL_PASSWORD",
+        ]
     )
 
 
