@@ -35,6 +35,12 @@ class ProviderDemand(BaseModel):
     lanes_active: int  # taken by a worker (reserved or running)
 
 
+def desired_replicas(demand: ProviderDemand, slots_per_worker: int, *, minimum: int = 0) -> int:
+    """What KEDA's ``metrics-api`` scaler (target type AverageValue) makes of ``demand_slots``
+    with ``targetValue`` = the worker's ``-c``: ``ceil(demand / slots per worker)``."""
+    return max(minimum, math.ceil(demand.demand_slots / slots_per_worker))
+
+
 def demand(view: FleetView, slots: dict[str, int]) -> dict[str, ProviderDemand]:
     """Per provider of the fleet (``view.health``'s keys), from one snapshot."""
     state = view.state

@@ -15,7 +15,7 @@ from producer_tasks import autoscaling
 from producer_tasks.state import control, outcomes
 from tests.conftest import make_runtime, provider_env
 from tests.fakellm import FakeLLM
-from tests.redis.eager import serve, start
+from tests.redis.eager import run_next, serve, start
 
 pytestmark = pytest.mark.usefixtures("eager")
 
@@ -99,3 +99,37 @@ def test_autoscaling_endpoint_and_gauges(redis_url: str, installed_runtime: Any)
         assert 'producer_provider_slots{producer_id="producer-1",provider="mock"} 2.0' in text
     finally:
         server.close()
+
+
+def test_the_autoscalers_decision_on_real_fleet_states(redis_url: str, installed_runtime: Any) -> None:
+    """KEDA's formula (ceil(demand_slots / slots per worker)) against the workers there are:
+    a busy fleet with enough slots keeps them, lanes waiting for slots grow it, a stopped or
+    backlogged fleet shrinks it to its minimum."""
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="8")
+    installed_runtime(rt)
+
+    def decision(per_worker: int) -> tuple[int, int]:
+        (wanted,) = [
+            d for p, d in autoscaling.demand(rt.fleet.view(), rt.fleet.serving_slots()).items() if p == "mock"
+        ]
+        return autoscaling.desired_replicas(wanted, per_worker), wanted.lanes_waiting_for_slot
+
+    rt.fleet.heartbeat("big@a", ["mock"], slots=8)  # one worker, -c 8
+    start(rt)
+    rt.lanes.reconcile()
+    for _ in range(8):  # every lane taken by that worker and running
+        run_next(rec)
+    assert decision(8)[0] == 1  # busy, enough slots: stays at one replica
+    rt.fleet.unregister("big@a")
+    rt.fleet.heartbeat("small@b", ["mock"], slots=2)  # replaced by a worker with -c 2
+    desired, waiting = decision(2)
+    assert desired == 4 and waiting == 8  # 8 lanes queued for 2 slots: grow to 4 such workers
+    rt.fleet.redis.hset(
+        rt.fleet.keys.state,
+        "data",
+        rt.fleet.read_state().model_copy(update={"max_backlog": 1}).model_dump_json(),
+    )
+    assert rt.fleet.backlog() >= 1  # the batches just delivered
+    assert decision(2)[0] == 0  # backlogged: generation paused, shrink to the minimum
+    control.stop(rt.fleet)
+    assert decision(2)[0] == 0  # stopped

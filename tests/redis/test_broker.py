@@ -38,7 +38,9 @@ def _acked_on_a_closed_channel(url: str, transport: type) -> None:
     connection = Connection(url, transport=transport)
     queue = Queue("broker-ack-test", Exchange("broker-ack-test"), "broker-ack-test")
     with connection.Producer() as producer:
-        producer.publish({"cycle": 2}, exchange=queue.exchange, routing_key="broker-ack-test", declare=[queue])
+        producer.publish(
+            {"cycle": 2}, exchange=queue.exchange, routing_key="broker-ack-test", declare=[queue]
+        )
     channel = connection.default_channel
     message = channel.basic_get("broker-ack-test", no_ack=False)
     assert message is not None
