@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis
 from kombu.transport import redis as kombu_redis
 
 
@@ -33,7 +32,8 @@ class Channel(kombu_redis.Channel):
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         if client is None and self.connection is None:  # closed: its connection was replaced
-            raise redis.ConnectionError("broker channel closed after a lost connection")
+            # a builtin ConnectionError (an OSError): among kombu's connection errors for Redis
+            raise ConnectionError("broker channel closed after a lost connection")
         with super().conn_or_acquire(client) as acquired:
             yield acquired
 
