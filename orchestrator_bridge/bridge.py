@@ -27,6 +27,7 @@ from orchestrator_bridge.errors import DecodeError
 from orchestrator_bridge.metrics import serve_metrics
 from orchestrator_bridge.protocol.bloomwire import BloomFilterWire
 from orchestrator_bridge.protocol.messages import (
+    ErrorStatus,
     ProducerMessage,
     ProducerState,
     ProducerStatus,
@@ -39,6 +40,7 @@ from orchestrator_bridge.resend import ResendWindow
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, ProducerError
 from producer_tasks.lanes import Dispatcher, Lanes
+from producer_tasks.records import Phase
 from producer_tasks.settings import Settings, parse_addr
 from producer_tasks.state import bloom, control, stream
 from producer_tasks.state.fleet import Fleet
@@ -108,6 +110,7 @@ class Bridge:
         self.counters = BridgeCounters()
         self.stopping = asyncio.Event()
         self.error_status: str | None = None  # sent once, then the phase's status again
+        self.budget_reported_ms: int | None = None  # the budget stop already reported
         self.on_connected = on_connected
 
     # --- helpers ----------------------------------------------------------------------
@@ -121,8 +124,19 @@ class Bridge:
         return ProducerStatus(self.settings.id, status, health)
 
     async def phase_status(self) -> ProducerStatusType:
+        """The phase's status; once, when PRODUCER_BUDGET_USD stopped the fleet, an Error
+        saying so (then the phase's status again: Stopping, Stopped)."""
         state = await self.in_thread(self.fleet.read_state)
-        return PHASE_STATUS[state.phase]
+        status: ProducerStatusType = PHASE_STATUS[state.phase]
+        if self.settings.budget_usd is not None and state.phase in (Phase.STOPPING, Phase.STOPPED):
+            spend = await self.in_thread(self.fleet.read_spend)
+            if spend.reached_ms is not None and spend.reached_ms != self.budget_reported_ms:
+                self.budget_reported_ms = spend.reached_ms
+                return ErrorStatus(
+                    f"budget reached: spent US${spend.usd:.4f} of US${spend.budget_usd:g} "
+                    "(PRODUCER_BUDGET_USD): no new call starts; stopping"
+                )
+        return status
 
     async def current_status(self) -> ProducerStatus:
         return await self.in_thread(self.status_message, await self.phase_status())

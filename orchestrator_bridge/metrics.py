@@ -128,6 +128,10 @@ def _fleet(status: FleetStatus, pid: str) -> Iterator[Metric]:
         "Batches the stream may hold before cycles wait (PRODUCER_MAX_BACKLOG)",
         status.max_backlog,
     )
+    yield counter("producer_spent_usd", "US dollars spent by every call so far", status.spent_usd)
+    if status.budget_usd is not None:
+        yield gauge("producer_budget_usd", "PRODUCER_BUDGET_USD", status.budget_usd)
+        yield gauge("producer_budget_reached", "1 once the budget was reached", int(status.budget_reached))
     yield gauge("producer_cycles_in_flight", "Cycles running or taken by a worker", status.cycles_in_flight)
     yield gauge("producer_live_workers", "Workers with a fresh heartbeat", len(status.workers))
     yield counter(

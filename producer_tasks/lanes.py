@@ -123,6 +123,7 @@ class Lanes:
         self.queued_timeout_ms = queued_timeout_ms(settings)
         self.busy_limit_ms = round((settings.request_timeout_s + BUSY_GRACE_S) * 1000)
         self.rng = rng or random.Random()
+        self.budget_usd = settings.budget_usd
 
     # --- one lane ---------------------------------------------------------------------
     def dispatch(self, view: FleetView, *, lane: int, expected: str, failures: int = -1) -> bool:
@@ -158,9 +159,15 @@ class Lanes:
         self.fleet.transition(lane=lane, token=token, status=LaneStatus.RESERVED, worker=worker)
 
     def claim(self, *, lane: int, token: str, worker: str, epoch: int) -> int:
-        """RUNNING: the moment a cycle may spend tokens (1; 0 stopped/new topic; -1 stale)."""
+        """RUNNING: the moment a cycle may spend tokens (1; 0 stopped/new topic; -1 stale;
+        -2 the budget is spent)."""
         return self.fleet.transition(
-            lane=lane, token=token, status=LaneStatus.RUNNING, worker=worker, epoch=epoch
+            lane=lane,
+            token=token,
+            status=LaneStatus.RUNNING,
+            worker=worker,
+            epoch=epoch,
+            budget_usd=self.budget_usd,
         )
 
     def park(self, *, lane: int, token: str, reason: str, wait_ms: int, failures: int = -1) -> bool:

@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     anthropic_price_output_per_mtok: float | None = Field(
         None, ge=0, description="US$ per million completion tokens of anthropic"
     )
+    budget_usd: float | None = Field(
+        None,
+        gt=0,
+        description="Fleet-wide spending cap in US$ (at the providers' prices): reached, no new call "
+        "starts and the fleet stops",
+    )
     providers_file: str | None = Field(
         None, description="TOML file of named providers (README: Named providers)"
     )

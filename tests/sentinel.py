@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -93,6 +94,7 @@ class SentinelSetup:
                 process.kill()
         self.replica.stop()
         self.master.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def failed_over(setup: SentinelSetup, timeout_s: float = 30) -> float:

@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a real orchestrator (default: the built-in reference orchestrator)",
     )
     run.add_argument(
+        "--budget-usd",
+        type=positive_float,
+        metavar="USD",
+        help="stop once the run's calls cost this much, at the providers' prices (PRODUCER_BUDGET_USD)",
+    )
+    run.add_argument(
         "--providers-file",
         type=readable_file,
         metavar="FILE",

@@ -45,6 +45,7 @@ UNHEALTHY_FOR_S = 5.0  # every provider in use Unhealthy this long: the run ends
 class RunOptions:
     job: OrchestratorOptions  # what to ask for (empty weights: the providers in use, equally)
     concurrency: int | None = None
+    budget_usd: float | None = None  # what this run may spend (on top of what the producer id spent)
     orchestrator: str | None = None  # host:port of a real orchestrator
 
 
@@ -167,6 +168,7 @@ class LocalRun:
         self.environ = dict(os.environ if environ is None else environ)
         self.interrupted = asyncio.Event()
         self.crashed: list[str] = []
+        self.spent_before = 0.0  # what the producer id had spent when the run started
 
     def child_env(self, extra: dict[str, str], orchestrator_addr: str) -> dict[str, str]:
         env = {**self.environ, **extra, "ORCHESTRATOR_ADDR": orchestrator_addr, "PYTHONUNBUFFERED": "1"}
@@ -209,6 +211,9 @@ class LocalRun:
         settings = load_settings({k: v for k, v in env.items()})
         fleet = Fleet.from_settings(settings)
         before = {p: fleet.read_stats(p) for p in providers}  # a shared Redis may hold earlier runs
+        self.spent_before = fleet.read_spend().usd
+        if self.options.budget_usd is not None:  # the budget is fleet-wide: this run's share on top
+            env["PRODUCER_BUDGET_USD"] = repr(self.spent_before + self.options.budget_usd)
         orchestrator = None
         if self.options.orchestrator is None:
             orchestrator = ReferenceOrchestrator(replace(self.options.job, weights=weights))
@@ -259,6 +264,10 @@ class LocalRun:
                 if self.options.job.output is not None:
                     print(f"unique attributes written to {self.options.job.output}", file=sys.stderr)
             print(summary_table(fleet, providers, before, stream=sys.stderr), file=sys.stderr)
+            cost = sum(fleet.read_stats(p).cost_usd - before[p].cost_usd for p in providers)
+            if orchestrator is not None and cost > 0:
+                per = orchestrator.progress.unique / cost
+                print(f"cost: US${cost:.4f}, {per:,.0f} unique attributes per US$", file=sys.stderr)
             if self.crashed:
                 for name in self.crashed:
                     text = (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
@@ -317,6 +326,12 @@ class LocalRun:
                 return 0
             if deadline is not None and time.monotonic() > deadline:
                 return 0
+            if self.options.budget_usd is not None:
+                spend = await asyncio.to_thread(fleet.read_spend)
+                if spend.reached_ms is not None:
+                    spent = spend.usd - self.spent_before
+                    say(f"producer: budget reached: spent US${spent:.4f} of US${self.options.budget_usd:g}")
+                    return 0
             self.crashed = children.dead()
             if self.crashed:
                 say(f"producer: {', '.join(self.crashed)} exited unexpectedly")
@@ -352,6 +367,7 @@ def run_command(args: argparse.Namespace) -> int:
     options = RunOptions(
         job=job_options(args),
         concurrency=args.concurrency,
+        budget_usd=args.budget_usd,
         orchestrator=f"{args.orchestrator[0]}:{args.orchestrator[1]}" if args.orchestrator else None,
     )
     environ = dict(os.environ)

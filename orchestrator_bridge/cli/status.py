@@ -49,6 +49,17 @@ def watch(fleet: Fleet) -> int:
             time.sleep(WATCH_INTERVAL_S)
 
 
+def spending(status: FleetStatus) -> str:
+    text = f"spent US${status.spent_usd:.4f}"
+    if status.budget_usd is not None:
+        text += f" of a US${status.budget_usd:g} budget" + (
+            " (reached: stopped)" if status.budget_reached else ""
+        )
+    if status.unique_per_usd is not None:
+        text += f"; {status.unique_per_usd:g} unique attributes per US$"
+    return text
+
+
 def render(status: FleetStatus) -> str:
     lines = [
         f"producer {status.producer_id}: {status.phase}"
@@ -60,6 +71,7 @@ def render(status: FleetStatus) -> str:
         f"attributes {status.counters.get('attributes_appended', 0)}",
         f"workers ({len(status.workers)}): {', '.join(status.workers) or 'none alive'}",
     ]
+    lines.append(spending(status))
     lines += [f"waiting: {reason}" for reason in status.waiting_reasons]
     if status.bridge:
         b = status.bridge

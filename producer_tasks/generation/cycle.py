@@ -33,11 +33,12 @@ from producer_tasks.lanes import (
 )
 from producer_tasks.records import BatchRecord, LLMResponse, MetadataRecord, Phase, ProviderStatus
 from producer_tasks.runtime import Runtime
-from producer_tasks.state import bloom, outcomes, ratelimit, stream
+from producer_tasks.state import bloom, control, outcomes, ratelimit, stream
 from producer_tasks.state.fleet import FleetView
 from producer_tasks.state.scripts import ScriptCall
 
 log = logging.getLogger(__name__)
+BUDGET_SPENT = -2  # the claim's answer when PRODUCER_BUDGET_USD is reached
 PERSIST_DEADLINE_S = 120.0  # how long a paid-for response waits for Redis before the cycle gives up
 PERSIST_BACKOFF_MAX_S = 5.0
 
@@ -96,6 +97,11 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
     if wait_ms > 0:
         return _park(rt, lane=lane, token=token, reason=f"{WAIT_RATE_LIMIT} ({provider})", wait_ms=wait_ms)
     claimed = rt.lanes.claim(lane=lane, token=token, worker=worker, epoch=epoch)
+    if claimed == BUDGET_SPENT:  # PRODUCER_BUDGET_USD reached: no new call, the fleet stops
+        log.warning("budget of US$%s reached: stopping the producer", settings.budget_usd)
+        control.stop(fleet)
+        rt.lanes.release(lane=lane, token=token)
+        return Outcome.STOPPED
     if claimed != 1:  # Stop or a new topic arrived a moment ago: nothing is spent
         return Outcome.STALE if claimed < 0 else Outcome.STOPPED
     failures = view.lanes[lane].failures

@@ -69,6 +69,23 @@ def parse_state(data: str | None, phase: str | None, epoch: str | None) -> Topic
     return state.model_copy(update={"phase": Phase(phase or state.phase), "epoch": int(epoch or state.epoch)})
 
 
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What this producer id spent (US$), and when and at which budget it stopped."""
+
+    usd: float = 0.0
+    reached_ms: int | None = None
+    budget_usd: float | None = None
+
+
+def parse_spend(raw: dict[str, str]) -> Spend:
+    return Spend(
+        usd=float(raw.get("usd", 0.0)),
+        reached_ms=int(raw["reached_ms"]) if raw.get("reached_ms") else None,
+        budget_usd=float(raw["budget"]) if raw.get("budget") else None,
+    )
+
+
 def parse_health(raw: dict[str, str]) -> HealthRecord:
     if not raw:
         return HealthRecord()
@@ -110,10 +127,12 @@ class Fleet:
         *,
         lease_ms: int = 5000,
         providers: tuple[str, ...] = PROVIDERS,
+        budget_usd: float | None = None,
     ) -> None:
         # decode_responses=True: every reply is text (the bloom bits are only touched by commands)
         self.redis: Any = client
         self.providers = providers  # the fleet's named providers (Settings.provider_names)
+        self.budget_usd = budget_usd  # PRODUCER_BUDGET_USD, for status
         self.keys = Keys(producer_id)
         self.producer_id = producer_id
         self.lease_ms = lease_ms
@@ -126,6 +145,7 @@ class Fleet:
             settings.id,
             lease_ms=int(settings.lane_lease_s * 1000),
             providers=settings.provider_names,
+            budget_usd=settings.budget_usd,
         )
 
     def close(self) -> None:
@@ -195,6 +215,10 @@ class Fleet:
             now_ms=now,
             stats=stats,
         )
+
+    @translated("read spend")
+    def read_spend(self) -> Spend:
+        return parse_spend(self.redis.hgetall(self.keys.spend))
 
     @translated("read health")
     def read_health(self, provider: str) -> HealthRecord:
@@ -326,13 +350,16 @@ class Fleet:
         reason: str = "",
         failures: int = -1,
         epoch: int | None = None,
+        budget_usd: float | None = None,
     ) -> int:
-        """1 done; 0 the producer stopped or the topic changed (lane released); -1 stale token."""
+        """1 done; 0 the producer stopped or the topic changed (lane released); -1 stale token;
+        -2 (to running only) the budget is spent."""
         return int(
             self.call(
                 scripts.Transition(
                     state_key=self.keys.state,
                     lanes_key=self.keys.lanes,
+                    spend_key=self.keys.spend,
                     lane=lane,
                     token=token,
                     status=status.value,
@@ -342,6 +369,7 @@ class Fleet:
                     reason=reason,
                     failures=failures,
                     epoch=epoch,
+                    budget_usd=budget_usd or 0,
                 )
             )
         )

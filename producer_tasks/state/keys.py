@@ -43,6 +43,12 @@ class Keys:
         return f"{self.prefix}workers"
 
     @property
+    def spend(self) -> str:
+        """Hash: ``usd`` spent by every call of this producer id so far; ``reached_ms`` and
+        ``budget`` once PRODUCER_BUDGET_USD was reached."""
+        return f"{self.prefix}spend"
+
+    @property
     def beat_lease(self) -> str:
         """String: the beat process that schedules now (its lease; others stand by)."""
         return f"{self.prefix}beat_lease"

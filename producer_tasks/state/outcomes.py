@@ -42,6 +42,7 @@ def outcome_call(
         health_key=fleet.keys.health(provider),
         stats_key=fleet.keys.stats(provider),
         history_key=fleet.keys.history,
+        spend_key=fleet.keys.spend,
         once_key=fleet.keys.once(call_id or uuid.uuid4().hex, "outcome"),
         success=success,
         now_ms=now_ms(),

@@ -99,6 +99,7 @@ class Transition(Script):
 
     state_key: str
     lanes_key: str
+    spend_key: str
     lane: int
     token: str
     status: str
@@ -108,6 +109,7 @@ class Transition(Script):
     reason: str
     failures: int  # -1 = keep
     epoch: int | None  # None = do not check
+    budget_usd: float  # 0 = none; checked when moving to running (-2: spent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,7 @@ class Outcome(Script):
     stats_key: str
     history_key: str
     once_key: str  # per call: a resent call counts once
+    spend_key: str
     success: bool
     now_ms: int
     response_ms: float

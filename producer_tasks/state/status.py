@@ -61,6 +61,10 @@ class FleetStatus(BaseModel):
     bloom: dict[str, Any] | None
     bridge: dict[str, str]
     counters: dict[str, int]
+    spent_usd: float = 0.0  # every call of this producer id so far, at the providers' prices
+    budget_usd: float | None = None  # PRODUCER_BUDGET_USD
+    budget_reached: bool = False
+    unique_per_usd: float | None = None  # attributes appended per dollar spent
 
 
 def snapshot(fleet: Fleet) -> FleetStatus:
@@ -114,6 +118,9 @@ def snapshot(fleet: Fleet) -> FleetStatus:
             "filtered_candidates": counts.filtered_candidates,
             "last_filter_update_ms": counts.last_filter_update_ms,
         }
+    spend = fleet.read_spend()
+    counters = fleet.read_counters()
+    attributes = counters.get("attributes_appended", 0)
     return FleetStatus(
         producer_id=fleet.producer_id,
         topic=view.state.topic,
@@ -129,7 +136,11 @@ def snapshot(fleet: Fleet) -> FleetStatus:
         providers=providers,
         bloom=bloom_view,
         bridge=bridge_info,
-        counters=fleet.read_counters(),
+        counters=counters,
+        spent_usd=round(spend.usd, 6),
+        budget_usd=spend.budget_usd if spend.reached_ms is not None else fleet.budget_usd,
+        budget_reached=spend.reached_ms is not None,
+        unique_per_usd=round(attributes / spend.usd, 1) if spend.usd > 0 else None,
     )
 
 

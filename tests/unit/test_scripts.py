@@ -37,6 +37,7 @@ def test_a_call_carries_keys_and_typed_arguments_in_order() -> None:
     call = Transition(
         state_key="s",
         lanes_key="l",
+        spend_key="$",
         lane=3,
         token="t",
         status="running",
@@ -46,7 +47,8 @@ def test_a_call_carries_keys_and_typed_arguments_in_order() -> None:
         reason="",
         failures=-1,
         epoch=None,
+        budget_usd=2.5,
     ).call()
     assert call.name == "transition"
-    assert call.keys == ("s", "l")
-    assert call.args == (3, "t", "running", "w", 5, 0, "", -1, "")
+    assert call.keys == ("s", "l", "$")
+    assert call.args == (3, "t", "running", "w", 5, 0, "", -1, "", 2.5)

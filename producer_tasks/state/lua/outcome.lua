@@ -5,7 +5,7 @@
 -- (rate_limited) is no sign of ill health: it sets the cooldown and makes the provider
 -- degraded, but does not count towards unhealthy. Health checks are not requests.
 -- Idempotent: once_key makes a resent call a no-op (it answers the current status).
-local health_key, stats_key, history_key, once_key = unpack(KEYS)
+local health_key, stats_key, history_key, once_key, spend_key = unpack(KEYS)
 local success, now_ms, response_ms, prompt_tokens, completion_tokens, candidates, unique,
       unhealthy_after, cooldown_until_ms, error, history_json, history_size,
       counts_as_request, alpha, rate_limited, once_ttl_ms, cost_usd = unpack(ARGV)
@@ -38,7 +38,10 @@ if success then
     redis.call('HINCRBYFLOAT', stats_key, 'total_response_ms', response_ms)
     redis.call('HINCRBY', stats_key, 'prompt_tokens', prompt_tokens)
     redis.call('HINCRBY', stats_key, 'completion_tokens', completion_tokens)
-    if tonumber(cost_usd) > 0 then redis.call('HINCRBYFLOAT', stats_key, 'cost_usd', cost_usd) end
+    if tonumber(cost_usd) > 0 then
+      redis.call('HINCRBYFLOAT', stats_key, 'cost_usd', cost_usd)
+      redis.call('HINCRBYFLOAT', spend_key, 'usd', cost_usd)  -- what PRODUCER_BUDGET_USD caps
+    end
     redis.call('HINCRBY', stats_key, 'candidates', candidates)
     redis.call('HINCRBY', stats_key, 'unique_contributions', unique)
     redis.call('HINCRBY', health_key, 'successes', 1)

@@ -2,9 +2,12 @@
 -- failures -1 = keep; epoch "" = do not check.
 -- "running" additionally requires phase == running and the epoch to match: that is the
 -- moment a cycle is allowed to spend tokens.
--- Returns 1 on success, 0 when stopped/old epoch (lane released), -1 when the token is stale.
-local state_key, lanes_key = unpack(KEYS)
-local lane, token, status, worker, now_ms, until_ms, reason, failures, epoch = unpack(ARGV)
+-- "running" with a budget (> 0): refused once the producer's spend reached it (the
+-- budget is recorded as reached; no new call starts anywhere in the fleet).
+-- Returns 1 on success, 0 when stopped/old epoch (lane released), -1 when the token is
+-- stale, -2 when the budget is spent (nothing changed: the caller stops the fleet).
+local state_key, lanes_key, spend_key = unpack(KEYS)
+local lane, token, status, worker, now_ms, until_ms, reason, failures, epoch, budget_usd = unpack(ARGV)
 --!include _release_lane.lua
 failures = tonumber(failures)
 local raw = redis.call('HGET', lanes_key, lane)
@@ -20,6 +23,16 @@ if status == 'running' or status == 'waiting' then
   end
 end
 if status == 'reserved' and record.status ~= 'queued' then return -1 end
+local budget = tonumber(budget_usd) or 0
+if status == 'running' and budget > 0 then
+  local spent = tonumber(redis.call('HGET', spend_key, 'usd') or '0')
+  if spent >= budget then
+    if redis.call('HSETNX', spend_key, 'reached_ms', now_ms) == 1 then
+      redis.call('HSET', spend_key, 'budget', budget_usd)
+    end
+    return -2
+  end
+end
 record.status = status
 record.worker = worker
 record.since_ms = tonumber(now_ms)
