@@ -6,7 +6,7 @@ import importlib
 import json
 import sys
 
-ALL = ("codec", "fleet", "bridge", "bloom", "adaptive", "startup")
+ALL = ("codec", "fleet", "bridge", "bloom", "adaptive", "startup", "neardup")
 
 
 def main(argv: list[str]) -> int:

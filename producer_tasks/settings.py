@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     bloom_filter: bool = Field(
         False, description="Pre-filter candidates with the shared bloom filter (`producer run` turns it on)"
     )
+    near_duplicates: bool = Field(
+        True,
+        description="With the bloom filter: also drop surface variants of known attributes "
+        "(case, accents, punctuation, '(PDO)', articles, plurals; README: Near-duplicates)",
+    )
     bloom_capacity: int = Field(1_000_000, ge=1, description="Items the producer's own filter is sized for")
     bloom_error_rate: float = Field(0.01, gt=0, lt=1, description="Target false-positive rate of that filter")
     selection: Literal["static", "adaptive"] = Field(

@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from producer_tasks.bloomhash import bit_indices, optimal_parameters
+from producer_tasks.canonical import canonical
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, StateError
 from producer_tasks.records import BloomCounts
@@ -101,7 +102,12 @@ def ensure_filter(fleet: Fleet, settings: Settings) -> FilterShape:
     shape = read_shape(fleet)
     if shape is not None:
         return shape
-    num_bits, num_hashes = optimal_parameters(settings.bloom_capacity, settings.bloom_error_rate)
+    # the near-duplicate check adds a canonical form per item, and a new item passes only if
+    # neither form is a false positive: twice the items at half the rate keep the target
+    forms = 2 if settings.near_duplicates else 1
+    num_bits, num_hashes = optimal_parameters(
+        settings.bloom_capacity * forms, settings.bloom_error_rate / forms
+    )
     meta = fleet.keys.bloom_meta
     with redis_errors("create bloom filter"), fleet.redis.pipeline(transaction=True) as pipe:
         try:
@@ -202,6 +208,19 @@ def _command(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
 
 
+CANONICAL_DOMAIN = "\x1f"  # canonical forms hash apart from exact ones, in the same bitmap
+
+
+def _keys(candidates: list[str], near_duplicates: bool) -> list[str]:
+    """What each candidate sets: its exact form, then (near-duplicate check) its canonical one."""
+    if not near_duplicates:
+        return candidates
+    keys: list[str] = []
+    for candidate in candidates:
+        keys += (candidate, CANONICAL_DOMAIN + canonical(candidate))
+    return keys
+
+
 def _bitfield_command(key: str, candidates: list[str], shape: FilterShape) -> bytes:
     """``BITFIELD key SET u1 <offset> 1 …`` as RESP bytes.
 
@@ -262,6 +281,7 @@ def check_and_add(
     cycle's append counts them), they are applied here in a second round trip.
     """
     meta = fleet.keys.bloom_meta
+    near = settings.near_duplicates
     retried = False
     for _ in range(5):
         shape = _shapes.get(meta) or ensure_filter(fleet, settings)
@@ -275,7 +295,7 @@ def check_and_add(
                 journal.call_id.encode(),
                 journal.entry.encode(),
             )
-        payload += _bitfield_command(key, candidates, shape) + _command(
+        payload += _bitfield_command(key, _keys(candidates, near), shape) + _command(
             b"HMGET", meta.encode(), b"generation", b"loaded_ms", b"total_candidates", b"filtered_candidates"
         )
         if journal is not None:
@@ -302,8 +322,15 @@ def check_and_add(
             continue
         if not journalled and not retried:  # a lost reply: this call's bits may be set already
             return FilterResult(candidates, counts, checked=0, filtered=0)
+        # new = some bit of its exact form was 0 and (near-duplicate check) some bit of its
+        # canonical form too: BITFIELD runs its SETs in order, so the second of two variants
+        # in one batch sees the first one's bits
         k = shape.num_hashes
-        new = [not all(old_bits[i * k : (i + 1) * k]) for i in range(len(candidates))]
+        seen = [all(old_bits[i * k : (i + 1) * k]) for i in range(len(old_bits) // k)]
+        if near:
+            new = [not (seen[2 * i] or seen[2 * i + 1]) for i in range(len(candidates))]
+        else:
+            new = [not s for s in seen]
         passed = [c for c, is_new in zip(candidates, new, strict=True) if is_new]
         filtered = len(candidates) - len(passed)
         result = FilterResult(
