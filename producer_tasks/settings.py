@@ -173,6 +173,14 @@ class Settings(BaseSettings):
     bloom_filter: bool = Field(
         False, description="Pre-filter candidates with the shared bloom filter (`producer run` turns it on)"
     )
+    prompt_strategy: Literal["novelty", "fixed"] = Field(
+        "novelty",
+        description="`novelty`: each prompt also lists known items to avoid (most repeated first, "
+        "the rest rotating); `fixed`: the orchestrator's template and one variety sentence",
+    )
+    avoid_tokens: int = Field(
+        300, ge=0, le=20_000, description="Most tokens the novelty prompts' avoid list may add to a prompt"
+    )
     near_duplicates: bool = Field(
         True,
         description="With the bloom filter: also drop surface variants of known attributes "

@@ -20,7 +20,7 @@ from enum import StrEnum
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import NoUsableProviderError, ProviderError, RateLimitedError, StateError
 from producer_tasks.generation.parsing import parse_response
-from producer_tasks.generation.prompt import build_prompt
+from producer_tasks.generation.prompt import avoid_section, build_prompt
 from producer_tasks.generation.providers import GenerationRequest, generate
 from producer_tasks.health import backoff_s
 from producer_tasks.lanes import (
@@ -33,7 +33,7 @@ from producer_tasks.lanes import (
 )
 from producer_tasks.records import BatchRecord, LLMResponse, MetadataRecord, Phase, ProviderStatus
 from producer_tasks.runtime import Runtime
-from producer_tasks.state import bloom, control, outcomes, ratelimit, stream
+from producer_tasks.state import bloom, control, novelty, outcomes, ratelimit, stream
 from producer_tasks.state.fleet import FleetView
 from producer_tasks.state.scripts import ScriptCall
 
@@ -91,7 +91,14 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
         return stopped
     state = view.state
     generation = state.generation
-    prompt = build_prompt(state.prompt, topic=state.topic, batch_size=generation.batch_size)
+    avoid = ""
+    if settings.prompt_strategy == "novelty" and settings.avoid_tokens > 0:
+        try:
+            most_repeated, others = novelty.avoid_candidates(fleet)
+            avoid = avoid_section(most_repeated, others, budget_tokens=settings.avoid_tokens)
+        except StateError as exc:  # a prompt without the list is still a good prompt
+            log.warning("novelty record not read: %s", exc)
+    prompt = build_prompt(state.prompt, topic=state.topic, batch_size=generation.batch_size, avoid=avoid)
     estimated = ratelimit.estimate_tokens(prompt, generation.max_tokens)
     wait_ms = ratelimit.acquire(fleet, settings, provider, tokens=estimated)
     if wait_ms > 0:
@@ -222,6 +229,16 @@ def _persist(
                 call_id=token,
                 checked=checked.checked if checked else 0,
                 filtered=checked.filtered if checked else 0,
+            )
+        )
+    if rt.settings.prompt_strategy == "novelty":  # what the next prompts steer away from
+        passed = set(batch.attributes)
+        calls.append(
+            novelty.remember_call(
+                fleet,
+                epoch=batch.epoch,
+                delivered=batch.attributes,
+                repeated=[c for c in candidates if c not in passed] if checked is not None else [],
             )
         )
     return fleet.run(*calls), batch.attributes

@@ -1,14 +1,52 @@
-"""Prompt building: the orchestrator's template plus a variety instruction."""
+"""Prompt building: the orchestrator's template, a variety instruction, and (novelty
+strategy) a bounded list of what is already known, to steer the model away from it."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable
 
 VARIETY_INSTRUCTION = (
     "Generate {batch_size} unique, specific examples. Focus on variety and avoid generic "
     "responses. Each entry should be on its own line."
 )
+AVOID_HEADER = "Already known, do not repeat any of these: "
+AVOID_SEPARATOR = "; "
 
 
-def build_prompt(template: str, *, topic: str, batch_size: int) -> str:
-    """Substitute ``{topic}`` and ``{batch_size}`` (nothing else) and add the instruction."""
+def build_prompt(template: str, *, topic: str, batch_size: int, avoid: str = "") -> str:
+    """Substitute ``{topic}`` and ``{batch_size}`` (nothing else), add the instruction and
+    the avoid section (``avoid_section``), if any."""
     base = template.replace("{topic}", topic).replace("{batch_size}", str(batch_size))
-    return f"{base}\n\n{VARIETY_INSTRUCTION.format(batch_size=batch_size)}"
+    prompt = f"{base}\n\n{VARIETY_INSTRUCTION.format(batch_size=batch_size)}"
+    return f"{prompt}\n\n{avoid}" if avoid else prompt
+
+
+def estimate_tokens(text: str) -> int:
+    """A generous token count (3 characters a token; real tokenizers average about 4)."""
+    return math.ceil(len(text) / 3)
+
+
+def avoid_section(most_repeated: Iterable[str], others: Iterable[str], *, budget_tokens: int) -> str:
+    """ "Already known, do not repeat any of these: a; b; …" within ``budget_tokens``
+    (``estimate_tokens``): the most repeated items first, up to half the budget, then the
+    others; "" when nothing fits."""
+    header = estimate_tokens(AVOID_HEADER)
+    if budget_tokens <= header:
+        return ""
+    chosen: list[str] = []
+    seen: set[str] = set()
+    used = len(AVOID_HEADER)
+    limit = budget_tokens * 3  # in characters, as estimate_tokens counts them
+    for items, share in ((most_repeated, 0.5), (others, 1.0)):
+        for item in items:
+            text = " ".join(item.replace(AVOID_SEPARATOR.strip(), ",").split())
+            cost = len(text) + (len(AVOID_SEPARATOR) if chosen else 0)
+            if not text or text in seen:
+                continue
+            if used + cost > limit * share:
+                break
+            chosen.append(text)
+            seen.add(text)
+            used += cost
+    return AVOID_HEADER + AVOID_SEPARATOR.join(chosen) if chosen else ""

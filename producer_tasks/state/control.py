@@ -122,6 +122,7 @@ def _transact(
                     pipe.delete(keys.lanes)  # lanes of the old topic are stale
                     pipe.xtrim(keys.batches, maxlen=0)  # its backlog must never reach the new topic
                     pipe.delete(keys.window)  # nor its resend window
+                    pipe.delete(keys.known)  # nor what its prompts steered away from
                     for call in bloom.drop_calls(bloom_generation, fleet):  # nor its filter
                         pipe.execute_command(*call.args)
                 pipe.execute()

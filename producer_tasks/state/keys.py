@@ -43,6 +43,12 @@ class Keys:
         return f"{self.prefix}workers"
 
     @property
+    def known(self) -> str:
+        """Sorted set: the current topic's delivered items -> times they came back (novelty
+        prompts' "already known" record; dropped with the topic)."""
+        return f"{self.prefix}known"
+
+    @property
     def spend(self) -> str:
         """Hash: ``usd`` spent by every call of this producer id so far; ``reached_ms`` and
         ``budget`` once PRODUCER_BUDGET_USD was reached."""

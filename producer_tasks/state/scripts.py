@@ -173,6 +173,19 @@ class RateLimit(Script):
 
 
 @dataclass(frozen=True, slots=True)
+class Remember(Script):
+    """Record delivered and repeated items of the current topic (novelty prompts)."""
+
+    state_key: str
+    known_key: str
+    epoch: int
+    delivered_json: str
+    repeated_json: str
+    cap: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Lease(Script):
     """Take or renew a lease held by one owner at a time; 1 when the caller holds it."""
 
@@ -181,7 +194,7 @@ class Lease(Script):
     ttl_ms: int
 
 
-WRAPPERS: tuple[type[Script], ...] = (Assign, Transition, Deliver, Outcome, RateLimit, Lease)
+WRAPPERS: tuple[type[Script], ...] = (Assign, Transition, Deliver, Outcome, RateLimit, Lease, Remember)
 
 
 def script_files() -> dict[str, str]:

@@ -1,0 +1,88 @@
+"""Novelty prompts against a real Redis (Celery eager): the record, the prompt, the topic."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from producer_tasks.generation.cycle import Outcome
+from producer_tasks.generation.prompt import AVOID_HEADER, estimate_tokens
+from producer_tasks.state import novelty
+from tests.conftest import make_runtime, provider_env
+from tests.fakellm import FakeLLM
+from tests.redis.eager import run_next, serve, start
+
+pytestmark = pytest.mark.usefixtures("eager")
+
+
+def prompts(fake: FakeLLM) -> list[str]:
+    return [str(r.body["messages"][0]["content"]) for r in fake.requests if "/chat" in r.path]
+
+
+def test_prompts_list_what_is_known_within_budget_and_forget_it_with_the_topic(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    fake_llm.set("openai", vocabulary=30)  # a model with few favourites: it soon repeats itself
+    rt, rec = make_runtime(
+        redis_url,
+        PRODUCER_CONCURRENCY="1",
+        PRODUCER_BLOOM_FILTER="true",
+        PRODUCER_AVOID_TOKENS="60",
+        **provider_env(fake_llm),
+    )
+    installed_runtime(rt)
+    serve(rt, "openai")
+    start(rt, weights={"openai": 1.0})
+    rt.lanes.reconcile()
+    for _ in range(6):
+        assert run_next(rec) in (Outcome.DELIVERED, Outcome.EMPTY)
+    first, *later = prompts(fake_llm)
+    assert AVOID_HEADER not in first  # nothing known yet
+    assert all(AVOID_HEADER in p for p in later)
+    for prompt in later:
+        section = prompt[prompt.index(AVOID_HEADER) :]
+        assert estimate_tokens(section) <= 60  # never beyond PRODUCER_AVOID_TOKENS
+        assert prompt.startswith("List 10 cheese\n\n")  # the orchestrator's template, unchanged
+    most, others = novelty.avoid_candidates(rt.fleet)
+    assert most  # repeats were counted: the model's favourites
+    assert rt.fleet.redis.zscore(rt.fleet.keys.known, most[0]) >= 1
+    known = set(most) | set(others)
+    delivered = {a for _, fields in rt.fleet.redis.xrange(rt.fleet.keys.batches) for a in _attributes(fields)}
+    assert delivered and delivered <= known  # every delivered item is in the record (30 < its cap)
+    # a new topic: the record is dropped, and a late cycle of the old topic records nothing
+    start(rt, weights={"openai": 1.0}, topic="towns")
+    assert not rt.fleet.redis.exists(rt.fleet.keys.known)
+    old_epoch = rt.fleet.read_state().epoch - 1
+    rt.fleet.run(novelty.remember_call(rt.fleet, epoch=old_epoch, delivered=["Brie"], repeated=["Gouda"]))
+    assert not rt.fleet.redis.exists(rt.fleet.keys.known)
+    rec.sent.clear()
+    rt.lanes.reconcile()
+    run_next(rec)
+    assert AVOID_HEADER not in prompts(fake_llm)[-1]
+
+
+def test_fixed_strategy_sends_the_template_only(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    fake_llm.set("openai", vocabulary=30)
+    rt, rec = make_runtime(
+        redis_url,
+        PRODUCER_CONCURRENCY="1",
+        PRODUCER_BLOOM_FILTER="true",
+        PRODUCER_PROMPT_STRATEGY="fixed",
+        **provider_env(fake_llm),
+    )
+    installed_runtime(rt)
+    serve(rt, "openai")
+    start(rt, weights={"openai": 1.0})
+    rt.lanes.reconcile()
+    for _ in range(3):
+        run_next(rec)
+    assert len(set(prompts(fake_llm))) == 1 and AVOID_HEADER not in prompts(fake_llm)[0]
+    assert not rt.fleet.redis.exists(rt.fleet.keys.known)
+
+
+def _attributes(fields: dict[str, str]) -> list[str]:
+    return list(json.loads(fields["data"])["attributes"])
