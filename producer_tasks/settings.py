@@ -174,9 +174,9 @@ class Settings(BaseSettings):
         False, description="Pre-filter candidates with the shared bloom filter (`producer run` turns it on)"
     )
     prompt_strategy: Literal["novelty", "fixed"] = Field(
-        "novelty",
-        description="`novelty`: each prompt also lists known items to avoid (most repeated first, "
-        "the rest rotating); `fixed`: the orchestrator's template and one variety sentence",
+        "fixed",
+        description="`fixed`: the orchestrator's template and one variety sentence; `novelty`: each "
+        "prompt also lists known items to avoid (most repeated first, the rest rotating)",
     )
     avoid_tokens: int = Field(
         300, ge=0, le=20_000, description="Most tokens the novelty prompts' avoid list may add to a prompt"

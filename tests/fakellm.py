@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from producer_tasks.generation import mock
+from producer_tasks.generation.prompt import AVOID_HEADER, AVOID_SEPARATOR
 
 API_KEY = "sk-test-fake-0123456789"
 
@@ -39,6 +40,10 @@ class Behaviour:
     seconds: float | None = None  # how long it applies (from the first request); then "ok"
     first_at: float | None = None
     text: str | None = None  # a fixed answer instead of drawn items
+    batch: int = 10  # items per answer
+    skew: float = mock.SKEW  # higher: the model's favourites come up more often
+    obey: float = 0.0  # chance that an item the prompt lists as known is drawn again instead
+    usage_from_text: bool = False  # usage counts the prompt and the answer (4 characters a token)
 
 
 @dataclass
@@ -124,11 +129,24 @@ class FakeLLM:
                     )
             return behaviour
 
-    def content(self, behaviour: Behaviour, batch: int) -> str:
+    def content(self, behaviour: Behaviour, batch: int, prompt: str = "") -> str:
         if behaviour.text is not None:
             return behaviour.text
+        avoid: set[str] = set()
+        if behaviour.obey and AVOID_HEADER in prompt:  # a model that mostly follows the list
+            listed = prompt[prompt.index(AVOID_HEADER) + len(AVOID_HEADER) :].split("\n", 1)[0]
+            avoid = {item.strip() for item in listed.split(AVOID_SEPARATOR.strip())}
+        items: list[str] = []
         with self.lock:
-            items = mock.draw(behaviour.topic, batch, vocabulary=behaviour.vocabulary, rng=self.rng)
+            for _ in range(batch * 200):
+                (item,) = mock.draw(
+                    behaviour.topic, 1, vocabulary=behaviour.vocabulary, rng=self.rng, skew=behaviour.skew
+                )
+                if item in avoid and self.rng.random() < behaviour.obey:
+                    continue
+                items.append(item)
+                if len(items) == batch:
+                    break
         return "Here you go:\n" + "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))
 
 
@@ -239,8 +257,14 @@ class _Handler(BaseHTTPRequestHandler):
             if api == "openai":
                 return {"id": model, "object": "model", "created": 0, "owned_by": "fake"}
             return {"id": model, "type": "model", "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
-        text = self.owner.content(behaviour, 10) if behaviour.mode != "no_choices" else ""
+        prompt = str((body.get("messages") or [{}])[0].get("content", ""))
+        text = (
+            self.owner.content(behaviour, behaviour.batch, prompt) if behaviour.mode != "no_choices" else ""
+        )
         model = str(body.get("model", "fake-model"))
+        usage = (11, 42) if api == "openai" else (13, 40)
+        if behaviour.usage_from_text:
+            usage = (len(prompt) // 4 + 1, len(text) // 4 + 1)
         if api == "openai":
             return {
                 "id": "chatcmpl-fake",
@@ -252,7 +276,11 @@ class _Handler(BaseHTTPRequestHandler):
                 else [
                     {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
                 ],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 42, "total_tokens": 53},
+                "usage": {
+                    "prompt_tokens": usage[0],
+                    "completion_tokens": usage[1],
+                    "total_tokens": sum(usage),
+                },
             }
         return {
             "id": "msg_fake",
@@ -262,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
             "content": [{"type": "text", "text": text}] if text else [],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": 13, "output_tokens": 40},
+            "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
         }
 
 

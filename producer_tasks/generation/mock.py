@@ -89,8 +89,8 @@ def _gcd(a: int, b: int) -> int:
     return a
 
 
-def draw(topic: str, count: int, *, vocabulary: int, rng: random.Random) -> list[str]:
-    return [attribute(topic, int(vocabulary * rng.random() ** SKEW)) for _ in range(count)]
+def draw(topic: str, count: int, *, vocabulary: int, rng: random.Random, skew: float = SKEW) -> list[str]:
+    return [attribute(topic, int(vocabulary * rng.random() ** skew)) for _ in range(count)]
 
 
 def render(items: list[str], topic: str, rng: random.Random) -> str:

@@ -12,6 +12,7 @@ VARIETY_INSTRUCTION = (
 )
 AVOID_HEADER = "Already known, do not repeat any of these: "
 AVOID_SEPARATOR = "; "
+MOST_REPEATED_SHARE = 0.8  # of the avoid budget; the rest rotates through the other known items
 
 
 def build_prompt(template: str, *, topic: str, batch_size: int, avoid: str = "") -> str:
@@ -29,8 +30,9 @@ def estimate_tokens(text: str) -> int:
 
 def avoid_section(most_repeated: Iterable[str], others: Iterable[str], *, budget_tokens: int) -> str:
     """ "Already known, do not repeat any of these: a; b; …" within ``budget_tokens``
-    (``estimate_tokens``): the most repeated items first, up to half the budget, then the
-    others; "" when nothing fits."""
+    (``estimate_tokens``): the most repeated items first (the model's favourites, what it
+    would write next), up to ``MOST_REPEATED_SHARE`` of the budget, then the others; ""
+    when nothing fits."""
     header = estimate_tokens(AVOID_HEADER)
     if budget_tokens <= header:
         return ""
@@ -38,7 +40,7 @@ def avoid_section(most_repeated: Iterable[str], others: Iterable[str], *, budget
     seen: set[str] = set()
     used = len(AVOID_HEADER)
     limit = budget_tokens * 3  # in characters, as estimate_tokens counts them
-    for items, share in ((most_repeated, 0.5), (others, 1.0)):
+    for items, share in ((most_repeated, MOST_REPEATED_SHARE), (others, 1.0)):
         for item in items:
             text = " ".join(item.replace(AVOID_SEPARATOR.strip(), ",").split())
             cost = len(text) + (len(AVOID_SEPARATOR) if chosen else 0)

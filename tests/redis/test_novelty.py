@@ -30,6 +30,7 @@ def test_prompts_list_what_is_known_within_budget_and_forget_it_with_the_topic(
         PRODUCER_CONCURRENCY="1",
         PRODUCER_BLOOM_FILTER="true",
         PRODUCER_AVOID_TOKENS="60",
+        PRODUCER_PROMPT_STRATEGY="novelty",
         **provider_env(fake_llm),
     )
     installed_runtime(rt)

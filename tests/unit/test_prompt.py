@@ -33,7 +33,7 @@ def test_most_repeated_first_then_the_others_and_no_item_twice() -> None:
     assert section == AVOID_HEADER + "Brie; Gouda; Feta; Comté"
     assert avoid_section(["Brie"], [], budget_tokens=5) == ""  # the header alone does not fit
     assert "a, b" in avoid_section(["a; b"], [], budget_tokens=100)  # the separator stays a separator
-    # the most repeated take at most half the budget: the rotating part always has room
+    # the most repeated take at most 80 % of the budget: the rotating part always has room
     long = [f"Cheese number {i}" for i in range(100)]
     section = avoid_section(long, ["Rotating One"], budget_tokens=120)
     assert "Rotating One" in section
