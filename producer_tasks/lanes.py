@@ -73,22 +73,30 @@ def no_provider_reason(view: FleetView) -> str:
     return "; ".join(reasons) or "no provider has a weight above 0"
 
 
-def selection_weights(view: FleetView, *, adaptive: bool) -> dict[str, float]:
+def selection_weights(view: FleetView, *, adaptive: bool, per_dollar: bool = False) -> dict[str, float]:
     weights = dict(view.state.weights)
     if not adaptive or not view.stats:
         return weights
+    cost = None
+    if per_dollar:
+        cost = {p: s.cost_usd / s.successful_requests for p, s in view.stats.items() if s.successful_requests}
     return adaptive_weights(
         weights,
         novelty={p: s.ema_novelty for p, s in view.stats.items()},
         success={p: s.ema_success for p, s in view.stats.items()},
+        cost_per_request=cost,
     )
 
 
-def choose_provider(view: FleetView, *, adaptive: bool = False, rng: random.Random | None = None) -> str:
+def choose_provider(
+    view: FleetView, *, adaptive: bool = False, per_dollar: bool = False, rng: random.Random | None = None
+) -> str:
     eligible = eligible_providers(view)
     if not eligible:
         raise NoUsableProviderError(no_provider_reason(view))
-    return weighted_choice(eligible, selection_weights(view, adaptive=adaptive), rng=rng)
+    return weighted_choice(
+        eligible, selection_weights(view, adaptive=adaptive, per_dollar=per_dollar), rng=rng
+    )
 
 
 def queued_timeout_ms(settings: Settings) -> int:
@@ -119,7 +127,8 @@ class Lanes:
     ) -> None:
         self.fleet = fleet
         self.dispatcher = dispatcher
-        self.adaptive = settings.selection == "adaptive"
+        self.adaptive = settings.selection in ("adaptive", "adaptive-cost")
+        self.per_dollar = settings.selection == "adaptive-cost"
         self.queued_timeout_ms = queued_timeout_ms(settings)
         self.busy_limit_ms = round((settings.request_timeout_s + BUSY_GRACE_S) * 1000)
         self.rng = rng or random.Random()
@@ -129,7 +138,7 @@ class Lanes:
     def dispatch(self, view: FleetView, *, lane: int, expected: str, failures: int = -1) -> bool:
         """Choose a provider and send the lane's next cycle. False when nothing was sent."""
         try:
-            provider = choose_provider(view, adaptive=self.adaptive, rng=self.rng)
+            provider = choose_provider(view, adaptive=self.adaptive, per_dollar=self.per_dollar, rng=self.rng)
         except NoUsableProviderError as exc:
             if expected:
                 self.fleet.transition(

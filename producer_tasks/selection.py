@@ -44,19 +44,25 @@ def adaptive_weights(
     *,
     novelty: Mapping[str, float],
     success: Mapping[str, float],
+    cost_per_request: Mapping[str, float] | None = None,
     floor: float = 0.1,
 ) -> dict[str, float]:
     """Scale each weight by recent novelty and success rate (both in 0..1), floored.
 
-    The floor keeps every provider with a positive orchestrator weight selectable, so
-    its moving averages can recover.
+    With ``cost_per_request`` (US$, ``PRODUCER_SELECTION=adaptive-cost``) the factor is
+    novelty per dollar instead, relative to the best provider's (a free provider counts as
+    costing a tenth of the cheapest paid one). The floor keeps every provider with a
+    positive orchestrator weight selectable, so its moving averages can recover.
     """
+    factors = {name: novelty.get(name, 1.0) * success.get(name, 1.0) for name in weights}
+    paid = [c for c in (cost_per_request or {}).values() if c > 0]
+    if cost_per_request is not None and paid:
+        least = min(paid) / 10
+        per_dollar = {n: f / max(cost_per_request.get(n, 0.0), least) for n, f in factors.items()}
+        best = max(per_dollar.values(), default=0.0)
+        factors = {n: v / best if best > 0 else 1.0 for n, v in per_dollar.items()}
     result: dict[str, float] = {}
     for name, weight in weights.items():
         base = effective_weight(weight)
-        if base == 0:
-            result[name] = 0.0
-            continue
-        factor = novelty.get(name, 1.0) * success.get(name, 1.0)
-        result[name] = base * max(floor, min(1.0, factor))
+        result[name] = 0.0 if base == 0 else base * max(floor, min(1.0, factors[name]))
     return result

@@ -188,8 +188,10 @@ class Settings(BaseSettings):
     )
     bloom_capacity: int = Field(1_000_000, ge=1, description="Items the producer's own filter is sized for")
     bloom_error_rate: float = Field(0.01, gt=0, lt=1, description="Target false-positive rate of that filter")
-    selection: Literal["static", "adaptive"] = Field(
-        "static", description="`adaptive` scales weights by recent novelty and success"
+    selection: Literal["static", "adaptive", "adaptive-cost"] = Field(
+        "static",
+        description="`adaptive` scales weights by recent novelty and success; `adaptive-cost` by "
+        "novelty per dollar",
     )
     history_size: int = Field(100, ge=1, le=100_000, description="Generation attempts kept in Redis")
     max_response_chars: int = Field(

@@ -75,7 +75,7 @@ def _preflight(
         return _park(rt, lane=lane, token=token, reason=full, wait_ms=0)
     if provider not in eligible_providers(view):
         try:
-            other = choose_provider(view, adaptive=rt.adaptive, rng=rt.rng)
+            other = choose_provider(view, adaptive=rt.adaptive, per_dollar=rt.lanes.per_dollar, rng=rt.rng)
         except NoUsableProviderError as exc:
             return _park(rt, lane=lane, token=token, reason=f"{WAIT_NO_PROVIDER}: {exc}", wait_ms=1000)
         rt.lanes.send(lane=lane, expected=token, provider=other, epoch=epoch)

@@ -11,8 +11,8 @@ import pytest
 
 from producer_tasks import lanes
 from producer_tasks.generation.cycle import Outcome
-from producer_tasks.records import LaneStatus, Phase
-from producer_tasks.state import control
+from producer_tasks.records import LaneStatus, LLMResponse, Phase
+from producer_tasks.state import control, outcomes
 from producer_tasks.worker.heartbeat import Heartbeat
 from producer_tasks.worker.tasks import cycle
 from tests.conftest import make_runtime, provider_env
@@ -202,3 +202,28 @@ def test_the_beat_lease_has_one_holder_renews_expires_and_hands_over(mock_rt: An
     assert fleet.redis.get(key) == "beat-b"
     fleet.hold_lease(key, "beat-b", 0)  # warm shutdown: handed over at once
     assert fleet.hold_lease(key, "beat-a", 300)
+
+
+def test_adaptive_cost_selection_prefers_the_cheaper_provider_for_the_same_novelty(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    """Built-in prices: gpt-4o-mini (US$0.15/0.60) against claude-haiku-4-5 (US$1/5) per
+    million tokens; the same answers from both, so the same novelty."""
+    rt, _ = make_runtime(redis_url, PRODUCER_SELECTION="adaptive-cost", **provider_env(fake_llm))
+    installed_runtime(rt)
+    serve(rt, "openai", "anthropic")
+    start(rt, weights={"openai": 1.0, "anthropic": 1.0})
+    answer = LLMResponse(
+        content="x", prompt_tokens=1000, completion_tokens=1000, model="m", response_time_ms=5
+    )
+    for provider in ("openai", "anthropic"):
+        outcomes.record_outcome(
+            rt.fleet, rt.settings, provider, success=True, response=answer, candidates=10, unique=5
+        )
+    view = rt.fleet.view(with_stats=True)
+    per_dollar = lanes.selection_weights(view, adaptive=True, per_dollar=True)
+    per_request = lanes.selection_weights(view, adaptive=True)
+    assert per_request["openai"] == pytest.approx(per_request["anthropic"])
+    # US$0.00075 against US$0.006 a call: anthropic's novelty per dollar is 1/8 of openai's
+    assert per_dollar["openai"] == 1.0 and per_dollar["anthropic"] == pytest.approx(0.125)
+    assert rt.lanes.per_dollar

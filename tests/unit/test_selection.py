@@ -64,3 +64,19 @@ def test_adaptive_weights_scale_and_floor() -> None:
     assert result["a"] == pytest.approx(1.8)
     assert result["b"] == pytest.approx(0.2)  # floored, never starved
     assert result["c"] == 0.0
+
+
+def test_adaptive_cost_weighs_novelty_per_dollar() -> None:
+    weights = {"cheap": 1.0, "dear": 1.0, "free": 1.0}
+    novelty = {"cheap": 0.5, "dear": 0.9, "free": 0.2}
+    success = {"cheap": 1.0, "dear": 1.0, "free": 1.0}
+    per_request = adaptive_weights(weights, novelty=novelty, success=success)
+    assert per_request["dear"] > per_request["cheap"] > per_request["free"]  # novelty alone
+    cost = {"cheap": 0.001, "dear": 0.01, "free": 0.0}
+    per_dollar = adaptive_weights(weights, novelty=novelty, success=success, cost_per_request=cost)
+    # novelty per US$: cheap 500, dear 90, free 0.2 / 0.0001 = 2,000 (a tenth of the cheapest paid)
+    assert per_dollar["free"] == 1.0
+    assert per_dollar["cheap"] == pytest.approx(0.25)
+    assert per_dollar["dear"] == 0.1  # 0.045: floored, still selectable
+    unpriced = adaptive_weights(weights, novelty=novelty, success=success, cost_per_request={"cheap": 0.0})
+    assert unpriced == per_request  # no prices known: per request, as before
