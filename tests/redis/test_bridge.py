@@ -112,8 +112,9 @@ class Setup:
     dispatcher: RecordingDispatcher
 
 
-@pytest.fixture
-async def setup(redis_url: str) -> AsyncIterator[Setup]:
+@contextlib.asynccontextmanager
+async def running_bridge(redis_url: str, **env: str) -> AsyncIterator[Setup]:
+    """A bridge (in this loop) connected to a scripted orchestrator; ``env``: more settings."""
     orchestrator = FakeOrchestrator()
     port = await orchestrator.start()
     settings = load_settings(
@@ -123,6 +124,7 @@ async def setup(redis_url: str) -> AsyncIterator[Setup]:
             "PRODUCER_STATUS_INTERVAL_S": "0.5",
             "PRODUCER_MAX_FRAME_BYTES": "65536",
             "PRODUCER_RECONNECT_MAX_S": "0.5",
+            **env,
         }
     )
     fleet = open_fleet(settings)
@@ -137,6 +139,12 @@ async def setup(redis_url: str) -> AsyncIterator[Setup]:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(task, timeout=10)
         await orchestrator.close()
+
+
+@pytest.fixture
+async def setup(redis_url: str) -> AsyncIterator[Setup]:
+    async with running_bridge(redis_url) as made:
+        yield made
 
 
 def batch(epoch: int, n: int, *, bloom_counts: BloomCounts | None = None) -> BatchRecord:

@@ -4,24 +4,21 @@ the official SDK against the fake server, Celery in eager mode)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import pytest
 
-from orchestrator_bridge.bridge import Bridge
 from orchestrator_bridge.protocol.codec import decode, encode
 from orchestrator_bridge.protocol.framing import frame, read_frame
 from orchestrator_bridge.protocol.messages import ErrorStatus, ProducerState, ProducerStatus
 from producer_tasks.generation.cycle import Outcome
 from producer_tasks.records import Phase
-from producer_tasks.settings import load_settings
 from producer_tasks.state import control
 from producer_tasks.state.status import snapshot
-from tests.conftest import RecordingDispatcher, make_runtime, open_fleet, provider_env
+from tests.conftest import make_runtime, provider_env
 from tests.fakellm import FakeLLM
 from tests.redis.eager import run_next, serve, start
-from tests.redis.test_bridge import START, FakeOrchestrator, status_matching
+from tests.redis.test_bridge import START, running_bridge, status_matching
 
 # the fake server reports 11 prompt and 42 completion tokens per call: US$1.10 a call here
 PRICED = {"PRODUCER_OPENAI_PRICE_INPUT_PER_MTOK": "100000", "PRODUCER_OPENAI_PRICE_OUTPUT_PER_MTOK": "0"}
@@ -56,22 +53,9 @@ def test_no_call_starts_once_the_budget_is_spent_and_the_fleet_stops(
 
 
 async def test_the_bridge_reports_the_budget_stop_once(redis_url: str) -> None:
-    orchestrator = FakeOrchestrator()
-    port = await orchestrator.start()
-    settings = load_settings(
-        {
-            "REDIS_URL": redis_url,
-            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
-            "PRODUCER_BUDGET_USD": "2",
-            "PRODUCER_STATUS_INTERVAL_S": "0.5",
-        }
-    )
-    fleet = open_fleet(settings)
-    fleet.heartbeat("w1@test", ["mock"])
-    bridge = Bridge(settings, fleet, RecordingDispatcher())
-    task = asyncio.create_task(bridge.run())
-    try:
-        reader, writer = await orchestrator.connection()
+    async with running_bridge(redis_url, PRODUCER_BUDGET_USD="2") as setup:
+        fleet = setup.fleet
+        reader, writer = await setup.orchestrator.connection()
         writer.write(frame(encode(START)))
         await status_matching(reader, ProducerState.RUNNING)
         fleet.redis.hset(fleet.keys.spend, mapping={"usd": "2.5", "reached_ms": "1", "budget": "2"})
@@ -84,8 +68,3 @@ async def test_the_bridge_reports_the_budget_stop_once(redis_url: str) -> None:
         for _ in range(3):  # periodic statuses: Stopped, never the Error again
             message = decode(await asyncio.wait_for(read_frame(reader), timeout=15))
             assert not (isinstance(message, ProducerStatus) and isinstance(message.status, ErrorStatus))
-    finally:
-        bridge.stopping.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(task, timeout=10)
-        await orchestrator.close()

@@ -83,7 +83,10 @@ def test_secrets_never_appear_in_repr_or_errors() -> None:
         ({"PRODUCER_CONCURRENCY": "many"}, "PRODUCER_CONCURRENCY: Input should be a valid integer"),
         ({"PRODUCER_CONCURRENCY": "0"}, "PRODUCER_CONCURRENCY: Input should be greater than or equal to 1"),
         ({"ORCHESTRATOR_ADDR": "localhost"}, "ORCHESTRATOR_ADDR: Value error, 'localhost' is not host:port"),
-        ({"PRODUCER_SELECTION": "smart"}, "PRODUCER_SELECTION: Input should be 'static', 'adaptive' or 'adaptive-cost'"),
+        (
+            {"PRODUCER_SELECTION": "smart"},
+            "PRODUCER_SELECTION: Input should be 'static', 'adaptive' or 'adaptive-cost'",
+        ),
         ({"PRODUCER_MOCK_FAILURE_RATE": "1.5"}, "PRODUCER_MOCK_FAILURE_RATE"),
         ({"PRODUCER_ID": "has space"}, "PRODUCER_ID: Value error, must not contain whitespace"),
         ({"PRODUCER_BLOOM_ERROR_RATE": "0"}, "PRODUCER_BLOOM_ERROR_RATE"),
