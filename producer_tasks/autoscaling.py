@@ -32,13 +32,12 @@ class ProviderDemand(BaseModel):
     demand_slots: int  # worker slots the fleet wants for this provider now
     slots: int  # slots of live workers consuming its queue
     lanes_waiting_for_slot: int  # dispatched to its queue, not yet taken by a worker
-    lanes_active: int  # taken by a worker (reserved or running)
 
 
-def desired_replicas(demand: ProviderDemand, slots_per_worker: int, *, minimum: int = 0) -> int:
+def desired_replicas(demand: ProviderDemand, slots_per_worker: int) -> int:
     """What KEDA's ``metrics-api`` scaler (target type AverageValue) makes of ``demand_slots``
     with ``targetValue`` = the worker's ``-c``: ``ceil(demand / slots per worker)``."""
-    return max(minimum, math.ceil(demand.demand_slots / slots_per_worker))
+    return math.ceil(demand.demand_slots / slots_per_worker)
 
 
 def demand(view: FleetView, slots: dict[str, int]) -> dict[str, ProviderDemand]:
@@ -58,11 +57,11 @@ def demand(view: FleetView, slots: dict[str, int]) -> dict[str, ProviderDemand]:
             wanted = math.ceil(state.concurrency * usable[p] / total)
         else:
             wanted = 1  # Unhealthy: one worker for the health check that brings it back
-        lanes = [lane for lane in view.lanes.values() if lane.provider == p]
         result[p] = ProviderDemand(
             demand_slots=wanted,
             slots=slots.get(p, 0),
-            lanes_waiting_for_slot=sum(1 for lane in lanes if lane.status is LaneStatus.QUEUED),
-            lanes_active=sum(1 for lane in lanes if lane.status in (LaneStatus.RESERVED, LaneStatus.RUNNING)),
+            lanes_waiting_for_slot=sum(
+                1 for lane in view.lanes.values() if lane.provider == p and lane.status is LaneStatus.QUEUED
+            ),
         )
     return result

@@ -9,8 +9,9 @@ import pytest
 
 from producer_tasks.generation.cycle import Outcome
 from producer_tasks.generation.prompt import AVOID_HEADER, estimate_tokens
+from producer_tasks.runtime import Runtime
 from producer_tasks.state import novelty
-from tests.conftest import make_runtime, provider_env
+from tests.conftest import RecordingDispatcher, make_runtime, provider_env
 from tests.fakellm import FakeLLM
 from tests.redis.eager import run_next, serve, start
 
@@ -21,22 +22,27 @@ def prompts(fake: FakeLLM) -> list[str]:
     return [str(r.body["messages"][0]["content"]) for r in fake.requests if "/chat" in r.path]
 
 
-def test_prompts_list_what_is_known_within_budget_and_forget_it_with_the_topic(
-    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
-) -> None:
-    fake_llm.set("openai", vocabulary=30)  # a model with few favourites: it soon repeats itself
+def running(
+    redis_url: str, installed_runtime: Any, fake: FakeLLM, **env: str
+) -> tuple[Runtime, RecordingDispatcher]:
+    """One lane on a fake model with few favourites (it soon repeats itself), bloom filter on."""
+    fake.set("openai", vocabulary=30)
     rt, rec = make_runtime(
-        redis_url,
-        PRODUCER_CONCURRENCY="1",
-        PRODUCER_BLOOM_FILTER="true",
-        PRODUCER_AVOID_TOKENS="60",
-        PRODUCER_PROMPT_STRATEGY="novelty",
-        **provider_env(fake_llm),
+        redis_url, PRODUCER_CONCURRENCY="1", PRODUCER_BLOOM_FILTER="true", **env, **provider_env(fake)
     )
     installed_runtime(rt)
     serve(rt, "openai")
     start(rt, weights={"openai": 1.0})
     rt.lanes.reconcile()
+    return rt, rec
+
+
+def test_prompts_list_what_is_known_within_budget_and_forget_it_with_the_topic(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    rt, rec = running(
+        redis_url, installed_runtime, fake_llm, PRODUCER_AVOID_TOKENS="60", PRODUCER_PROMPT_STRATEGY="novelty"
+    )
     for _ in range(6):
         assert run_next(rec) in (Outcome.DELIVERED, Outcome.EMPTY)
     first, *later = prompts(fake_llm)
@@ -67,18 +73,7 @@ def test_prompts_list_what_is_known_within_budget_and_forget_it_with_the_topic(
 def test_fixed_strategy_sends_the_template_only(
     redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
 ) -> None:
-    fake_llm.set("openai", vocabulary=30)
-    rt, rec = make_runtime(
-        redis_url,
-        PRODUCER_CONCURRENCY="1",
-        PRODUCER_BLOOM_FILTER="true",
-        PRODUCER_PROMPT_STRATEGY="fixed",
-        **provider_env(fake_llm),
-    )
-    installed_runtime(rt)
-    serve(rt, "openai")
-    start(rt, weights={"openai": 1.0})
-    rt.lanes.reconcile()
+    rt, rec = running(redis_url, installed_runtime, fake_llm, PRODUCER_PROMPT_STRATEGY="fixed")
     for _ in range(3):
         run_next(rec)
     assert len(set(prompts(fake_llm))) == 1 and AVOID_HEADER not in prompts(fake_llm)[0]
