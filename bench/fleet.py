@@ -35,9 +35,21 @@ MEASURE_S = 15.0
 KEY = "sk-test-fake-0123456789"
 
 
-def start_fake(port: int) -> subprocess.Popen[bytes]:
+def start_fake(
+    port: int, *, latency_ms: float = LATENCY_MS, vocabulary: int = 1000
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakellm", "--port", str(port), "--latency-ms", str(LATENCY_MS)],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakellm",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(latency_ms),
+            "--vocabulary",
+            str(vocabulary),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -47,9 +59,19 @@ def start_fake(port: int) -> subprocess.Popen[bytes]:
     return process
 
 
-def fake_count(port: int) -> int:
+def fake_stats(port: int) -> dict[str, int]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=5) as answer:
-        return sum(json.loads(answer.read()).values())
+        stats: dict[str, int] = json.loads(answer.read())
+    return stats
+
+
+def fake_count(port: int) -> int:
+    return sum(n for api, n in fake_stats(port).items() if api in ("openai", "anthropic"))
+
+
+def fake_active(port: int) -> int:
+    """Requests the fake server is answering right now."""
+    return fake_stats(port)["active"]
 
 
 async def _baseline(base_url: str) -> float:

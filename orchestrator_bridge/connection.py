@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 PENDING_RESEND_IDLE_MS = 30_000
 READ_BLOCK_MS = 500
 READ_COUNT = 200
+# After a read that found only a few batches, wait this long before the next one: batches
+# then go out several per read, write and acknowledgement (each a thread hop and a Redis
+# round trip) instead of one each. Idle, the read blocks as before; it adds at most this
+# much to a batch's way to the orchestrator.
+LINGER_S = 0.25
+LINGER_BELOW = 20
 WRITE_STALL_S = 30.0
 
 
@@ -161,6 +167,8 @@ class Connection:
                 await asyncio.sleep(1)
                 continue
             await self.forward(entries, epoch)
+            if not pending and len(entries) < LINGER_BELOW:
+                await asyncio.sleep(LINGER_S)
 
     async def resend_window(self) -> None:
         """What was written on earlier connections may never have been read: send it again,

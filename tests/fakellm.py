@@ -52,6 +52,7 @@ class Request:
     api: str
     path: str
     body: dict[str, Any]
+    peer: int = 0  # the client's port: one per connection
 
 
 @dataclass
@@ -106,9 +107,9 @@ class FakeLLM:
             self.server.server_close()
 
     # --- answering --------------------------------------------------------------------
-    def take(self, api: str, path: str, body: dict[str, Any]) -> Behaviour:
+    def take(self, api: str, path: str, body: dict[str, Any], peer: int = 0) -> Behaviour:
         with self.lock:
-            self.requests.append(Request(time.time(), api, path, body))
+            self.requests.append(Request(time.time(), api, path, body, peer))
             behaviour = self.behaviours[api]
             if behaviour.seconds is not None:
                 now = time.time()
@@ -185,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
                 counts: dict[str, int] = {}
                 for request in self.owner.requests:
                     counts[request.api] = counts.get(request.api, 0) + 1
+                counts["active"] = self.owner.active
             self._send(200, json.dumps(counts).encode())
             return
         self._handle({})
@@ -208,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, body: dict[str, Any]) -> None:
         owner = self.owner
         api = self._api()
-        behaviour = owner.take(api, self.path, body)
+        behaviour = owner.take(api, self.path, body, int(self.client_address[1]))
         with owner.lock:
             owner.active += 1
             owner.peak = max(owner.peak, owner.active)

@@ -11,6 +11,7 @@ worker serving ``mock`` never loads them, one serving ``openai`` never loads Ant
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import threading
@@ -67,30 +68,75 @@ class GenerationRequest:
     batch_size: int
 
 
+_HTTP_CLIENT_CLASSES: dict[str, type] = {}
+
+
+def _owned_http_client(module: ModuleType, tls: Any) -> Any:
+    """The SDK's default HTTP client with a shared TLS context, closed when dropped (as the
+    SDK closes the client it makes itself; one passed in is the caller's to close)."""
+    cls = _HTTP_CLIENT_CLASSES.get(module.__name__)
+    if cls is None:
+
+        class Owned(module.DefaultHttpxClient):  # type: ignore[misc,name-defined]
+            def __del__(self) -> None:
+                if not self.is_closed:
+                    with contextlib.suppress(Exception):
+                        self.close()
+
+        cls = _HTTP_CLIENT_CLASSES[module.__name__] = Owned
+    return cls(verify=tls)
+
+
 class Clients:
-    """The SDK clients of one process, one per named provider, created on first use (thread-safe)."""
+    """The SDK clients of one process: one per named provider *and thread*, created on first use.
+
+    A thread makes one call at a time, so its client keeps one connection alive. One
+    shared client would hold every connection in one pool, which httpx scans (and polls
+    each socket of) on every request and every response: at hundreds of calls in flight
+    that cost more CPU than the call itself, and its keep-alive limit (100) made every
+    call beyond it open a new connection (a TLS handshake against a real provider). The
+    TLS context is created once per process and shared (creating one takes ~60 ms).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._clients: dict[str, Any] = {}
+        self._local = threading.local()
+        self._every: list[Any] = []  # every thread's clients, to close them
+        self._generation = 0  # close() starts a new one: threads then create new clients
+        self._tls: Any = None
 
     def _client(self, spec: ProviderSpec) -> Any:
+        mine: dict[str, Any] | None = getattr(self._local, "clients", None)
+        if mine is None or getattr(self._local, "generation", -1) != self._generation:
+            mine = self._local.clients = {}
+            self._local.generation = self._generation
+        client = mine.get(spec.name)
+        if client is None:
+            if not spec.configured:
+                raise ProviderNotConfiguredError(f"{spec.name}: {spec.api_key_env} is not set")
+            module = sdk(spec.kind)
+            factory = module.OpenAI if spec.kind == "openai" else module.Anthropic
+            client = factory(
+                # a local OpenAI-compatible server may need no key; the SDK wants one anyway
+                api_key=spec.api_key.get_secret_value() if spec.api_key else "no-key-needed",
+                base_url=spec.base_url,
+                max_retries=0,
+                timeout=spec.timeout_s or self.settings.request_timeout_s,
+                http_client=_owned_http_client(module, self._tls_context()),
+            )
+            mine[spec.name] = client
+            with self._lock:
+                self._every.append(client)
+        return client
+
+    def _tls_context(self) -> Any:
         with self._lock:
-            client = self._clients.get(spec.name)
-            if client is None:
-                if not spec.configured:
-                    raise ProviderNotConfiguredError(f"{spec.name}: {spec.api_key_env} is not set")
-                factory = sdk(spec.kind).OpenAI if spec.kind == "openai" else sdk(spec.kind).Anthropic
-                client = factory(
-                    # a local OpenAI-compatible server may need no key; the SDK wants one anyway
-                    api_key=spec.api_key.get_secret_value() if spec.api_key else "no-key-needed",
-                    base_url=spec.base_url,
-                    max_retries=0,
-                    timeout=spec.timeout_s or self.settings.request_timeout_s,
-                )
-                self._clients[spec.name] = client
-            return client
+            if self._tls is None:
+                import httpx2  # the SDKs' HTTP client (imported with them)
+
+                self._tls = httpx2.create_ssl_context()  # as the SDK's own default: honours SSL_CERT_FILE
+            return self._tls
 
     def openai(self, spec: ProviderSpec) -> openai.OpenAI:
         client: openai.OpenAI = self._client(spec)
@@ -102,9 +148,10 @@ class Clients:
 
     def close(self) -> None:
         with self._lock:
-            for client in self._clients.values():
+            self._generation += 1
+            for client in self._every:
                 client.close()
-            self._clients.clear()
+            self._every.clear()
 
 
 # --- error translation ------------------------------------------------------------------

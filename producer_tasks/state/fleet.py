@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.exceptions import NoScriptError
 
 from producer_tasks.clock import now_ms
 from producer_tasks.records import (
@@ -158,15 +159,32 @@ class Fleet:
         return result
 
     def run(self, *calls: ScriptCall | CommandCall) -> list[Any]:
-        """Several scripts and commands in one round trip (each atomic on its own)."""
+        """Several scripts and commands in one round trip (each atomic on its own). Scripts go
+        by EVALSHA alone (redis-py's pipeline would ask SCRIPT EXISTS first: a second round
+        trip every time); those a server without its script cache (restart, SCRIPT FLUSH,
+        failover) did not know are loaded and run again, after the call's plain commands."""
         with redis_errors("pipelined writes"):
-            pipe = self.redis.pipeline(transaction=False)
-            for call in calls:
-                if isinstance(call, ScriptCall):
-                    self.scripts[call.name](keys=call.keys, args=call.args, client=pipe)
-                else:
-                    pipe.execute_command(*call.args)
-            return list(pipe.execute())
+            results = self._pipelined(calls, load=False)
+            unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if unknown:
+                again = self._pipelined([calls[i] for i in unknown], load=True)
+                for i, result in zip(unknown, again, strict=True):
+                    results[i] = result
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
+
+    def _pipelined(self, calls: Sequence[ScriptCall | CommandCall], *, load: bool) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            if isinstance(call, CommandCall):
+                pipe.execute_command(*call.args)
+            elif load:  # registered with the pipeline: loaded first if missing
+                self.scripts[call.name](keys=call.keys, args=call.args, client=pipe)
+            else:
+                pipe.evalsha(self.scripts[call.name].sha, len(call.keys), *call.keys, *call.args)
+        return list(pipe.execute(raise_on_error=False))
 
     # --- reads ------------------------------------------------------------------------
     @translated("read state")

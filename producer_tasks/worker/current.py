@@ -19,6 +19,17 @@ INCARNATION = uuid.uuid4().hex[:8]
 _runtime: Runtime | None = None
 
 
+class _Sent:
+    """What sending a cycle returns: nobody waits on it, so no result backend is touched
+    (Celery's own ``AsyncResult`` opens one per thread, per greenlet under gevent)."""
+
+    __slots__ = ("id", "ignored")
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+        self.ignored = True
+
+
 class CeleryDispatcher:
     """Sends cycle messages through the Celery app (task id = the lane's token)."""
 
@@ -31,6 +42,11 @@ class CeleryDispatcher:
             kwargs={"provider": provider, "epoch": epoch, "lane": lane, "token": token},
             queue=provider,
             task_id=token,
+            # the cycle task ignores its result; by name Celery does not know that and would
+            # subscribe to the result channel of every message it sends
+            ignore_result=True,
+            result_cls=_Sent,
+            add_to_parent=False,  # the next cycle is not the sending cycle's child
         )
 
 

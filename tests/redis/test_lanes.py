@@ -227,3 +227,21 @@ def test_adaptive_cost_selection_prefers_the_cheaper_provider_for_the_same_novel
     # US$0.00075 against US$0.006 a call: anthropic's novelty per dollar is 1/8 of openai's
     assert per_dollar["openai"] == 1.0 and per_dollar["anthropic"] == pytest.approx(0.125)
     assert rt.lanes.per_dollar
+
+
+def test_scripts_run_by_sha_are_reloaded_after_the_server_lost_them(mock_rt: Any) -> None:
+    """Fleet.run sends scripts by EVALSHA alone; after SCRIPT FLUSH (as after a restart) the
+    ones the server does not know are loaded and run once, the plain commands ran once."""
+    from producer_tasks.state.scripts import CommandCall, Lease
+
+    rt, _ = mock_rt
+    fleet, key = rt.fleet, rt.fleet.keys.beat_lease
+    lease = Lease(lease_key=key, owner="beat-a", ttl_ms=60_000).call()
+    assert fleet.run(lease, CommandCall(("INCR", "counter"))) == [1, 1]
+    fleet.redis.script_flush()
+    assert not any(fleet.redis.script_exists(fleet.scripts["lease"].sha))
+    other = Lease(lease_key=key, owner="beat-b", ttl_ms=60_000).call()
+    assert fleet.run(other, CommandCall(("INCR", "counter")), lease) == [0, 2, 1]  # b refused, a renews
+    assert fleet.redis.get("counter") == "2"  # the command was not repeated
+    assert all(fleet.redis.script_exists(fleet.scripts["lease"].sha))
+    assert fleet.redis.get(key) == "beat-a"

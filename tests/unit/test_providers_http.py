@@ -194,3 +194,32 @@ def test_named_providers_call_their_own_endpoint_model_and_key(fake_llm: FakeLLM
             providers.generate(without_key, "llama-a", REQUEST)
     finally:
         local.stop()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_each_thread_has_its_own_client_and_keeps_its_connection(api: str, fake_llm: FakeLLM) -> None:
+    """One client per thread (httpx scans a shared pool on every request): 6 threads making
+    3 calls each open 6 connections and reuse them; close() closes every thread's client."""
+    import threading
+
+    clients = Clients(load_settings(provider_env(fake_llm)))
+    barrier = threading.Barrier(6)
+
+    def calls() -> None:
+        barrier.wait()
+        for _ in range(3):
+            providers.generate(clients, api, REQUEST)
+
+    threads = [threading.Thread(target=calls) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(fake_llm.requests) == 18
+    assert len({r.peer for r in fake_llm.requests}) == 6  # one connection per thread, kept alive
+    made = list(clients._every)
+    assert len({id(client) for client in made}) == 6
+    clients.close()
+    assert all(client.is_closed() for client in made)
+    providers.generate(clients, api, REQUEST)  # after close(): a new client, not a closed one
+    assert len(fake_llm.requests) == 19

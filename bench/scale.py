@@ -1,0 +1,305 @@
+"""Cost per cycle at the concurrency real models need: the fleet against a plain asyncio loop.
+
+A fake OpenAI server (its own process) answers after 2 s or 8 s; the baseline is one
+asyncio loop keeping N ``AsyncOpenAI`` calls in flight (parsing each answer). Ours: one
+worker process with N slots, the bridge and a reference orchestrator, bloom filter on,
+N lanes in flight: every cycle does everything a real one does. For each we report
+cycles per second, CPU milliseconds per cycle of the worker, the bridge (per batch) and
+redis-server, and the worker's resident memory. Ratios, not absolute times: this
+machine has 2 cores and is shared by the fake server, Redis and the processes measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import psutil
+
+from bench.fleet import KEY, ROOT, fake_active, start_fake
+from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
+from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
+from producer_tasks.generation.parsing import parse_response
+from producer_tasks.settings import load_settings
+from producer_tasks.state.fleet import Fleet
+
+POINTS = ((256, 2000), (1024, 8000))  # (calls in flight, model latency in ms)
+POOLS = ("threads", "gevent")
+VOCABULARY = 10_000_000  # nothing repeats: every cycle's batch reaches the orchestrator
+BATCH = 10
+PROFILE_DIR = Path(os.environ["BENCH_PROFILE"]) if os.environ.get("BENCH_PROFILE") else None
+
+
+@dataclass
+class Row:
+    name: str
+    in_flight: int
+    latency_ms: int
+    rate: float  # cycles (or requests) per second
+    cpu_ms: float  # per cycle: the worker, or the asyncio loop
+    bridge_ms: float = 0.0  # per batch
+    redis_ms: float = 0.0  # per cycle
+    rss_mib: float = 0.0
+    peak_in_flight: int = 0
+    commands: str = ""  # redis-server's busiest commands, µs per cycle
+
+
+def windows(latency_ms: int) -> tuple[float, float]:
+    """Warm-up (every lane has done a few cycles) and measurement, in seconds."""
+    return 3 * latency_ms / 1000 + 2, max(15.0, 5 * latency_ms / 1000)
+
+
+# --- the baseline ------------------------------------------------------------------------
+async def _baseline(base_url: str, in_flight: int, latency_ms: int) -> Row:
+    warmup, measure = windows(latency_ms)
+    client = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0, timeout=60)
+    done = 0
+    measuring = False
+    stop_at = time.monotonic() + warmup + measure
+
+    async def lane() -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            response = await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": f"List {BATCH} distinct cheese. Only the names."}],
+                temperature=0.9,
+                max_tokens=200,
+            )
+            parse_response(response.choices[0].message.content or "", batch_size=BATCH)
+            if measuring:
+                done += 1
+
+    tasks = [asyncio.create_task(lane()) for _ in range(in_flight)]
+    await asyncio.sleep(warmup)
+    measuring = True
+    me = psutil.Process()
+    cpu0 = sum(me.cpu_times()[:2])
+    started = time.monotonic()
+    await asyncio.sleep(measure)
+    cpu = sum(me.cpu_times()[:2]) - cpu0
+    elapsed = time.monotonic() - started
+    count = done
+    await asyncio.gather(*tasks)
+    await client.close()
+    return Row("asyncio loop", in_flight, latency_ms, count / elapsed, 1000 * cpu / max(1, count))
+
+
+def baseline(base_url: str, in_flight: int, latency_ms: int) -> Row:
+    return asyncio.run(_baseline(base_url, in_flight, latency_ms))
+
+
+# --- the fleet ---------------------------------------------------------------------------
+class Orchestrator:
+    """The reference orchestrator on its own event loop in a thread of this process."""
+
+    def __init__(self, port: int) -> None:
+        self.orchestrator = ReferenceOrchestrator(
+            OrchestratorOptions(
+                topic="cheese",
+                weights={"openai": 1.0},
+                batch_size=BATCH,
+                max_tokens=200,
+                bloom_interval_s=None,
+            )
+        )
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.orchestrator.serve("127.0.0.1", port), self.loop).result(10)
+
+    @property
+    def batches(self) -> int:
+        return self.orchestrator.progress.batches
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.orchestrator.aclose(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def command_stats(fleet: Fleet) -> dict[str, tuple[int, int]]:
+    """redis-server's own account: calls and microseconds per command."""
+    info = fleet.redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in info.items()}
+
+
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system + times.children_user + times.children_system)
+
+
+def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdir: Path) -> Row:
+    base_url = f"http://127.0.0.1:{fake_port}/v1"
+    warmup, measure = windows(latency_ms)
+    with EmbeddedRedis(unix_socket=False) as redis:
+        port = free_port()
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_"))
+            },
+            "REDIS_URL": redis.url,
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": base_url,
+            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
+            "PRODUCER_CONCURRENCY": str(in_flight),
+            "PRODUCER_MAX_BACKLOG": str(10**6),
+            "PRODUCER_ID": "bench",
+        }
+        fleet = Fleet.from_settings(load_settings({k: v for k, v in env.items() if "_" in k}))
+        orchestrator = Orchestrator(port)
+        logs = []
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            for name, args in (
+                (
+                    "worker",
+                    [
+                        "-m",
+                        "celery",
+                        "-A",
+                        "producer_tasks",
+                        "worker",
+                        "-Q",
+                        "openai",
+                        "-P",
+                        pool,
+                        "-c",
+                        str(in_flight),
+                        "-n",
+                        "bench@%h",
+                        "--loglevel",
+                        "WARNING",
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                ),
+                ("bridge", ["-m", "orchestrator_bridge"]),
+            ):
+                log = (workdir / f"{name}-{pool}-{in_flight}.log").open("wb")
+                logs.append(log)
+                processes[name] = subprocess.Popen(
+                    [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+            worker = psutil.Process(processes["worker"].pid)
+            bridge = psutil.Process(processes["bridge"].pid)
+            server = psutil.Process(redis.process.pid if redis.process else 0)
+            deadline = time.monotonic() + 120
+            while fleet.read_stats("openai").total_requests < in_flight:
+                for name, process in processes.items():
+                    if process.poll() is not None:
+                        raise RuntimeError(f"{name} exited; see {workdir}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no cycles after 120 s; see {workdir}")
+                time.sleep(0.2)
+            time.sleep(warmup)
+            cycles0 = fleet.read_stats("openai").total_requests
+            batches0 = orchestrator.batches
+            cpu0 = [cpu_s(p) for p in (worker, bridge, server)]
+            started = time.monotonic()
+            spies = []
+            if PROFILE_DIR is not None:  # where the CPU goes: py-spy, raw collapsed stacks
+                for name, process in (("worker", worker), ("bridge", bridge)):
+                    out = PROFILE_DIR / f"{name}-{pool}-{in_flight}.txt"
+                    spies.append(
+                        subprocess.Popen(
+                            [
+                                "py-spy",
+                                "record",
+                                "--gil",
+                                "--nonblocking",
+                                "-r",
+                                "100",
+                                "-f",
+                                "raw",
+                                "-p",
+                                str(process.pid),
+                                "-d",
+                                str(int(measure)),
+                                "-o",
+                                str(out),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
+            commands0 = command_stats(fleet)
+            peak = 0
+            rss = 0
+            while time.monotonic() - started < measure:
+                time.sleep(1)
+                rss = max(rss, worker.memory_info().rss)
+                peak = max(peak, fake_active(fake_port))
+            elapsed = time.monotonic() - started
+            cycles = fleet.read_stats("openai").total_requests - cycles0
+            batches = orchestrator.batches - batches0
+            used = [cpu_s(p) - c for p, c in zip((worker, bridge, server), cpu0, strict=True)]
+            commands = {
+                name: (calls - commands0.get(name, (0, 0))[0], usec - commands0.get(name, (0, 0))[1])
+                for name, (calls, usec) in command_stats(fleet).items()
+            }
+            for spy in spies:
+                try:
+                    spy.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    spy.kill()
+        finally:
+            for process in processes.values():
+                process.terminate()
+            for process in processes.values():
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            for log in logs:
+                log.close()
+            orchestrator.close()
+            fleet.close()
+    return Row(
+        f"fleet, `-P {pool}`",
+        in_flight,
+        latency_ms,
+        cycles / elapsed,
+        1000 * used[0] / max(1, cycles),
+        bridge_ms=1000 * used[1] / max(1, batches),
+        redis_ms=1000 * used[2] / max(1, cycles),
+        rss_mib=rss / 2**20,
+        peak_in_flight=peak,
+        commands=", ".join(
+            f"{name} {usec / max(1, cycles):.0f} µs ({calls / max(1, cycles):.1f})"
+            for name, (calls, usec) in sorted(commands.items(), key=lambda kv: -kv[1][1])[:8]
+        ),
+    )
+
+
+def run(pools: tuple[str, ...] = POOLS, points: tuple[tuple[int, int], ...] = POINTS) -> dict[str, object]:
+    rows: list[Row] = []
+    workdir = Path(os.environ.get("BENCH_LOGS", "/tmp")) / f"bench-scale-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    for in_flight, latency_ms in points:
+        port = free_port()
+        fake = start_fake(port, latency_ms=latency_ms, vocabulary=VOCABULARY)
+        base_url = f"http://127.0.0.1:{port}/v1"
+        try:
+            rows.append(baseline(base_url, in_flight, latency_ms))
+            for pool in pools:
+                rows.append(fleet_row(port, in_flight, latency_ms, pool, workdir))
+        finally:
+            fake.terminate()
+            fake.wait(timeout=10)
+    return {"rows": [row.__dict__ for row in rows]}
+
+
+if __name__ == "__main__":
+    chosen = tuple(sys.argv[1:]) or POOLS
+    print(run(chosen))
