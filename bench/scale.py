@@ -24,6 +24,7 @@ import openai
 import psutil
 
 from bench.fleet import KEY, ROOT, fake_active, start_fake
+from bench.report import write_section
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
 from producer_tasks.generation.parsing import parse_response
@@ -51,13 +52,36 @@ class Row:
     commands: str = ""  # redis-server's busiest commands, µs per cycle
 
 
+class PeakInFlight:
+    """Samples, once a second in a thread, how many requests the fake server is answering."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.peak = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.done.wait(1.0):
+            self.peak = max(self.peak, fake_active(self.port))
+
+    def __enter__(self) -> PeakInFlight:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+
 def windows(latency_ms: int) -> tuple[float, float]:
     """Warm-up (every lane has done a few cycles) and measurement, in seconds."""
     return 3 * latency_ms / 1000 + 2, max(15.0, 5 * latency_ms / 1000)
 
 
 # --- the baseline ------------------------------------------------------------------------
-async def _baseline(base_url: str, in_flight: int, latency_ms: int) -> Row:
+async def _baseline(port: int, in_flight: int, latency_ms: int) -> Row:
+    base_url = f"http://127.0.0.1:{port}/v1"
     warmup, measure = windows(latency_ms)
     client = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0, timeout=60)
     done = 0
@@ -83,17 +107,21 @@ async def _baseline(base_url: str, in_flight: int, latency_ms: int) -> Row:
     me = psutil.Process()
     cpu0 = sum(me.cpu_times()[:2])
     started = time.monotonic()
-    await asyncio.sleep(measure)
+    with PeakInFlight(port) as peak:
+        await asyncio.sleep(measure)
     cpu = sum(me.cpu_times()[:2]) - cpu0
     elapsed = time.monotonic() - started
     count = done
     await asyncio.gather(*tasks)
     await client.close()
-    return Row("asyncio loop", in_flight, latency_ms, count / elapsed, 1000 * cpu / max(1, count))
+    rate = count / elapsed
+    return Row(
+        "asyncio loop", in_flight, latency_ms, rate, 1000 * cpu / max(1, count), peak_in_flight=peak.peak
+    )
 
 
-def baseline(base_url: str, in_flight: int, latency_ms: int) -> Row:
-    return asyncio.run(_baseline(base_url, in_flight, latency_ms))
+def baseline(port: int, in_flight: int, latency_ms: int) -> Row:
+    return asyncio.run(_baseline(port, in_flight, latency_ms))
 
 
 # --- the fleet ---------------------------------------------------------------------------
@@ -233,12 +261,11 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
                         )
                     )
             commands0 = command_stats(fleet)
-            peak = 0
             rss = 0
-            while time.monotonic() - started < measure:
-                time.sleep(1)
-                rss = max(rss, worker.memory_info().rss)
-                peak = max(peak, fake_active(fake_port))
+            with PeakInFlight(fake_port) as peak:
+                while time.monotonic() - started < measure:
+                    time.sleep(1)
+                    rss = max(rss, worker.memory_info().rss)
             elapsed = time.monotonic() - started
             cycles = fleet.read_stats("openai").total_requests - cycles0
             batches = orchestrator.batches - batches0
@@ -274,7 +301,7 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
         bridge_ms=1000 * used[1] / max(1, batches),
         redis_ms=1000 * used[2] / max(1, cycles),
         rss_mib=rss / 2**20,
-        peak_in_flight=peak,
+        peak_in_flight=peak.peak,
         commands=", ".join(
             f"{name} {usec / max(1, cycles):.0f} µs ({calls / max(1, cycles):.1f})"
             for name, (calls, usec) in sorted(commands.items(), key=lambda kv: -kv[1][1])[:8]
@@ -289,15 +316,57 @@ def run(pools: tuple[str, ...] = POOLS, points: tuple[tuple[int, int], ...] = PO
     for in_flight, latency_ms in points:
         port = free_port()
         fake = start_fake(port, latency_ms=latency_ms, vocabulary=VOCABULARY)
-        base_url = f"http://127.0.0.1:{port}/v1"
         try:
-            rows.append(baseline(base_url, in_flight, latency_ms))
+            rows.append(baseline(port, in_flight, latency_ms))
             for pool in pools:
                 rows.append(fleet_row(port, in_flight, latency_ms, pool, workdir))
         finally:
             fake.terminate()
             fake.wait(timeout=10)
+    write_section("scale", report(rows))
     return {"rows": [row.__dict__ for row in rows]}
+
+
+def report(rows: list[Row]) -> str:
+    table = []
+    notes = []
+    base: Row | None = None
+    for row in rows:
+        if row.name == "asyncio loop":
+            base = row
+        assert base is not None
+        ratio = row.rate / base.rate
+        cpu_ratio = row.cpu_ms / base.cpu_ms
+        if row is base:
+            extra = "| | | "
+        else:
+            extra = f"| {row.bridge_ms:.2f} | {row.redis_ms:.2f} | {row.rss_mib:.0f} MiB "
+            notes.append(f"- {row.name}, {row.in_flight} in flight: {row.commands}")
+        table.append(
+            f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | {row.peak_in_flight} "
+            f"| {row.rate:.1f} | {ratio:.2f} | {row.cpu_ms:.1f} ({cpu_ratio:.2f}×) {extra}|"
+        )
+    lines = "\n".join(table)
+    commands = "\n".join(notes)
+    return f"""
+## Scale: cost per cycle at hundreds of calls in flight
+
+One fake OpenAI server (its own process) answering after the model latency; the asyncio
+loop keeps N `AsyncOpenAI` calls in flight and parses each answer; the fleet is one worker
+process with N slots (`-c N`), the bridge and a reference orchestrator, bloom filter on,
+N lanes. CPU is each process's own user + system time over the measurement, per cycle
+(per batch for the bridge). "Peak at server" is the most requests the fake server was
+answering at once (sampled each second). Everything shares 2 cores, so at 1,024 in flight
+the fake server itself is the limit for both sides.
+
+| run | N | latency | peak at server | cycles/s | / asyncio | worker CPU ms/cycle (/ asyncio) | bridge CPU ms/batch | redis CPU ms/cycle | worker RSS |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+{lines}
+
+redis-server's own account (`INFO commandstats`), µs per cycle (calls per cycle):
+
+{commands}
+"""
 
 
 if __name__ == "__main__":
