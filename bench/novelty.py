@@ -31,16 +31,20 @@ SKEW = 5.0  # P(one of the top k of V) = (k/V)**(1/SKEW): the top 50 of 2,000 ar
 BATCH = 30
 OBEY = 0.9
 SMALL_BUDGET = 60  # about the 10 most repeated names
+FACETS = 20
 WARMUP = 300  # unique items before the yield is measured
 SAMPLE_EVERY = 50
 
 
-def measure(redis_url: str, fake: FakeLLM, strategy: str, avoid_tokens: int = 300) -> dict[str, Any]:
+def measure(
+    redis_url: str, fake: FakeLLM, strategy: str, avoid_tokens: int = 300, facets: int = 0
+) -> dict[str, Any]:
     settings = load_settings(
         {
             "REDIS_URL": redis_url,
             "PRODUCER_PROMPT_STRATEGY": strategy,
             "PRODUCER_AVOID_TOKENS": str(avoid_tokens),
+            "PRODUCER_FACETS": str(facets),
             "PRODUCER_BLOOM_FILTER": "true",
             "PRODUCER_CONCURRENCY": "1",
             "PRODUCER_BLOOM_CAPACITY": "100000",
@@ -87,8 +91,19 @@ def measure(redis_url: str, fake: FakeLLM, strategy: str, avoid_tokens: int = 30
     return {"curve": curve, "per_1000_after_warmup": per_1000, "unique": end[1], "tokens": end[0]}
 
 
+VARIANTS = (  # (label, strategy, PRODUCER_AVOID_TOKENS, PRODUCER_FACETS); the default last
+    ("`fixed`", "fixed", 0, 0),
+    (f"`novelty`, avoid list only ({SMALL_BUDGET} tokens)", "novelty", SMALL_BUDGET, 0),
+    ("`novelty`, avoid list only (300 tokens)", "novelty", 300, 0),
+    (f"`novelty`, {FACETS} facets + avoid list ({SMALL_BUDGET} tokens)", "novelty", SMALL_BUDGET, FACETS),
+    (f"`novelty`, {FACETS} facets + avoid list (300 tokens)", "novelty", 300, FACETS),
+    (f"`novelty`, {FACETS} facets, no avoid list: **the default**", "novelty", 0, FACETS),
+)
+
+
 def run() -> dict[str, Any]:
     fake = FakeLLM().start()
+    results: list[tuple[str, dict[str, Any]]] = []
     try:
         fake.set(
             "openai",
@@ -98,18 +113,24 @@ def run() -> dict[str, Any]:
             topic="cheese",
             obey=OBEY,
             usage_from_text=True,
+            facets=FACETS,
         )
         with EmbeddedRedis(unix_socket=False) as server:
-            fixed = measure(server.url, fake, "fixed")
-            small = measure(server.url, fake, "novelty", avoid_tokens=SMALL_BUDGET)
-            novelty = measure(server.url, fake, "novelty")
+            for label, strategy, avoid_tokens, facets in VARIANTS:
+                results.append((label, measure(server.url, fake, strategy, avoid_tokens, facets)))
     finally:
         fake.stop()
-    gain = novelty["per_1000_after_warmup"] / fixed["per_1000_after_warmup"]
-    small_gain = small["per_1000_after_warmup"] / fixed["per_1000_after_warmup"]
-    rows = "\n".join(
+    fixed = results[0][1]["per_1000_after_warmup"]
+    table = "\n".join(
+        f"| {label} | {r['unique']:,} | {r['tokens']:,} | {r['per_1000_after_warmup']:.2f} "
+        f"| {r['per_1000_after_warmup'] / fixed:.2f}× |"
+        for label, r in results
+    )
+    default = results[-1][1]
+    gain = default["per_1000_after_warmup"] / fixed
+    curve_rows = "\n".join(
         f"| {(i + 1) * SAMPLE_EVERY} | {f[0]:,} | {f[1]:,} | {n[0]:,} | {n[1]:,} |"
-        for i, (f, n) in enumerate(zip(fixed["curve"], novelty["curve"], strict=True))
+        for i, (f, n) in enumerate(zip(results[0][1]["curve"], default["curve"], strict=True))
     )
     write_section(
         "novelty",
@@ -117,37 +138,40 @@ def run() -> dict[str, Any]:
 
 A fake model over real HTTP answers {BATCH} names per request from {VOCABULARY:,}, skewed
 (index = V·u^{SKEW:g}: its top 50 names are half of what it writes, as a chat model returns
-its favourites again and again) and obeys "do not repeat these" lists {OBEY:.0%} of the time; usage
-counts the real prompt and answer, so the avoid list's tokens are paid for. {REQUESTS} requests
-per strategy, one cycle at a time, bloom filter on, `PRODUCER_AVOID_TOKENS` 300.
+its favourites again and again), obeys "do not repeat these" lists {OBEY:.0%} of the time,
+and knows {FACETS} facets of the topic, {VOCABULARY // FACETS} names each. Asked for them, it lists
+them; asked to focus on one, it writes that facet's names, skewed within it (the facet's
+own favourites); unprompted, it first picks a facet, the popular ones far more often
+(P ∝ 1/(k+1)²: the first facet is 63 % of what it writes, the last 0.16 %), as a chat model
+asked for "cheeses" writes French and Italian ones, and hardly ever Portuguese ones
+unless asked. Usage counts the real prompt and answer
+(4 characters a token), so the avoid list, the facet line and the one request for the
+facets are paid for. {REQUESTS} requests per variant, one cycle at a time, bloom filter on.
 
-| strategy | unique items | tokens | unique per 1,000 tokens after the first {WARMUP} unique |
-| --- | ---: | ---: | ---: |
-| `fixed` | {fixed["unique"]:,} | {fixed["tokens"]:,} | {fixed["per_1000_after_warmup"]:.2f} |
-| `novelty`, `PRODUCER_AVOID_TOKENS={SMALL_BUDGET}` | {small["unique"]:,} | {small["tokens"]:,} | {small["per_1000_after_warmup"]:.2f} |
-| `novelty`, `PRODUCER_AVOID_TOKENS=300` | {novelty["unique"]:,} | {novelty["tokens"]:,} | {novelty["per_1000_after_warmup"]:.2f} |
+| variant | unique items | tokens | unique per 1,000 tokens after the first {WARMUP} unique | / fixed |
+| --- | ---: | ---: | ---: | ---: |
+{table}
 
-**Novelty / fixed = {gain:.2f}×** at 300 tokens, {small_gain:.2f}× at {SMALL_BUDGET} (goal ≥ 2×: not met).
+**Novelty (the default: facets, no avoid list) / fixed = {gain:.2f}×** (goal ≥ 2×).
 
-Why not: this model's known items are spread over hundreds of names, and a list can carry a
-few dozen; avoiding its top favourites (a third to a half of what it writes) lifts the new
-items per request by about 9 % at 400 requests, while the list adds 60 to 225 prompt tokens to
-a 185-token request. So `fixed` stays the default; `novelty` is there for models (and
-prices) where prompt tokens are cheap against completions. Not tried yet: facets of the
-topic proposed by the model, regions, temperature jitter.
+What each technique does here: the avoid list costs more tokens than it saves (this
+model's known items are spread over hundreds of names, a list carries a few dozen, and
+every prompt pays for it), alone or with facets, so it is off by default
+(`PRODUCER_AVOID_TOKENS=0`; set a budget for models whose prompt tokens are cheap against
+completions). Facets move each request to a part of the vocabulary the fixed prompt hardly
+ever reaches, and drawing them in proportion to each facet's share of new names lets
+exhausted facets fade (sharper draws, weights squared or cubed, measured the same).
+The gain rests on the model writing different names when asked for a facet, which is what
+chat models do for "only Alpine cheeses"; a model that ignored the focus line would gain
+nothing from it, and lose its tokens (about 15 a prompt, plus one request per topic).
 
-Unique items against tokens spent (the curve):
+Unique items against tokens spent (the curve), fixed against the default:
 
 | requests | fixed: tokens | fixed: unique | novelty: tokens | novelty: unique |
 | ---: | ---: | ---: | ---: | ---: |
-{rows}""",
+{curve_rows}""",
     )
-    return {
-        "small_budget": small_gain,
-        "fixed": fixed["per_1000_after_warmup"],
-        "novelty": novelty["per_1000_after_warmup"],
-        "gain": gain,
-    }
+    return {label: r["per_1000_after_warmup"] for label, r in results} | {"gain": gain}
 
 
 if __name__ == "__main__":

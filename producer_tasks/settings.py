@@ -174,12 +174,14 @@ class Settings(BaseSettings):
         False, description="Pre-filter candidates with the shared bloom filter (`producer run` turns it on)"
     )
     prompt_strategy: Literal["novelty", "fixed"] = Field(
-        "fixed",
-        description="`fixed`: the orchestrator's template and one variety sentence; `novelty`: each "
-        "prompt also lists known items to avoid (most repeated first, the rest rotating)",
+        "novelty",
+        description="`novelty`: facets of the topic, one per prompt (README); `fixed`: the template",
     )
     avoid_tokens: int = Field(
-        300, ge=0, le=20_000, description="Most tokens the novelty prompts' avoid list may add to a prompt"
+        0, ge=0, le=20_000, description="Most tokens a novelty prompt's avoid list may add"
+    )
+    facets: int = Field(
+        20, ge=0, le=100, description="Facets the model is asked for once per topic (0: none)"
     )
     near_duplicates: bool = Field(
         True,

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from producer_tasks.generation import mock
-from producer_tasks.generation.prompt import AVOID_HEADER, AVOID_SEPARATOR
+from producer_tasks.generation.prompt import AVOID_HEADER, AVOID_SEPARATOR, FACETS_MARK, focus_of
 
 API_KEY = "sk-test-fake-0123456789"
 
@@ -44,6 +44,10 @@ class Behaviour:
     skew: float = mock.SKEW  # higher: the model's favourites come up more often
     obey: float = 0.0  # chance that an item the prompt lists as known is drawn again instead
     usage_from_text: bool = False  # usage counts the prompt and the answer (4 characters a token)
+    # the model knows this many facets of the topic (equal blocks of its vocabulary): lists them
+    # when asked, writes one facet's names when a prompt focuses on it, and unprompted draws a
+    # facet first, the popular ones far more often (P ∝ 1/(k+1)²), then a name within it
+    facets: int = 0
 
 
 @dataclass
@@ -137,11 +141,24 @@ class FakeLLM:
         if behaviour.obey and AVOID_HEADER in prompt:  # a model that mostly follows the list
             listed = prompt[prompt.index(AVOID_HEADER) + len(AVOID_HEADER) :].split("\n", 1)[0]
             avoid = {item.strip() for item in listed.split(AVOID_SEPARATOR.strip())}
+        facets = behaviour.facets
+        if facets and FACETS_MARK in prompt:
+            names = [mock.facet_name(behaviour.topic, k) for k in range(facets)]
+            return "Here are the parts of it:\n" + "\n".join(f"- {name}" for name in names)
+        focus = focus_of(prompt)
+        k = mock.facet_index(behaviour.topic, focus, facets) if focus and facets else None
         items: list[str] = []
         with self.lock:
             for _ in range(batch * 200):
+                if facets and focus is None:  # unprompted: mostly the popular facets (P ∝ 1/(k+1)²)
+                    k = self.rng.choices(range(facets), weights=[(i + 1) ** -2 for i in range(facets)])[0]
                 (item,) = mock.draw(
-                    behaviour.topic, 1, vocabulary=behaviour.vocabulary, rng=self.rng, skew=behaviour.skew
+                    behaviour.topic,
+                    1,
+                    vocabulary=behaviour.vocabulary,
+                    rng=self.rng,
+                    skew=behaviour.skew,
+                    facet=None if k is None else (k, facets),
                 )
                 if item in avoid and self.rng.random() < behaviour.obey:
                     continue

@@ -15,12 +15,13 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import NoUsableProviderError, ProviderError, RateLimitedError, StateError
 from producer_tasks.generation.parsing import parse_response
-from producer_tasks.generation.prompt import avoid_section, build_prompt
+from producer_tasks.generation.prompt import avoid_section, build_prompt, facets_prompt
 from producer_tasks.generation.providers import GenerationRequest, generate
 from producer_tasks.health import backoff_s
 from producer_tasks.lanes import (
@@ -91,14 +92,17 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
         return stopped
     state = view.state
     generation = state.generation
-    avoid = ""
-    if settings.prompt_strategy == "novelty" and settings.avoid_tokens > 0:
-        try:
-            most_repeated, others = novelty.avoid_candidates(fleet)
-            avoid = avoid_section(most_repeated, others, budget_tokens=settings.avoid_tokens)
-        except StateError as exc:  # a prompt without the list is still a good prompt
-            log.warning("novelty record not read: %s", exc)
-    prompt = build_prompt(state.prompt, topic=state.topic, batch_size=generation.batch_size, avoid=avoid)
+    steer = _steering(rt, epoch, batch_size=generation.batch_size)
+    if steer.ask_facets:
+        prompt = facets_prompt(state.topic, settings.facets)
+    else:
+        prompt = build_prompt(
+            state.prompt,
+            topic=state.topic,
+            batch_size=generation.batch_size,
+            avoid=steer.avoid,
+            facet=steer.facet,
+        )
     estimated = ratelimit.estimate_tokens(prompt, generation.max_tokens)
     wait_ms = ratelimit.acquire(fleet, settings, provider, tokens=estimated)
     if wait_ms > 0:
@@ -117,7 +121,7 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
         topic=state.topic,
         temperature=generation.temperature,
         max_tokens=generation.max_tokens,
-        batch_size=generation.batch_size,
+        batch_size=settings.facets if steer.ask_facets else generation.batch_size,
     )
     try:
         response = generate(rt.clients, provider, request)
@@ -129,11 +133,45 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
         log.warning("token bucket of %s not corrected: %s", provider, exc)
     candidates = parse_response(
         response.content,
-        batch_size=generation.batch_size,
+        batch_size=request.batch_size,
         max_response_chars=settings.max_response_chars,
         max_attribute_chars=settings.max_attribute_chars,
     )
-    return _deliver(rt, view, response, candidates, provider=provider, prompt=prompt, lane=lane, token=token)
+    if steer.ask_facets:  # the answer is the topic's facets, not attributes
+        steer = replace(steer, proposed=candidates)
+        candidates = []
+    return _deliver(
+        rt, view, response, candidates, provider=provider, prompt=prompt, lane=lane, token=token, steer=steer
+    )
+
+
+@dataclass(frozen=True)
+class Steering:
+    """How a novelty prompt steers away from what is known (all empty: the fixed prompt)."""
+
+    avoid: str = ""  # the "already known" section
+    facet: str = ""  # the facet the prompt focuses on
+    ask_facets: bool = False  # this cycle asks the model for the topic's facets instead
+    proposed: list[str] = field(default_factory=list)  # the facets it answered
+
+
+def _steering(rt: Runtime, epoch: int, *, batch_size: int) -> Steering:
+    settings = rt.settings
+    if settings.prompt_strategy != "novelty":
+        return Steering()
+    try:
+        record = novelty.read(rt.fleet)
+        if settings.facets and not record.facets and novelty.ask_for_facets(rt.fleet, epoch):
+            return Steering(ask_facets=True)
+    except StateError as exc:  # a prompt without them is still a good prompt
+        log.warning("novelty record not read: %s", exc)
+        return Steering()
+    return Steering(
+        avoid=avoid_section(record.most_repeated, record.others, budget_tokens=settings.avoid_tokens)
+        if settings.avoid_tokens > 0
+        else "",
+        facet=novelty.choose_facet(record.facets, batch_size=batch_size, rng=rt.rng),
+    )
 
 
 def _deliver(
@@ -146,6 +184,7 @@ def _deliver(
     prompt: str,
     lane: int,
     token: str,
+    steer: Steering,
 ) -> Outcome:
     """Steps 6-8 for a response that was paid for: kept through a Redis outage (retried until
     Redis answers, up to ``PERSIST_DEADLINE_S``), never bought twice; the lane token makes a
@@ -173,7 +212,7 @@ def _deliver(
                     rt.fleet, rt.settings, candidates, journal=journal, defer_counters=True
                 )
             results, passed = _persist(
-                rt, response, batch, checked, provider=provider, prompt=prompt, token=token
+                rt, response, batch, checked, provider=provider, prompt=prompt, token=token, steer=steer
             )
             break
         except StateError as exc:
@@ -200,6 +239,7 @@ def _persist(
     provider: str,
     prompt: str,
     token: str,
+    steer: Steering,
 ) -> tuple[list[object], list[str]]:
     """Health, statistics, history, the bloom counters and the batch in one round trip."""
     fleet = rt.fleet
@@ -239,6 +279,8 @@ def _persist(
                 epoch=batch.epoch,
                 delivered=batch.attributes,
                 repeated=[c for c in candidates if c not in passed] if checked is not None else [],
+                facet=steer.facet,
+                proposed=steer.proposed,
             )
         )
     return fleet.run(*calls), batch.attributes

@@ -14,6 +14,7 @@ import random
 import time
 
 from producer_tasks.errors import ProviderUnavailableError
+from producer_tasks.generation.prompt import FACETS_MARK, focus_of
 from producer_tasks.records import LLMResponse
 
 MODEL = "mock-1"
@@ -89,8 +90,55 @@ def _gcd(a: int, b: int) -> int:
     return a
 
 
-def draw(topic: str, count: int, *, vocabulary: int, rng: random.Random, skew: float = SKEW) -> list[str]:
-    return [attribute(topic, int(vocabulary * rng.random() ** skew)) for _ in range(count)]
+def draw(
+    topic: str,
+    count: int,
+    *,
+    vocabulary: int,
+    rng: random.Random,
+    skew: float = SKEW,
+    facet: tuple[int, int] | None = None,
+) -> list[str]:
+    """``count`` names, skewed towards the popular end; with ``facet`` = (k, of n) only names
+    of the k-th of n equal blocks of the vocabulary (in popularity order: unprompted, the
+    first facets are most of what the model writes, the last ones it hardly ever reaches),
+    skewed within the block (the facet's own favourites)."""
+    if facet is None:
+        return [attribute(topic, int(vocabulary * rng.random() ** skew)) for _ in range(count)]
+    k, n = facet
+    part = max(1, vocabulary // n)
+    return [attribute(topic, k * part + int(part * rng.random() ** skew)) for _ in range(count)]
+
+
+def facet_name(topic: str, k: int) -> str:
+    """The k-th facet of the topic, as the mock names it."""
+    return f"{attribute(topic + ' facets', k).split()[0]} {topic}"
+
+
+def facet_index(topic: str, name: str, count: int) -> int | None:
+    """Which of the topic's first ``count`` facets ``name`` is, or None."""
+    return next((k for k in range(count) if facet_name(topic, k) == name), None)
+
+
+def answer(
+    prompt: str,
+    topic: str,
+    batch_size: int,
+    *,
+    vocabulary: int,
+    facets: int,
+    rng: random.Random,
+    skew: float = SKEW,
+) -> list[str]:
+    """What the mock model writes for a prompt: the topic's facets when asked for them;
+    names of the facet the prompt focuses on (one of ``facets``); else names of the topic."""
+    if FACETS_MARK in prompt and facets:
+        return [facet_name(topic, k) for k in range(min(batch_size, facets))]
+    focus = focus_of(prompt)
+    k = facet_index(topic, focus, facets) if focus and facets else None
+    return draw(
+        topic, batch_size, vocabulary=vocabulary, rng=rng, skew=skew, facet=None if k is None else (k, facets)
+    )
 
 
 def render(items: list[str], topic: str, rng: random.Random) -> str:
@@ -116,6 +164,7 @@ def generate(
     latency_ms: float,
     failure_rate: float,
     vocabulary: int,
+    facets: int = 0,
     rng: random.Random | None = None,
 ) -> LLMResponse:
     rng = rng or random.Random()
@@ -124,7 +173,8 @@ def generate(
         time.sleep(latency_ms * rng.uniform(0.8, 1.2) / 1000)
     if rng.random() < failure_rate:
         raise ProviderUnavailableError("mock", "simulated failure")
-    content = render(draw(topic, max(1, batch_size), vocabulary=vocabulary, rng=rng), topic, rng)
+    items = answer(prompt, topic, max(1, batch_size), vocabulary=vocabulary, facets=facets, rng=rng)
+    content = render(items, topic, rng)
     return LLMResponse(
         content=content,
         prompt_tokens=max(1, len(prompt) // 4),

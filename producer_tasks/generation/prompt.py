@@ -1,5 +1,7 @@
 """Prompt building: the orchestrator's template, a variety instruction, and (novelty
-strategy) a bounded list of what is already known, to steer the model away from it."""
+strategy) one facet of the topic to focus on and a bounded list of what is already known,
+to steer the model away from it. Once per topic the model is asked for the facets
+(``facets_prompt``)."""
 
 from __future__ import annotations
 
@@ -12,15 +14,36 @@ VARIETY_INSTRUCTION = (
 )
 AVOID_HEADER = "Already known, do not repeat any of these: "
 AVOID_SEPARATOR = "; "
+FOCUS_HEADER = "This time, only this part of the topic: "
+FACETS_MARK = "distinct sub-categories of"  # what tells a (mock) model it is asked for facets
+FACETS_INSTRUCTION = (
+    "List {count} " + FACETS_MARK + " {topic} (by region, kind, style, period or origin) "
+    "that together cover all of it, from the best known to the most obscure. Only the names, one per line."
+)
 MOST_REPEATED_SHARE = 0.8  # of the avoid budget; the rest rotates through the other known items
 
 
-def build_prompt(template: str, *, topic: str, batch_size: int, avoid: str = "") -> str:
-    """Substitute ``{topic}`` and ``{batch_size}`` (nothing else), add the instruction and
-    the avoid section (``avoid_section``), if any."""
+def build_prompt(template: str, *, topic: str, batch_size: int, avoid: str = "", facet: str = "") -> str:
+    """Substitute ``{topic}`` and ``{batch_size}`` (nothing else), add the instruction, the
+    facet to focus on and the avoid section (``avoid_section``), if any."""
     base = template.replace("{topic}", topic).replace("{batch_size}", str(batch_size))
     prompt = f"{base}\n\n{VARIETY_INSTRUCTION.format(batch_size=batch_size)}"
+    if facet:
+        prompt = f"{prompt}\n{FOCUS_HEADER}{facet}."
     return f"{prompt}\n\n{avoid}" if avoid else prompt
+
+
+def facets_prompt(topic: str, count: int) -> str:
+    """The once-per-topic request for the topic's facets."""
+    return FACETS_INSTRUCTION.format(count=count, topic=topic)
+
+
+def focus_of(prompt: str) -> str | None:
+    """The facet a prompt focuses on (what a model reads), or None."""
+    if FOCUS_HEADER not in prompt:
+        return None
+    line = prompt[prompt.index(FOCUS_HEADER) + len(FOCUS_HEADER) :].split("\n", 1)[0]
+    return line.removesuffix(".")
 
 
 def estimate_tokens(text: str) -> int:

@@ -287,6 +287,7 @@ def generate_mock(clients: Clients, spec: ProviderSpec, request: GenerationReque
         latency_ms=settings.mock_latency_ms,
         failure_rate=settings.mock_failure_rate,
         vocabulary=settings.mock_vocabulary,
+        facets=settings.facets,
     )
 
 

@@ -122,7 +122,9 @@ def _transact(
                     pipe.delete(keys.lanes)  # lanes of the old topic are stale
                     pipe.xtrim(keys.batches, maxlen=0)  # its backlog must never reach the new topic
                     pipe.delete(keys.window)  # nor its resend window
-                    pipe.delete(keys.known)  # nor what its prompts steered away from
+                    pipe.delete(
+                        keys.known, keys.facets, keys.facet_yield, keys.facets_asked
+                    )  # nor its novelty record
                     for call in bloom.drop_calls(bloom_generation, fleet):  # nor its filter
                         pipe.execute_command(*call.args)
                 pipe.execute()

@@ -49,6 +49,22 @@ class Keys:
         return f"{self.prefix}known"
 
     @property
+    def facets(self) -> str:
+        """Hash: the current topic's facets -> cycles that focused on each (novelty prompts;
+        dropped with the topic)."""
+        return f"{self.prefix}facets"
+
+    @property
+    def facet_yield(self) -> str:
+        """Hash: the current topic's facets -> new attributes each brought."""
+        return f"{self.prefix}facet_yield"
+
+    @property
+    def facets_asked(self) -> str:
+        """String: the epoch whose facets one cycle is asking the model for (a lock with a TTL)."""
+        return f"{self.prefix}facets_asked"
+
+    @property
     def spend(self) -> str:
         """Hash: ``usd`` spent by every call of this producer id so far; ``reached_ms`` and
         ``budget`` once PRODUCER_BUDGET_USD was reached."""

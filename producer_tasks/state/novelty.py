@@ -1,16 +1,22 @@
-"""The novelty prompts' record, in Redis: per topic, what was delivered and what came back.
+"""The novelty prompts' record, in Redis: per topic, what was delivered and what came back,
+and the topic's facets with what each still brings.
 
 A model keeps returning its favourites; the bloom filter stops them from reaching the
 orchestrator, but the tokens are spent. So each cycle records what it delivered and which
 of its candidates were already known (``remember_call``, in the delivery's round trip),
-and the next prompts list a sample of that record to avoid (``avoid_sample``): the most
-repeated items first, then a rotating random draw from the rest. The record is bounded
-(``CAP`` items) and dropped with the topic (``control``'s new-topic transaction).
+and the next prompts list a sample of that record to avoid: the most repeated items
+first, then a rotating random draw from the rest. Once per topic one cycle asks the model
+for the topic's facets (``ask_for_facets`` decides which); each later prompt focuses on
+one, drawn in proportion to the share of new attributes it has brought (``choose_facet``),
+so exhausted facets fade and fresh ones are tried. The record is bounded (``CAP`` items)
+and dropped with the topic (``control``'s new-topic transaction).
 """
 
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import dataclass, field
 
 from producer_tasks.state.client import translated
 from producer_tasks.state.fleet import Fleet
@@ -20,25 +26,74 @@ CAP = 5000  # items kept per topic
 TTL_MS = 7 * 24 * 3600 * 1000  # an abandoned topic's record goes away by itself
 TOP = 40  # most repeated items read per sample
 RANDOM = 80  # random items read per sample (the rotating part)
+ASK_TTL_MS = 120_000  # a cycle asking for the facets that fails: another asks after this
 
 
-def remember_call(fleet: Fleet, *, epoch: int, delivered: list[str], repeated: list[str]) -> ScriptCall:
+@dataclass(frozen=True)
+class Record:
+    """What the next prompt steers by."""
+
+    most_repeated: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
+    facets: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (cycles, new attributes)
+
+
+def remember_call(
+    fleet: Fleet,
+    *,
+    epoch: int,
+    delivered: list[str],
+    repeated: list[str],
+    facet: str = "",
+    proposed: list[str] | None = None,
+) -> ScriptCall:
+    keys = fleet.keys
     return Remember(
-        state_key=fleet.keys.state,
-        known_key=fleet.keys.known,
+        state_key=keys.state,
+        known_key=keys.known,
+        facets_key=keys.facets,
+        yield_key=keys.facet_yield,
         epoch=epoch,
         delivered_json=json.dumps(delivered),
         repeated_json=json.dumps(repeated),
+        facet=facet,
+        proposed_json=json.dumps(proposed or []),
         cap=CAP,
         ttl_ms=TTL_MS,
     ).call()
 
 
 @translated("read novelty record")
+def read(fleet: Fleet) -> Record:
+    """The current topic's record, in one round trip."""
+    keys = fleet.keys
+    pipe = fleet.redis.pipeline(transaction=False)
+    pipe.zrevrangebyscore(keys.known, "+inf", 1, start=0, num=TOP)
+    pipe.zrandmember(keys.known, RANDOM)
+    pipe.hgetall(keys.facets)
+    pipe.hgetall(keys.facet_yield)
+    top, drawn, cycles, brought = pipe.execute()
+    facets = {name: (int(n), int(brought.get(name, 0))) for name, n in cycles.items()}
+    return Record(list(top), list(drawn or []), facets)
+
+
 def avoid_candidates(fleet: Fleet) -> tuple[list[str], list[str]]:
     """(most repeated first, a random draw of the others) from the current topic's record."""
-    pipe = fleet.redis.pipeline(transaction=False)
-    pipe.zrevrangebyscore(fleet.keys.known, "+inf", 1, start=0, num=TOP)
-    pipe.zrandmember(fleet.keys.known, RANDOM)
-    top, drawn = pipe.execute()
-    return list(top), list(drawn or [])
+    record = read(fleet)
+    return record.most_repeated, record.others
+
+
+@translated("ask for facets")
+def ask_for_facets(fleet: Fleet, epoch: int) -> bool:
+    """True for the one cycle (per topic, per ``ASK_TTL_MS``) that asks the model for facets."""
+    return bool(fleet.redis.set(fleet.keys.facets_asked, str(epoch), nx=True, px=ASK_TTL_MS))
+
+
+def choose_facet(facets: dict[str, tuple[int, int]], *, batch_size: int, rng: random.Random) -> str:
+    """A facet drawn in proportion to (new attributes + 1) / (names asked for + 1): an
+    untried facet weighs 1, one that keeps bringing what is known fades towards 0."""
+    if not facets:
+        return ""
+    names = sorted(facets)
+    weights = [(facets[n][1] + 1) / (facets[n][0] * batch_size + 1) for n in names]
+    return rng.choices(names, weights=weights)[0]

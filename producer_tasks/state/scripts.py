@@ -174,13 +174,18 @@ class RateLimit(Script):
 
 @dataclass(frozen=True, slots=True)
 class Remember(Script):
-    """Record delivered and repeated items of the current topic (novelty prompts)."""
+    """Record delivered and repeated items of the current topic, the facet's counts and the
+    proposed facets (novelty prompts)."""
 
     state_key: str
     known_key: str
+    facets_key: str
+    yield_key: str
     epoch: int
     delivered_json: str
     repeated_json: str
+    facet: str  # "" = none
+    proposed_json: str  # the topic's facets, when this cycle asked the model for them
     cap: int
     ttl_ms: int
 

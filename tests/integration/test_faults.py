@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
+from producer_tasks.generation.prompt import FACETS_MARK
 from producer_tasks.records import Phase
 from producer_tasks.state import control
 from tests.conftest import provider_env
@@ -219,7 +220,13 @@ def fake_world(world: World, fake_llm: FakeLLM) -> World:
 
 
 def served(fake_llm: FakeLLM) -> int:
-    return fake_llm.count("openai", kind="/chat/completions")
+    """Answers that carried attributes (not the once-per-topic request for facets)."""
+    with fake_llm.lock:
+        return sum(
+            1
+            for r in fake_llm.requests
+            if r.api == "openai" and "/chat/completions" in r.path and FACETS_MARK not in str(r.body)
+        )
 
 
 def test_warm_shutdown_finishes_its_cycles_and_never_exceeds_the_concurrency(

@@ -41,7 +41,12 @@ def test_prompts_list_what_is_known_within_budget_and_forget_it_with_the_topic(
     redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
 ) -> None:
     rt, rec = running(
-        redis_url, installed_runtime, fake_llm, PRODUCER_AVOID_TOKENS="60", PRODUCER_PROMPT_STRATEGY="novelty"
+        redis_url,
+        installed_runtime,
+        fake_llm,
+        PRODUCER_AVOID_TOKENS="60",
+        PRODUCER_PROMPT_STRATEGY="novelty",
+        PRODUCER_FACETS="0",
     )
     for _ in range(6):
         assert run_next(rec) in (Outcome.DELIVERED, Outcome.EMPTY)
@@ -82,3 +87,43 @@ def test_fixed_strategy_sends_the_template_only(
 
 def _attributes(fields: dict[str, str]) -> list[str]:
     return list(json.loads(fields["data"])["attributes"])
+
+
+def test_facets_are_asked_for_once_per_topic_and_each_later_prompt_focuses_on_one(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    from producer_tasks.generation.prompt import FACETS_MARK, focus_of
+
+    rt, rec = running(
+        redis_url,
+        installed_runtime,
+        fake_llm,
+        PRODUCER_PROMPT_STRATEGY="novelty",
+        PRODUCER_FACETS="5",
+        PRODUCER_AVOID_TOKENS="0",
+    )
+    fake_llm.set("openai", vocabulary=500, facets=5, topic="cheese")
+    keys = rt.fleet.keys
+    assert run_next(rec) == Outcome.EMPTY  # the first cycle asks for the facets: nothing to deliver
+    (asked,) = prompts(fake_llm)
+    assert FACETS_MARK in asked and "cheese" in asked
+    facets = rt.fleet.redis.hgetall(keys.facets)
+    assert len(facets) == 5 and set(facets.values()) == {"0"}
+    assert rt.fleet.redis.xlen(keys.batches) == 0
+    assert not novelty.ask_for_facets(rt.fleet, rt.fleet.read_state().epoch)  # asked once per topic
+    for _ in range(12):
+        assert run_next(rec) in (Outcome.DELIVERED, Outcome.EMPTY)
+    later = prompts(fake_llm)[1:]
+    assert len(later) == 12 and all(p.startswith("List 10 cheese\n\n") for p in later)
+    assert all(focus_of(p) in facets for p in later)  # every one focuses on a facet the model named
+    cycles = {name: int(n) for name, n in rt.fleet.redis.hgetall(keys.facets).items()}
+    brought = {name: int(n) for name, n in rt.fleet.redis.hgetall(keys.facet_yield).items()}
+    assert sum(cycles.values()) == 12
+    assert sum(brought.values()) == rt.fleet.read_counters().get("attributes_appended", 0) > 0
+    # a new topic: its facets are asked for again, the old ones are gone
+    start(rt, weights={"openai": 1.0}, topic="towns")
+    assert not any(rt.fleet.redis.exists(k) for k in (keys.facets, keys.facet_yield, keys.facets_asked))
+    rec.sent.clear()
+    rt.lanes.reconcile()
+    run_next(rec)
+    assert FACETS_MARK in prompts(fake_llm)[-1] and "towns" in prompts(fake_llm)[-1]

@@ -67,3 +67,21 @@ def test_failure_rate_and_latency() -> None:
         prompt="p", topic="t", batch_size=3, latency_ms=30, failure_rate=0, vocabulary=100, rng=rng
     )
     assert response.response_time_ms >= 20
+
+
+def test_the_mock_lists_facets_when_asked_and_writes_the_focused_facets_names() -> None:
+    import random
+
+    from producer_tasks.generation import mock
+    from producer_tasks.generation.prompt import build_prompt, facets_prompt
+
+    rng = random.Random(5)
+    names = mock.answer(facets_prompt("cheese", 4), "cheese", 4, vocabulary=400, facets=4, rng=rng)
+    assert names == [mock.facet_name("cheese", k) for k in range(4)] and len(set(names)) == 4
+    block = {mock.attribute("cheese", i) for i in range(200, 300)}  # facet 2 of 4: the third 100
+    focused = build_prompt("List {topic}", topic="cheese", batch_size=50, facet=names[2])
+    assert set(mock.answer(focused, "cheese", 50, vocabulary=400, facets=4, rng=rng)) <= block
+    # no facets known (or a facet it never named): names of the whole topic
+    unknown = build_prompt("List {topic}", topic="cheese", batch_size=50, facet="Moon cheese")
+    drawn = mock.answer(unknown, "cheese", 200, vocabulary=400, facets=4, rng=rng)
+    assert not set(drawn) <= block

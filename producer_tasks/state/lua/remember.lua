@@ -1,15 +1,26 @@
 -- Remember, for the current topic, what was delivered and which candidates came back again
--- (filtered as known): the novelty prompts' "already known" record. Only for the current
--- epoch (a cycle of an old topic records nothing); bounded to `cap` items, the least
--- repeated dropped first. Returns the record's size.
-local state_key, known_key = unpack(KEYS)
-local epoch, delivered_json, repeated_json, cap, ttl_ms = unpack(ARGV)
+-- (filtered as known): the novelty prompts' "already known" record; count the cycle for the
+-- facet it focused on (and what it brought); store the facets a cycle asked the model for.
+-- Only for the current epoch (a cycle of an old topic records nothing); the record bounded
+-- to `cap` items, the least repeated dropped first. Returns the record's size.
+local state_key, known_key, facets_key, yield_key = unpack(KEYS)
+local epoch, delivered_json, repeated_json, facet, proposed_json, cap, ttl_ms = unpack(ARGV)
 if redis.call('HGET', state_key, 'epoch') ~= epoch then return 0 end
-for _, item in ipairs(cjson.decode(delivered_json)) do
+local delivered = cjson.decode(delivered_json)
+for _, item in ipairs(delivered) do
   redis.call('ZADD', known_key, 'NX', 0, item)
 end
 for _, item in ipairs(cjson.decode(repeated_json)) do
   redis.call('ZINCRBY', known_key, 1, item)
+end
+if facet ~= '' and redis.call('HEXISTS', facets_key, facet) == 1 then
+  redis.call('HINCRBY', facets_key, facet, 1)
+  redis.call('HINCRBY', yield_key, facet, #delivered)
+end
+for _, name in ipairs(cjson.decode(proposed_json)) do
+  if redis.call('HSETNX', facets_key, name, 0) == 1 then
+    redis.call('HSET', yield_key, name, 0)
+  end
 end
 local size = redis.call('ZCARD', known_key)
 if size > tonumber(cap) then
@@ -17,4 +28,8 @@ if size > tonumber(cap) then
   size = tonumber(cap)
 end
 redis.call('PEXPIRE', known_key, ttl_ms)
+if redis.call('EXISTS', facets_key) == 1 then
+  redis.call('PEXPIRE', facets_key, ttl_ms)
+  redis.call('PEXPIRE', yield_key, ttl_ms)
+end
 return size
