@@ -242,6 +242,9 @@ class LocalRun:
                     f"{provider}-{os.getpid()}@%h",
                     "--loglevel",
                     "INFO",
+                    # no other workers to sync with or gossip to (mingle alone waits ~1 s for replies)
+                    "--without-mingle",
+                    "--without-gossip",
                 ],
             )
         children.start("beat", [python, "-m", "celery", "-A", "producer_tasks", "beat", "--loglevel", "INFO"])

@@ -160,7 +160,7 @@ def _steering(rt: Runtime, epoch: int, *, batch_size: int) -> Steering:
     if settings.prompt_strategy != "novelty":
         return Steering()
     try:
-        record = novelty.read(rt.fleet)
+        record = novelty.read(rt.fleet, known=settings.avoid_tokens > 0)
         if settings.facets and not record.facets and novelty.ask_for_facets(rt.fleet, epoch):
             return Steering(ask_facets=True)
     except StateError as exc:  # a prompt without them is still a good prompt
@@ -273,13 +273,17 @@ def _persist(
         )
     if rt.settings.prompt_strategy == "novelty":  # what the next prompts steer away from
         passed = set(batch.attributes)
+        listing = rt.settings.avoid_tokens > 0  # the known items are kept only for an avoid list
         calls.append(
             novelty.remember_call(
                 fleet,
                 epoch=batch.epoch,
-                delivered=batch.attributes,
-                repeated=[c for c in candidates if c not in passed] if checked is not None else [],
+                delivered=batch.attributes if listing else [],
+                repeated=[c for c in candidates if c not in passed]
+                if listing and checked is not None
+                else [],
                 facet=steer.facet,
+                brought=len(batch.attributes),
                 proposed=steer.proposed,
             )
         )

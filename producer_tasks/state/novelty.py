@@ -45,6 +45,7 @@ def remember_call(
     delivered: list[str],
     repeated: list[str],
     facet: str = "",
+    brought: int = 0,
     proposed: list[str] | None = None,
 ) -> ScriptCall:
     keys = fleet.keys
@@ -57,6 +58,7 @@ def remember_call(
         delivered_json=json.dumps(delivered),
         repeated_json=json.dumps(repeated),
         facet=facet,
+        brought=brought,
         proposed_json=json.dumps(proposed or []),
         cap=CAP,
         ttl_ms=TTL_MS,
@@ -64,16 +66,18 @@ def remember_call(
 
 
 @translated("read novelty record")
-def read(fleet: Fleet) -> Record:
-    """The current topic's record, in one round trip."""
+def read(fleet: Fleet, *, known: bool = True) -> Record:
+    """The current topic's record (the known items only if ``known``), in one round trip."""
     keys = fleet.keys
     pipe = fleet.redis.pipeline(transaction=False)
-    pipe.zrevrangebyscore(keys.known, "+inf", 1, start=0, num=TOP)
-    pipe.zrandmember(keys.known, RANDOM)
     pipe.hgetall(keys.facets)
     pipe.hgetall(keys.facet_yield)
-    top, drawn, cycles, brought = pipe.execute()
+    if known:
+        pipe.zrevrangebyscore(keys.known, "+inf", 1, start=0, num=TOP)
+        pipe.zrandmember(keys.known, RANDOM)
+    cycles, brought, *listed = pipe.execute()
     facets = {name: (int(n), int(brought.get(name, 0))) for name, n in cycles.items()}
+    top, drawn = listed or ([], [])
     return Record(list(top), list(drawn or []), facets)
 
 

@@ -185,6 +185,7 @@ class Remember(Script):
     delivered_json: str
     repeated_json: str
     facet: str  # "" = none
+    brought: int  # new attributes this cycle delivered (counted for its facet)
     proposed_json: str  # the topic's facets, when this cycle asked the model for them
     cap: int
     ttl_ms: int

@@ -120,6 +120,7 @@ def test_facets_are_asked_for_once_per_topic_and_each_later_prompt_focuses_on_on
     brought = {name: int(n) for name, n in rt.fleet.redis.hgetall(keys.facet_yield).items()}
     assert sum(cycles.values()) == 12
     assert sum(brought.values()) == rt.fleet.read_counters().get("attributes_appended", 0) > 0
+    assert not rt.fleet.redis.exists(keys.known)  # no avoid list (PRODUCER_AVOID_TOKENS=0): not kept
     # a new topic: its facets are asked for again, the old ones are gone
     start(rt, weights={"openai": 1.0}, topic="towns")
     assert not any(rt.fleet.redis.exists(k) for k in (keys.facets, keys.facet_yield, keys.facets_asked))

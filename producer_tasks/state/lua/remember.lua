@@ -4,10 +4,9 @@
 -- Only for the current epoch (a cycle of an old topic records nothing); the record bounded
 -- to `cap` items, the least repeated dropped first. Returns the record's size.
 local state_key, known_key, facets_key, yield_key = unpack(KEYS)
-local epoch, delivered_json, repeated_json, facet, proposed_json, cap, ttl_ms = unpack(ARGV)
+local epoch, delivered_json, repeated_json, facet, brought, proposed_json, cap, ttl_ms = unpack(ARGV)
 if redis.call('HGET', state_key, 'epoch') ~= epoch then return 0 end
-local delivered = cjson.decode(delivered_json)
-for _, item in ipairs(delivered) do
+for _, item in ipairs(cjson.decode(delivered_json)) do
   redis.call('ZADD', known_key, 'NX', 0, item)
 end
 for _, item in ipairs(cjson.decode(repeated_json)) do
@@ -15,7 +14,7 @@ for _, item in ipairs(cjson.decode(repeated_json)) do
 end
 if facet ~= '' and redis.call('HEXISTS', facets_key, facet) == 1 then
   redis.call('HINCRBY', facets_key, facet, 1)
-  redis.call('HINCRBY', yield_key, facet, #delivered)
+  redis.call('HINCRBY', yield_key, facet, brought)
 end
 for _, name in ipairs(cjson.decode(proposed_json)) do
   if redis.call('HSETNX', facets_key, name, 0) == 1 then
@@ -27,7 +26,7 @@ if size > tonumber(cap) then
   redis.call('ZREMRANGEBYRANK', known_key, 0, size - tonumber(cap) - 1)
   size = tonumber(cap)
 end
-redis.call('PEXPIRE', known_key, ttl_ms)
+if size > 0 then redis.call('PEXPIRE', known_key, ttl_ms) end
 if redis.call('EXISTS', facets_key) == 1 then
   redis.call('PEXPIRE', facets_key, ttl_ms)
   redis.call('PEXPIRE', yield_key, ttl_ms)
