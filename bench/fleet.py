@@ -9,6 +9,7 @@ tasks looping ``AsyncOpenAI.chat.completions.create`` + parsing. Ours: one worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -16,7 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -65,46 +68,56 @@ def fake_stats(port: int) -> dict[str, int]:
     return stats
 
 
-def fake_count(port: int) -> int:
-    return sum(n for api, n in fake_stats(port).items() if api in ("openai", "anthropic"))
-
-
 def fake_active(port: int) -> int:
     """Requests the fake server is answering right now."""
     return fake_stats(port)["active"]
 
 
-async def _baseline(base_url: str) -> float:
-    client = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0, timeout=30)
+@dataclass(frozen=True)
+class LoopResult:
+    rate: float  # requests per second over the measurement
+    cpu_ms: float  # this process's CPU per request over the measurement
+
+
+async def asyncio_loop(
+    base_url: str, *, in_flight: int, warmup_s: float, measure_s: float, batch_size: int, watch: Any = None
+) -> LoopResult:
+    """The baseline: ``in_flight`` tasks looping ``AsyncOpenAI`` calls and parsing each answer;
+    ``watch`` (a context manager) runs around the measurement."""
+    client = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0, timeout=60)
     done = 0
     measuring = False
-    stop_at = time.monotonic() + WARMUP_S + MEASURE_S
+    stop_at = time.monotonic() + warmup_s + measure_s
 
     async def lane() -> None:
         nonlocal done
         while time.monotonic() < stop_at:
             response = await client.chat.completions.create(
                 model="gpt-4o-mini",
-                messages=[{"role": "user", "content": "List 10 cheeses"}],
-                temperature=0.7,
-                max_tokens=100,
+                messages=[{"role": "user", "content": f"List {batch_size} distinct cheeses, one per line."}],
+                temperature=0.9,
+                max_tokens=200,
             )
-            parse_response(response.choices[0].message.content or "", batch_size=10)
+            parse_response(response.choices[0].message.content or "", batch_size=batch_size)
             if measuring:
                 done += 1
 
-    tasks = [asyncio.create_task(lane()) for _ in range(IN_FLIGHT)]
-    await asyncio.sleep(WARMUP_S)
+    tasks = [asyncio.create_task(lane()) for _ in range(in_flight)]
+    await asyncio.sleep(warmup_s)
     measuring = True
+    cpu0 = time.process_time()
     started = time.monotonic()
+    with watch or contextlib.nullcontext():
+        await asyncio.sleep(measure_s)
+    cpu, elapsed, count = time.process_time() - cpu0, time.monotonic() - started, done
     await asyncio.gather(*tasks)
-    elapsed = time.monotonic() - started
     await client.close()
-    return done / elapsed
+    return LoopResult(count / elapsed, 1000 * cpu / max(1, count))
 
 
 def baseline(base_url: str) -> float:
-    return asyncio.run(_baseline(base_url))
+    loop = asyncio_loop(base_url, in_flight=IN_FLIGHT, warmup_s=WARMUP_S, measure_s=MEASURE_S, batch_size=10)
+    return asyncio.run(loop).rate
 
 
 def ours(base_url: str, redis: EmbeddedRedis, log: Path) -> tuple[float, int]:

@@ -20,14 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import openai
 import psutil
 
-from bench.fleet import KEY, ROOT, fake_active, start_fake
+from bench.fleet import KEY, ROOT, asyncio_loop, fake_active, start_fake
 from bench.report import write_section
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
-from producer_tasks.generation.parsing import parse_response
 from producer_tasks.settings import load_settings
 from producer_tasks.state.fleet import Fleet
 
@@ -81,48 +79,19 @@ def windows(latency_ms: int) -> tuple[float, float]:
 
 
 # --- the baseline ------------------------------------------------------------------------
-async def _baseline(port: int, in_flight: int, latency_ms: int) -> Row:
-    base_url = f"http://127.0.0.1:{port}/v1"
-    warmup, measure = windows(latency_ms)
-    client = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0, timeout=60)
-    done = 0
-    measuring = False
-    stop_at = time.monotonic() + warmup + measure
-
-    async def lane() -> None:
-        nonlocal done
-        while time.monotonic() < stop_at:
-            response = await client.chat.completions.create(
-                model="gpt-4o-mini",
-                messages=[{"role": "user", "content": f"List {BATCH} distinct cheese. Only the names."}],
-                temperature=0.9,
-                max_tokens=200,
-            )
-            parse_response(response.choices[0].message.content or "", batch_size=BATCH)
-            if measuring:
-                done += 1
-
-    tasks = [asyncio.create_task(lane()) for _ in range(in_flight)]
-    await asyncio.sleep(warmup)
-    measuring = True
-    me = psutil.Process()
-    cpu0 = sum(me.cpu_times()[:2])
-    started = time.monotonic()
-    with PeakInFlight(port) as peak:
-        await asyncio.sleep(measure)
-    cpu = sum(me.cpu_times()[:2]) - cpu0
-    elapsed = time.monotonic() - started
-    count = done
-    await asyncio.gather(*tasks)
-    await client.close()
-    rate = count / elapsed
-    return Row(
-        "asyncio loop", in_flight, latency_ms, rate, 1000 * cpu / max(1, count), peak_in_flight=peak.peak
-    )
-
-
 def baseline(port: int, in_flight: int, latency_ms: int) -> Row:
-    return asyncio.run(_baseline(port, in_flight, latency_ms))
+    warmup, measure = windows(latency_ms)
+    peak = PeakInFlight(port)
+    loop = asyncio_loop(
+        f"http://127.0.0.1:{port}/v1",
+        in_flight=in_flight,
+        warmup_s=warmup,
+        measure_s=measure,
+        batch_size=BATCH,
+        watch=peak,
+    )
+    result = asyncio.run(loop)
+    return Row("asyncio loop", in_flight, latency_ms, result.rate, result.cpu_ms, peak_in_flight=peak.peak)
 
 
 # --- the fleet ---------------------------------------------------------------------------
