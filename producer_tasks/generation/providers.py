@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -88,46 +88,53 @@ def _owned_http_client(module: ModuleType, tls: Any) -> Any:
 
 
 class Clients:
-    """The SDK clients of one process: one per named provider *and thread*, created on first use.
+    """The SDK clients of one process, per named provider: each call borrows an idle one (or a
+    new one when all are busy) and gives it back, so a process holds as many as it has calls
+    in flight, each keeping its one connection alive, under threads and gevent alike.
 
-    A thread makes one call at a time, so its client keeps one connection alive. One
-    shared client would hold every connection in one pool, which httpx scans (and polls
-    each socket of) on every request and every response: at hundreds of calls in flight
-    that cost more CPU than the call itself, and its keep-alive limit (100) made every
-    call beyond it open a new connection (a TLS handshake against a real provider). The
-    TLS context is created once per process and shared (creating one takes ~60 ms).
+    One shared client would hold every connection in one pool, which httpx scans (and polls
+    each socket of) on every request and every response: at hundreds of calls in flight that
+    cost more CPU than the call itself, and its keep-alive limit (100) made every call beyond
+    it open a new connection (a TLS handshake against a real provider). The TLS context is
+    created once per process and shared (creating one takes ~60 ms).
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._every: list[Any] = []  # every thread's clients, to close them
-        self._generation = 0  # close() starts a new one: threads then create new clients
+        self._idle: dict[str, list[Any]] = {}
+        self._every: list[Any] = []  # every client made (to close them)
         self._tls: Any = None
 
-    def _client(self, spec: ProviderSpec) -> Any:
-        mine: dict[str, Any] | None = getattr(self._local, "clients", None)
-        if mine is None or getattr(self._local, "generation", -1) != self._generation:
-            mine = self._local.clients = {}
-            self._local.generation = self._generation
-        client = mine.get(spec.name)
+    @contextmanager
+    def _borrow(self, spec: ProviderSpec) -> Iterator[Any]:
+        with self._lock:
+            idle = self._idle.setdefault(spec.name, [])
+            client = idle.pop() if idle else None
         if client is None:
-            if not spec.configured:
-                raise ProviderNotConfiguredError(f"{spec.name}: {spec.api_key_env} is not set")
-            module = sdk(spec.kind)
-            factory = module.OpenAI if spec.kind == "openai" else module.Anthropic
-            client = factory(
-                # a local OpenAI-compatible server may need no key; the SDK wants one anyway
-                api_key=spec.api_key.get_secret_value() if spec.api_key else "no-key-needed",
-                base_url=spec.base_url,
-                max_retries=0,
-                timeout=spec.timeout_s or self.settings.request_timeout_s,
-                http_client=_owned_http_client(module, self._tls_context()),
-            )
-            mine[spec.name] = client
+            client = self._make(spec)
+        try:
+            yield client
+        finally:
             with self._lock:
-                self._every.append(client)
+                if client in self._every:  # not closed meanwhile
+                    self._idle.setdefault(spec.name, []).append(client)
+
+    def _make(self, spec: ProviderSpec) -> Any:
+        if not spec.configured:
+            raise ProviderNotConfiguredError(f"{spec.name}: {spec.api_key_env} is not set")
+        module = sdk(spec.kind)
+        factory = module.OpenAI if spec.kind == "openai" else module.Anthropic
+        client = factory(
+            # a local OpenAI-compatible server may need no key; the SDK wants one anyway
+            api_key=spec.api_key.get_secret_value() if spec.api_key else "no-key-needed",
+            base_url=spec.base_url,
+            max_retries=0,
+            timeout=spec.timeout_s or self.settings.request_timeout_s,
+            http_client=_owned_http_client(module, self._tls_context()),
+        )
+        with self._lock:
+            self._every.append(client)
         return client
 
     def _tls_context(self) -> Any:
@@ -138,20 +145,19 @@ class Clients:
                 self._tls = httpx2.create_ssl_context()  # as the SDK's own default: honours SSL_CERT_FILE
             return self._tls
 
-    def openai(self, spec: ProviderSpec) -> openai.OpenAI:
-        client: openai.OpenAI = self._client(spec)
-        return client
+    def openai(self, spec: ProviderSpec) -> AbstractContextManager[openai.OpenAI]:
+        """``with clients.openai(spec) as client:`` an idle client of ``spec``, for one call."""
+        return self._borrow(spec)
 
-    def anthropic(self, spec: ProviderSpec) -> anthropic.Anthropic:
-        client: anthropic.Anthropic = self._client(spec)
-        return client
+    def anthropic(self, spec: ProviderSpec) -> AbstractContextManager[anthropic.Anthropic]:
+        return self._borrow(spec)
 
     def close(self) -> None:
         with self._lock:
-            self._generation += 1
             for client in self._every:
                 client.close()
             self._every.clear()
+            self._idle.clear()
 
 
 # --- error translation ------------------------------------------------------------------
@@ -226,9 +232,8 @@ def _require(provider: str, value: T | None, what: str) -> T:
 
 
 def generate_openai(clients: Clients, spec: ProviderSpec, request: GenerationRequest) -> LLMResponse:
-    client = clients.openai(spec)
     started = time.perf_counter()
-    with translated_errors(spec.name, spec.kind):
+    with clients.openai(spec) as client, translated_errors(spec.name, spec.kind):
         response = client.chat.completions.create(
             model=spec.model,
             messages=[{"role": "user", "content": request.prompt}],
@@ -251,9 +256,8 @@ def generate_openai(clients: Clients, spec: ProviderSpec, request: GenerationReq
 
 
 def generate_anthropic(clients: Clients, spec: ProviderSpec, request: GenerationRequest) -> LLMResponse:
-    client = clients.anthropic(spec)
     started = time.perf_counter()
-    with translated_errors(spec.name, spec.kind):
+    with clients.anthropic(spec) as client, translated_errors(spec.name, spec.kind):
         # The Messages API of the current SDK takes no sampling temperature: the
         # orchestrator's temperature applies to OpenAI-compatible providers only.
         response = client.messages.create(
@@ -316,8 +320,7 @@ def generate(clients: Clients, provider: str, request: GenerationRequest) -> LLM
 
 
 def health_check_openai(clients: Clients, spec: ProviderSpec) -> None:
-    client = clients.openai(spec)
-    with translated_errors(spec.name, spec.kind):
+    with clients.openai(spec) as client, translated_errors(spec.name, spec.kind):
         if clients.settings.health_check == "completion":
             client.chat.completions.create(
                 model=spec.model,
@@ -331,8 +334,7 @@ def health_check_openai(clients: Clients, spec: ProviderSpec) -> None:
 
 
 def health_check_anthropic(clients: Clients, spec: ProviderSpec) -> None:
-    client = clients.anthropic(spec)
-    with translated_errors(spec.name, spec.kind):
+    with clients.anthropic(spec) as client, translated_errors(spec.name, spec.kind):
         if clients.settings.health_check == "completion":
             client.messages.create(
                 model=spec.model,

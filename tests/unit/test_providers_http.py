@@ -197,9 +197,9 @@ def test_named_providers_call_their_own_endpoint_model_and_key(fake_llm: FakeLLM
 
 
 @pytest.mark.parametrize("api", APIS)
-def test_each_thread_has_its_own_client_and_keeps_its_connection(api: str, fake_llm: FakeLLM) -> None:
-    """One client per thread (httpx scans a shared pool on every request): 6 threads making
-    3 calls each open 6 connections and reuse them; close() closes every thread's client."""
+def test_each_call_borrows_an_idle_client_and_its_kept_alive_connection(api: str, fake_llm: FakeLLM) -> None:
+    """One client per call in flight (httpx scans a shared pool on every request): 6 threads
+    making 3 calls each use 6 clients and 6 connections; close() closes them all."""
     import threading
 
     clients = Clients(load_settings(provider_env(fake_llm)))
@@ -216,10 +216,25 @@ def test_each_thread_has_its_own_client_and_keeps_its_connection(api: str, fake_
     for thread in threads:
         thread.join(30)
     assert len(fake_llm.requests) == 18
-    assert len({r.peer for r in fake_llm.requests}) == 6  # one connection per thread, kept alive
+    assert len({r.peer for r in fake_llm.requests}) == 6  # one connection per client, kept alive
     made = list(clients._every)
     assert len({id(client) for client in made}) == 6
     clients.close()
     assert all(client.is_closed() for client in made)
     providers.generate(clients, api, REQUEST)  # after close(): a new client, not a closed one
     assert len(fake_llm.requests) == 19
+
+
+def test_short_lived_threads_reuse_one_client(fake_llm: FakeLLM) -> None:
+    """A thread (or a gevent greenlet: one per task) that ends leaves its client to the next
+    call: 10 threads one after another make one client and one connection, not ten."""
+    import threading
+
+    clients = Clients(load_settings(provider_env(fake_llm)))
+    for _ in range(10):
+        thread = threading.Thread(target=providers.generate, args=(clients, "openai", REQUEST))
+        thread.start()
+        thread.join(30)
+    assert len(fake_llm.requests) == 10
+    assert len(clients._every) == 1 and len({r.peer for r in fake_llm.requests}) == 1
+    clients.close()
