@@ -27,6 +27,7 @@ from producer_tasks.records import LaneRecord, LaneStatus, Phase
 from producer_tasks.selection import adaptive_weights, effective_weight, weighted_choice
 from producer_tasks.settings import Settings
 from producer_tasks.state.fleet import Fleet, FleetView
+from producer_tasks.state.scripts import ScriptCall
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,15 @@ def backlog_full(view: FleetView) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class PlannedDispatch:
+    lane: int
+    provider: str
+    epoch: int
+    token: str
+    call: ScriptCall
+
+
 @dataclass
 class ReconcileReport:
     dispatched: list[int] = field(default_factory=list)
@@ -162,6 +172,30 @@ class Lanes:
             return False
         self.dispatcher.send(provider=provider, epoch=epoch, lane=lane, token=token)
         return True
+
+    def plan_next(self, view: FleetView, *, lane: int, token: str) -> PlannedDispatch | None:
+        """The lane's next cycle, when ``next`` would dispatch it: its provider, token and the
+        assign call, to run in the cycle's delivery round trip (``send_planned`` then sends
+        it). None when ``next`` would release or park the lane instead."""
+        if view.state.phase is not Phase.RUNNING or lane >= view.state.concurrency or backlog_full(view):
+            return None
+        try:
+            provider = choose_provider(view, adaptive=self.adaptive, per_dollar=self.per_dollar, rng=self.rng)
+        except NoUsableProviderError:
+            return None
+        epoch = view.state.epoch
+        new, call = self.fleet.assign_call(
+            lane=lane, expected=token, provider=provider, epoch=epoch, failures=0
+        )
+        return PlannedDispatch(lane=lane, provider=provider, epoch=epoch, token=new, call=call)
+
+    def send_planned(self, planned: PlannedDispatch, assigned: object) -> None:
+        """Send the planned cycle if its assign call assigned it (else the lane was released
+        or its token moved on: nothing to send, as ``send`` would find)."""
+        if assigned == 1:
+            self.dispatcher.send(
+                provider=planned.provider, epoch=planned.epoch, lane=planned.lane, token=planned.token
+            )
 
     def mark_reserved(self, *, lane: int, token: str, worker: str) -> None:
         """A worker took the lane's message: the lane is now that worker's to lose."""

@@ -28,6 +28,7 @@ from producer_tasks.lanes import (
     WAIT_BACKOFF,
     WAIT_NO_PROVIDER,
     WAIT_RATE_LIMIT,
+    PlannedDispatch,
     backlog_full,
     choose_provider,
     eligible_providers,
@@ -86,13 +87,19 @@ def _preflight(
 
 def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, worker: str) -> Outcome:
     fleet, settings = rt.fleet, rt.settings
-    view = fleet.view(lane=lane, with_stats=rt.adaptive)
+    steering = settings.prompt_strategy == "novelty"  # its record is read with the view
+    extra = novelty.read_calls(fleet, known=settings.avoid_tokens > 0) if steering else []
+    view = fleet.view(lane=lane, with_stats=rt.adaptive, extra=extra)
     stopped = _preflight(rt, view, provider=provider, epoch=epoch, lane=lane, token=token)
     if stopped is not None:
         return stopped
     state = view.state
     generation = state.generation
-    steer = _steering(rt, epoch, batch_size=generation.batch_size)
+    steer = (
+        _steering(rt, epoch, novelty.parse(view.extra), batch_size=generation.batch_size)
+        if steering
+        else Steering()
+    )
     if steer.ask_facets:
         prompt = facets_prompt(state.topic, settings.facets)
     else:
@@ -155,17 +162,13 @@ class Steering:
     proposed: list[str] = field(default_factory=list)  # the facets it answered
 
 
-def _steering(rt: Runtime, epoch: int, *, batch_size: int) -> Steering:
+def _steering(rt: Runtime, epoch: int, record: novelty.Record, *, batch_size: int) -> Steering:
     settings = rt.settings
-    if settings.prompt_strategy != "novelty":
-        return Steering()
     try:
-        record = novelty.read(rt.fleet, known=settings.avoid_tokens > 0)
         if settings.facets and not record.facets and novelty.ask_for_facets(rt.fleet, epoch):
             return Steering(ask_facets=True)
-    except StateError as exc:  # a prompt without them is still a good prompt
-        log.warning("novelty record not read: %s", exc)
-        return Steering()
+    except StateError as exc:  # a prompt without facets is still a good prompt
+        log.warning("facets not asked for: %s", exc)
     return Steering(
         avoid=avoid_section(record.most_repeated, record.others, budget_tokens=settings.avoid_tokens)
         if settings.avoid_tokens > 0
@@ -203,6 +206,7 @@ def _deliver(
         ),
     )
     checked: bloom.FilterResult | None = None
+    planned = rt.lanes.plan_next(view, lane=lane, token=token)  # assigned in the same round trip
     deadline = time.monotonic() + PERSIST_DEADLINE_S
     for attempt in itertools.count(1):
         try:
@@ -212,7 +216,15 @@ def _deliver(
                     rt.fleet, rt.settings, candidates, journal=journal, defer_counters=True
                 )
             results, passed = _persist(
-                rt, response, batch, checked, provider=provider, prompt=prompt, token=token, steer=steer
+                rt,
+                response,
+                batch,
+                checked,
+                provider=provider,
+                prompt=prompt,
+                token=token,
+                steer=steer,
+                planned=planned,
             )
             break
         except StateError as exc:
@@ -226,7 +238,10 @@ def _deliver(
         outcome = Outcome.DELIVERED if results[1] else Outcome.DISCARDED
         if outcome is Outcome.DISCARDED:
             log.info("topic changed during the call: batch of %d dropped", len(passed))
-    rt.lanes.next(view, lane=lane, token=token)
+    if planned is None:
+        rt.lanes.next(view, lane=lane, token=token)  # released, parked or waiting: its own round trip
+    else:
+        rt.lanes.send_planned(planned, results[-1])
     return outcome
 
 
@@ -240,8 +255,10 @@ def _persist(
     prompt: str,
     token: str,
     steer: Steering,
+    planned: PlannedDispatch | None,
 ) -> tuple[list[object], list[str]]:
-    """Health, statistics, history, the bloom counters and the batch in one round trip."""
+    """Health, statistics, history, the bloom counters, the batch and the lane's next token in
+    one round trip."""
     fleet = rt.fleet
     candidates = batch.attributes
     if checked is not None:
@@ -287,6 +304,8 @@ def _persist(
                 proposed=steer.proposed,
             )
         )
+    if planned is not None:  # last: the lane's next token, once this cycle's outcome is recorded
+        calls.append(planned.call)
     return fleet.run(*calls), batch.attributes
 
 

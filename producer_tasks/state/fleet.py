@@ -1,11 +1,9 @@
 """The state layer's entry point: one producer id's Redis, its scripts, and consistent reads.
 
-``Fleet`` holds the connection and the registered Lua scripts (``scripts.py``), runs
-script and command calls in one round trip, and reads what selection, reconcile and
-status need in one snapshot (``FleetView``). The concepts built on it each have their own
-module in this package (control, stream, bloom, rate limits, outcomes, status); nothing
-outside ``producer_tasks.state`` talks to Redis. Redis errors become ``StateError``.
-"""
+``Fleet`` holds the connection and the Lua scripts (``scripts.py``), runs script and command
+calls in one round trip, and reads what selection, reconcile and status need in one snapshot
+(``FleetView``). The concepts built on it have their own modules in this package; nothing
+outside it talks to Redis. Redis errors become ``StateError``."""
 
 from __future__ import annotations
 
@@ -51,6 +49,7 @@ class FleetView:
     backlog: int
     now_ms: int
     stats: dict[str, ProviderStats] = field(default_factory=dict)
+    extra: list[Any] = field(default_factory=list)  # replies to the caller's ``extra`` commands
 
     @functools.cached_property
     def live_queues(self) -> frozenset[str]:
@@ -62,8 +61,7 @@ class FleetView:
 
 
 def parse_state(data: str | None, phase: str | None, epoch: str | None) -> TopicState:
-    """The state hash's fields: the JSON record, with phase and epoch kept beside it (the
-    Lua scripts read and change those two)."""
+    """The state hash's fields: the JSON record, phase and epoch beside it (for the Lua scripts)."""
     if not data:
         return TopicState()
     state = TopicState.model_validate_json(data)
@@ -159,10 +157,8 @@ class Fleet:
         return result
 
     def run(self, *calls: ScriptCall | CommandCall) -> list[Any]:
-        """Several scripts and commands in one round trip (each atomic on its own). Scripts go
-        by EVALSHA alone (redis-py's pipeline would ask SCRIPT EXISTS first: a second round
-        trip every time); those a server without its script cache (restart, SCRIPT FLUSH,
-        failover) did not know are loaded and run again, after the call's plain commands."""
+        """Scripts and commands in one round trip, each atomic; scripts by EVALSHA alone (no SCRIPT
+        EXISTS trip); those a server lost (restart, failover) are loaded and run again, last."""
         with redis_errors("pipelined writes"):
             results = self._pipelined(calls, load=False)
             unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
@@ -192,8 +188,10 @@ class Fleet:
         return parse_state(*self.redis.hmget(self.keys.state, ["data", "phase", "epoch"]))
 
     @translated("read fleet view")
-    def view(self, *, lane: int | None = None, with_stats: bool = False) -> FleetView:
-        """State, lanes (all, or just ``lane``), health, live queues and backlog in one round trip."""
+    def view(
+        self, *, lane: int | None = None, with_stats: bool = False, extra: Sequence[CommandCall] = ()
+    ) -> FleetView:
+        """State, lanes (all or ``lane``), health, live queues, backlog, ``extra`` replies: one trip."""
         now = now_ms()
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(self.keys.state, ["data", "phase", "epoch"])
@@ -209,6 +207,8 @@ class Fleet:
         if with_stats:
             for provider in self.providers:
                 pipe.hgetall(self.keys.stats(provider))
+        for call in extra:
+            pipe.execute_command(*call.args)
         results = pipe.execute()
         data, phase, epoch = results[0]
         if lane is None:
@@ -232,6 +232,7 @@ class Fleet:
             backlog=backlog,
             now_ms=now,
             stats=stats,
+            extra=results[len(results) - len(extra) :],
         )
 
     @translated("read spend")
@@ -341,21 +342,21 @@ class Fleet:
         self, *, lane: int, expected: str, provider: str, epoch: int, failures: int = -1
     ) -> str | None:
         """Give the lane a new token (compare-and-set on ``expected``); the token, or None."""
-        token = uuid.uuid4().hex
-        done = self.call(
-            scripts.Assign(
-                state_key=self.keys.state,
-                lanes_key=self.keys.lanes,
-                lane=lane,
-                expected=expected,
-                token=token,
-                provider=provider,
-                epoch=epoch,
-                now_ms=now_ms(),
-                failures=failures,
-            )
+        token, call = self.assign_call(
+            lane=lane, expected=expected, provider=provider, epoch=epoch, failures=failures
         )
-        return token if done == 1 else None
+        return token if self.run(call)[0] == 1 else None
+
+    def assign_call(
+        self, *, lane: int, expected: str, provider: str, epoch: int, failures: int = -1
+    ) -> tuple[str, ScriptCall]:
+        """A new token and the assign call to pipeline with others (1: assigned)."""
+        token = uuid.uuid4().hex
+        keys = self.keys
+        assign = scripts.Assign(
+            keys.state, keys.lanes, lane, expected, token, provider, epoch, now_ms(), failures
+        )
+        return token, assign.call()
 
     def transition(
         self,

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from producer_tasks.state.client import translated
 from producer_tasks.state.fleet import Fleet
-from producer_tasks.state.scripts import Remember, ScriptCall
+from producer_tasks.state.scripts import CommandCall, Remember, ScriptCall
 
 CAP = 5000  # items kept per topic
 TTL_MS = 7 * 24 * 3600 * 1000  # an abandoned topic's record goes away by itself
@@ -65,20 +66,32 @@ def remember_call(
     ).call()
 
 
+def read_calls(fleet: Fleet, *, known: bool = True) -> list[CommandCall]:
+    """The reads of the current topic's record (the known items only if ``known``), to run in
+    the cycle's view (``Fleet.view(extra=…)``, no round trip of their own); ``parse`` reads
+    the replies."""
+    keys = fleet.keys
+    calls = [CommandCall(("HGETALL", keys.facets)), CommandCall(("HGETALL", keys.facet_yield))]
+    if known:
+        calls.append(CommandCall(("ZREVRANGEBYSCORE", keys.known, "+inf", 1, "LIMIT", 0, TOP)))
+        calls.append(CommandCall(("ZRANDMEMBER", keys.known, RANDOM)))
+    return calls
+
+
+def parse(replies: list[Any]) -> Record:
+    cycles, brought, *listed = replies
+    facets = {name: (int(n), int(brought.get(name, 0))) for name, n in (cycles or {}).items()}
+    top, drawn = listed or ([], [])
+    return Record(list(top or []), list(drawn or []), facets)
+
+
 @translated("read novelty record")
 def read(fleet: Fleet, *, known: bool = True) -> Record:
-    """The current topic's record (the known items only if ``known``), in one round trip."""
-    keys = fleet.keys
+    """The current topic's record, in one round trip."""
     pipe = fleet.redis.pipeline(transaction=False)
-    pipe.hgetall(keys.facets)
-    pipe.hgetall(keys.facet_yield)
-    if known:
-        pipe.zrevrangebyscore(keys.known, "+inf", 1, start=0, num=TOP)
-        pipe.zrandmember(keys.known, RANDOM)
-    cycles, brought, *listed = pipe.execute()
-    facets = {name: (int(n), int(brought.get(name, 0))) for name, n in cycles.items()}
-    top, drawn = listed or ([], [])
-    return Record(list(top), list(drawn or []), facets)
+    for call in read_calls(fleet, known=known):
+        pipe.execute_command(*call.args)
+    return parse(pipe.execute())
 
 
 def avoid_candidates(fleet: Fleet) -> tuple[list[str], list[str]]:

@@ -245,3 +245,21 @@ def test_scripts_run_by_sha_are_reloaded_after_the_server_lost_them(mock_rt: Any
     assert fleet.redis.get("counter") == "2"  # the command was not repeated
     assert all(fleet.redis.script_exists(fleet.scripts["lease"].sha))
     assert fleet.redis.get(key) == "beat-a"
+
+
+def test_an_assign_retried_after_a_lost_reply_still_counts_as_assigned(mock_rt: Any) -> None:
+    """The next cycle's token is assigned in the delivery's pipeline, which is retried when
+    Redis does not answer: a second run of the same assign call reports it assigned (its
+    message is then sent once), a different token on the same lane still fails."""
+    rt, rec = mock_rt
+    start(rt, weights={"mock": 1.0})
+    rt.lanes.reconcile()
+    lane = rec.sent[0]["lane"]
+    current = rt.fleet.view().lanes[lane].token
+    epoch = rt.fleet.read_state().epoch
+    token, call = rt.fleet.assign_call(lane=lane, expected=current, provider="mock", epoch=epoch)
+    assert rt.fleet.run(call) == [1]
+    assert rt.fleet.run(call) == [1]  # the retry
+    assert rt.fleet.view().lanes[lane].token == token
+    _, other = rt.fleet.assign_call(lane=lane, expected=current, provider="mock", epoch=epoch)
+    assert rt.fleet.run(other) == [0]  # the old token is gone: compare-and-set fails

@@ -1,6 +1,6 @@
 -- Give a lane a new dispatch token (compare-and-set on the lane's current token).
 -- expected "" = the lane must be absent; failures -1 = keep the lane's count.
--- Returns 1 when assigned; 0 when the phase is not running / the epoch is old / CAS failed.
+-- Returns 1 when assigned (or already assigned this token: a retry); 0 when the phase is not running / the epoch is old / CAS failed.
 -- When the producer is stopping and the lane was the caller's, the lane is removed and
 -- the phase becomes "stopped" once no lane is running or reserved.
 local state_key, lanes_key = unpack(KEYS)
@@ -12,6 +12,7 @@ local current_epoch = redis.call('HGET', state_key, 'epoch')
 local raw = redis.call('HGET', lanes_key, lane)
 local current = raw and cjson.decode(raw) or nil
 local current_token = current and current.token or ''
+if current_token == token then return 1 end  -- a retried call that already assigned it
 if current_token ~= expected then
   return 0
 end
