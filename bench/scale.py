@@ -355,9 +355,12 @@ client per thread with a shared TLS context), redis-py's `SCRIPT EXISTS` before 
 pipelined script (11 %; scripts now go by EVALSHA and are reloaded if the server lost
 them), the result-channel subscription Celery makes for every message sent by name,
 and the bridge reading, forwarding and acknowledging one batch at a time (2.3 → 0.35–0.5
-ms per batch). What remains is spread over Celery, kombu and redis-py's per-call costs:
-reaching 1.5× the asyncio loop needs fewer round trips per cycle (one script for the
-checks and the claim, one for the outcome and the next dispatch), which is not done.
+ms per batch). Two round trips per cycle were folded into others: the novelty record is
+read with the fleet view, and the lane's next token is assigned in the delivery's
+pipeline. What remains is spread over Celery, kombu and redis-py's per-call costs (a cycle
+still makes 6 round trips of its own, 6 script calls, plus Celery's receive, ack and
+publish): reaching 1.5× the asyncio loop needs the checks and the claim in one script and
+less per-message work in Celery and kombu, which is not done.
 """
 
 
