@@ -62,6 +62,12 @@ def start_fake(
     return process
 
 
+def worker_args(*, pool: str, concurrency: int) -> list[str]:
+    """``python …``: one quiet Celery worker on the openai queue (no other workers to sync with)."""
+    options = f"-Q openai -P {pool} -c {concurrency} -n bench@%h --loglevel WARNING --without-gossip --without-mingle"
+    return ["-m", "celery", "-A", "producer_tasks", "worker", *options.split()]
+
+
 def fake_stats(port: int) -> dict[str, int]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=5) as answer:
         stats: dict[str, int] = json.loads(answer.read())
@@ -134,26 +140,7 @@ def ours(base_url: str, redis: EmbeddedRedis, log: Path) -> tuple[float, int]:
     fleet.redis.flushall()
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "producer_tasks",
-                "worker",
-                "-Q",
-                "openai",
-                "-P",
-                "threads",
-                "-c",
-                str(IN_FLIGHT),
-                "-n",
-                "bench@%h",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            [sys.executable, *worker_args(pool="threads", concurrency=IN_FLIGHT)],
             cwd=ROOT,
             env=env,
             stdout=out,

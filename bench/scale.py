@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.fleet import KEY, ROOT, asyncio_loop, fake_active, start_fake
+from bench.fleet import KEY, ROOT, asyncio_loop, fake_active, start_fake, worker_args
 from bench.report import write_section
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
@@ -159,28 +159,7 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
             for name, args in (
-                (
-                    "worker",
-                    [
-                        "-m",
-                        "celery",
-                        "-A",
-                        "producer_tasks",
-                        "worker",
-                        "-Q",
-                        "openai",
-                        "-P",
-                        pool,
-                        "-c",
-                        str(in_flight),
-                        "-n",
-                        "bench@%h",
-                        "--loglevel",
-                        "WARNING",
-                        "--without-gossip",
-                        "--without-mingle",
-                    ],
-                ),
+                ("worker", worker_args(pool=pool, concurrency=in_flight)),
                 ("bridge", ["-m", "orchestrator_bridge"]),
             ):
                 log = (workdir / f"{name}-{pool}-{in_flight}.log").open("wb")
