@@ -1,6 +1,7 @@
 -- Give a lane a new dispatch token (compare-and-set on the lane's current token).
 -- expected "" = the lane must be absent; failures -1 = keep the lane's count.
--- Returns 1 when assigned (or already assigned this token: a retry); 0 when the phase is not running / the epoch is old / CAS failed.
+-- Returns 1 when assigned (or when this very token already is: a retried call); 0 when the
+-- phase is not running / the epoch is old / CAS failed.
 -- When the producer is stopping and the lane was the caller's, the lane is removed and
 -- the phase becomes "stopped" once no lane is running or reserved.
 local state_key, lanes_key = unpack(KEYS)
