@@ -26,7 +26,7 @@ import openai
 from bench.report import write_section
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from producer_tasks.generation.parsing import parse_response
-from producer_tasks.settings import load_settings
+from producer_tasks.settings import Settings, load_settings
 from producer_tasks.state import control
 from producer_tasks.state.fleet import Fleet
 
@@ -126,16 +126,18 @@ def baseline(base_url: str) -> float:
     return asyncio.run(loop).rate
 
 
-def ours(base_url: str, redis: EmbeddedRedis, log: Path) -> tuple[float, int]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_"))},
-        "REDIS_URL": redis.url,
-        "OPENAI_API_KEY": KEY,
-        "OPENAI_BASE_URL": base_url,
+def bench_env(redis_url: str, base_url: str, **own: str) -> tuple[dict[str, str], Settings]:
+    """The environment of the processes measured (this one's, without producer or provider
+    settings, then Redis, the fake OpenAI server and ``own``) and the settings it gives."""
+    own = {"REDIS_URL": redis_url, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": base_url, **own}
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_"))
     }
-    settings = load_settings(
-        {k: v for k, v in env.items() if k in ("REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    )
+    return {**inherited, **own}, load_settings(own)
+
+
+def ours(base_url: str, redis: EmbeddedRedis, log: Path) -> tuple[float, int]:
+    env, settings = bench_env(redis.url, base_url)
     fleet = Fleet.from_settings(settings)
     fleet.redis.flushall()
     with log.open("wb") as out:

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import psutil
 
-from bench.fleet import KEY, ROOT, asyncio_loop, fake_active, start_fake, worker_args
+from bench.fleet import ROOT, asyncio_loop, bench_env, fake_active, start_fake, worker_args
 from bench.report import write_section
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
-from producer_tasks.settings import load_settings
 from producer_tasks.state.fleet import Fleet
 
 POINTS = ((256, 2000), (1024, 8000))  # (calls in flight, model latency in ms)
@@ -129,6 +128,15 @@ def command_stats(fleet: Fleet) -> dict[str, tuple[int, int]]:
     return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in info.items()}
 
 
+def profile(process: psutil.Process, name: str, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy on ``process`` for ``seconds`` (only the thread holding the GIL: where the CPU
+    goes), raw collapsed stacks in ``PROFILE_DIR/<name>.txt``."""
+    assert PROFILE_DIR is not None
+    options = f"--gil --nonblocking -r 100 -f raw -p {process.pid} -d {int(seconds)}".split()
+    command = ["py-spy", "record", *options, "-o", str(PROFILE_DIR / f"{name}.txt")]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def cpu_s(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system + times.children_user + times.children_system)
@@ -139,21 +147,15 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
     warmup, measure = windows(latency_ms)
     with EmbeddedRedis(unix_socket=False) as redis:
         port = free_port()
-        env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_"))
-            },
-            "REDIS_URL": redis.url,
-            "OPENAI_API_KEY": KEY,
-            "OPENAI_BASE_URL": base_url,
-            "ORCHESTRATOR_ADDR": f"127.0.0.1:{port}",
-            "PRODUCER_CONCURRENCY": str(in_flight),
-            "PRODUCER_MAX_BACKLOG": str(10**6),
-            "PRODUCER_ID": "bench",
-        }
-        fleet = Fleet.from_settings(load_settings({k: v for k, v in env.items() if "_" in k}))
+        env, settings = bench_env(
+            redis.url,
+            base_url,
+            ORCHESTRATOR_ADDR=f"127.0.0.1:{port}",
+            PRODUCER_CONCURRENCY=str(in_flight),
+            PRODUCER_MAX_BACKLOG=str(10**6),
+            PRODUCER_ID="bench",
+        )
+        fleet = Fleet.from_settings(settings)
         orchestrator = Orchestrator(port)
         logs = []
         processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -183,32 +185,14 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
             batches0 = orchestrator.batches
             cpu0 = [cpu_s(p) for p in (worker, bridge, server)]
             started = time.monotonic()
-            spies = []
-            if PROFILE_DIR is not None:  # where the CPU goes: py-spy, raw collapsed stacks
-                for name, process in (("worker", worker), ("bridge", bridge)):
-                    out = PROFILE_DIR / f"{name}-{pool}-{in_flight}.txt"
-                    spies.append(
-                        subprocess.Popen(
-                            [
-                                "py-spy",
-                                "record",
-                                "--gil",
-                                "--nonblocking",
-                                "-r",
-                                "100",
-                                "-f",
-                                "raw",
-                                "-p",
-                                str(process.pid),
-                                "-d",
-                                str(int(measure)),
-                                "-o",
-                                str(out),
-                            ],
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
-                        )
-                    )
+            spies = (
+                [
+                    profile(p, f"{name}-{pool}-{in_flight}", measure)
+                    for name, p in (("worker", worker), ("bridge", bridge))
+                ]
+                if PROFILE_DIR
+                else []
+            )
             commands0 = command_stats(fleet)
             rss = 0
             with PeakInFlight(fake_port) as peak:

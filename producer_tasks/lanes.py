@@ -114,6 +114,12 @@ def backlog_full(view: FleetView) -> str | None:
     return None
 
 
+def lane_ends(view: FleetView, lane: int) -> bool:
+    """After its cycle the lane is released: the producer is not running, or the lane is
+    beyond the concurrency."""
+    return view.state.phase is not Phase.RUNNING or lane >= view.state.concurrency
+
+
 @dataclass(frozen=True)
 class PlannedDispatch:
     lane: int
@@ -145,10 +151,14 @@ class Lanes:
         self.budget_usd = settings.budget_usd
 
     # --- one lane ---------------------------------------------------------------------
+    def choose(self, view: FleetView) -> str:
+        """A provider for a lane's next cycle, by this process's selection settings."""
+        return choose_provider(view, adaptive=self.adaptive, per_dollar=self.per_dollar, rng=self.rng)
+
     def dispatch(self, view: FleetView, *, lane: int, expected: str, failures: int = -1) -> bool:
         """Choose a provider and send the lane's next cycle. False when nothing was sent."""
         try:
-            provider = choose_provider(view, adaptive=self.adaptive, per_dollar=self.per_dollar, rng=self.rng)
+            provider = self.choose(view)
         except NoUsableProviderError as exc:
             if expected:
                 self.fleet.transition(
@@ -177,10 +187,10 @@ class Lanes:
         """The lane's next cycle, when ``next`` would dispatch it: its provider, token and the
         assign call, to run in the cycle's delivery round trip (``send_planned`` then sends
         it). None when ``next`` would release or park the lane instead."""
-        if view.state.phase is not Phase.RUNNING or lane >= view.state.concurrency or backlog_full(view):
+        if lane_ends(view, lane) or backlog_full(view):
             return None
         try:
-            provider = choose_provider(view, adaptive=self.adaptive, per_dollar=self.per_dollar, rng=self.rng)
+            provider = self.choose(view)
         except NoUsableProviderError:
             return None
         epoch = view.state.epoch
@@ -244,7 +254,7 @@ class Lanes:
         the epoch atomically, and the next cycle's preflight re-checks backlog and health,
         so a slightly old view costs nothing but saves a round trip per cycle.
         """
-        if view.state.phase is not Phase.RUNNING or lane >= view.state.concurrency:
+        if lane_ends(view, lane):
             self.release(lane=lane, token=token)
             return
         full = backlog_full(view)

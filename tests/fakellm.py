@@ -143,22 +143,23 @@ class FakeLLM:
             avoid = {item.strip() for item in listed.split(AVOID_SEPARATOR.strip())}
         facets = behaviour.facets
         if facets and FACETS_MARK in prompt:
-            names = [mock.facet_name(behaviour.topic, k) for k in range(facets)]
+            names = mock.facet_names(behaviour.topic, facets)
             return "Here are the parts of it:\n" + "\n".join(f"- {name}" for name in names)
-        focus = focus_of(prompt)
-        k = mock.facet_index(behaviour.topic, focus, facets) if focus and facets else None
+        facet = mock.focused_facet(prompt, behaviour.topic, facets)
+        unprompted = facets and focus_of(prompt) is None  # mostly the popular facets (P ∝ 1/(k+1)²)
+        popularity = [(i + 1) ** -2 for i in range(facets)]
         items: list[str] = []
         with self.lock:
             for _ in range(batch * 200):
-                if facets and focus is None:  # unprompted: mostly the popular facets (P ∝ 1/(k+1)²)
-                    k = self.rng.choices(range(facets), weights=[(i + 1) ** -2 for i in range(facets)])[0]
+                if unprompted:
+                    facet = (self.rng.choices(range(facets), weights=popularity)[0], facets)
                 (item,) = mock.draw(
                     behaviour.topic,
                     1,
                     vocabulary=behaviour.vocabulary,
                     rng=self.rng,
                     skew=behaviour.skew,
-                    facet=None if k is None else (k, facets),
+                    facet=facet,
                 )
                 if item in avoid and self.rng.random() < behaviour.obey:
                     continue

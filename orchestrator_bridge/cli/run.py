@@ -288,62 +288,73 @@ class LocalRun:
     ) -> int:
         display = ProgressDisplay(sys.stderr)
         try:
-
-            def say(message: str) -> None:  # below the live line, which stays as it was
-                display.close()
-                print(message, file=sys.stderr)
-
-            last_print = 0.0
-            deadline: float | None = None  # --duration counts from when every worker has registered
-            ready = False
-            ready_at = 0.0
-            stall = Stall(self.options.orchestrator or "")
-            while True:
-                if not ready:
-                    ready = await asyncio.to_thread(lambda: all(fleet.serving_workers(p) for p in providers))
-                    ready_at = time.monotonic()
-                    if ready and orchestrator is not None:
-                        orchestrator.go.set()
-                    if ready and self.options.job.duration_s:
-                        deadline = time.monotonic() + self.options.job.duration_s
-                    elif not ready and time.monotonic() - started > WORKER_START_TIMEOUT_S:
-                        say(f"producer: the workers did not register within {WORKER_START_TIMEOUT_S:.0f}s")
-                        return 1
-                if self.interrupted.is_set():
-                    say("interrupted: stopping")
-                    return 130
-                if orchestrator is not None and orchestrator.done.is_set():
-                    return 0
-                if deadline is not None and time.monotonic() > deadline:
-                    return 0
-                if self.options.budget_usd is not None:
-                    spend = await asyncio.to_thread(fleet.read_spend)
-                    if spend.reached_ms is not None:
-                        spent, budget = spend.usd - self.spent_before, self.options.budget_usd
-                        say(f"producer: budget reached: spent US${spent:.4f} of US${budget:g}")
-                        return 0
-                self.crashed = children.dead()
-                if self.crashed:
-                    say(f"producer: {', '.join(self.crashed)} exited unexpectedly")
-                    return 1
-                if ready:
-                    reason = await asyncio.to_thread(
-                        stall.check, orchestrator, fleet, providers, time.monotonic() - ready_at
-                    )
-                    if reason is not None:
-                        say(f"producer: no progress: {reason}")
-                        return 1
-                if orchestrator is not None and display.due():
-                    await asyncio.to_thread(
-                        display.show, orchestrator.progress, fleet, self.options.job.count, started
-                    )
-                elif orchestrator is None and time.monotonic() - last_print > 5:
-                    counters = await asyncio.to_thread(fleet.read_counters)
-                    print(f"{counters.get('attributes_appended', 0)} attributes generated", file=sys.stderr)
-                    last_print = time.monotonic()
-                await asyncio.sleep(0.5 if ready else 0.1)  # the topic starts as soon as all registered
+            return await self._watch_loop(orchestrator, fleet, children, started, providers, display=display)
         finally:
             display.close()
+
+    async def _watch_loop(
+        self,
+        orchestrator: ReferenceOrchestrator | None,
+        fleet: Fleet,
+        children: Children,
+        started: float,
+        providers: list[str],
+        *,
+        display: ProgressDisplay,
+    ) -> int:
+        def say(message: str) -> None:  # below the live line, which stays as it was
+            display.close()
+            print(message, file=sys.stderr)
+
+        last_print = 0.0
+        deadline: float | None = None  # --duration counts from when every worker has registered
+        ready = False
+        ready_at = 0.0
+        stall = Stall(self.options.orchestrator or "")
+        while True:
+            if not ready:
+                ready = await asyncio.to_thread(lambda: all(fleet.serving_workers(p) for p in providers))
+                ready_at = time.monotonic()
+                if ready and orchestrator is not None:
+                    orchestrator.go.set()
+                if ready and self.options.job.duration_s:
+                    deadline = time.monotonic() + self.options.job.duration_s
+                elif not ready and time.monotonic() - started > WORKER_START_TIMEOUT_S:
+                    say(f"producer: the workers did not register within {WORKER_START_TIMEOUT_S:.0f}s")
+                    return 1
+            if self.interrupted.is_set():
+                say("interrupted: stopping")
+                return 130
+            if orchestrator is not None and orchestrator.done.is_set():
+                return 0
+            if deadline is not None and time.monotonic() > deadline:
+                return 0
+            if self.options.budget_usd is not None:
+                spend = await asyncio.to_thread(fleet.read_spend)
+                if spend.reached_ms is not None:
+                    spent = spend.usd - self.spent_before
+                    say(f"producer: budget reached: spent US${spent:.4f} of US${self.options.budget_usd:g}")
+                    return 0
+            self.crashed = children.dead()
+            if self.crashed:
+                say(f"producer: {', '.join(self.crashed)} exited unexpectedly")
+                return 1
+            if ready:
+                reason = await asyncio.to_thread(
+                    stall.check, orchestrator, fleet, providers, time.monotonic() - ready_at
+                )
+                if reason is not None:
+                    say(f"producer: no progress: {reason}")
+                    return 1
+            if orchestrator is not None and display.due():
+                await asyncio.to_thread(
+                    display.show, orchestrator.progress, fleet, self.options.job.count, started
+                )
+            elif orchestrator is None and time.monotonic() - last_print > 5:
+                counters = await asyncio.to_thread(fleet.read_counters)
+                print(f"{counters.get('attributes_appended', 0)} attributes generated", file=sys.stderr)
+                last_print = time.monotonic()
+            await asyncio.sleep(0.5 if ready else 0.1)  # the topic starts as soon as all registered
 
 
 def run_command(args: argparse.Namespace) -> int:

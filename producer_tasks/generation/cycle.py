@@ -30,7 +30,6 @@ from producer_tasks.lanes import (
     WAIT_RATE_LIMIT,
     PlannedDispatch,
     backlog_full,
-    choose_provider,
     eligible_providers,
 )
 from producer_tasks.records import BatchRecord, LLMResponse, MetadataRecord, Phase, ProviderStatus
@@ -77,7 +76,7 @@ def _preflight(
         return _park(rt, lane=lane, token=token, reason=full, wait_ms=0)
     if provider not in eligible_providers(view):
         try:
-            other = choose_provider(view, adaptive=rt.adaptive, per_dollar=rt.lanes.per_dollar, rng=rt.rng)
+            other = rt.lanes.choose(view)
         except NoUsableProviderError as exc:
             return _park(rt, lane=lane, token=token, reason=f"{WAIT_NO_PROVIDER}: {exc}", wait_ms=1000)
         rt.lanes.send(lane=lane, expected=token, provider=other, epoch=epoch)
@@ -289,16 +288,14 @@ def _persist(
             )
         )
     if rt.settings.prompt_strategy == "novelty":  # what the next prompts steer away from
-        passed = set(batch.attributes)
         listing = rt.settings.avoid_tokens > 0  # the known items are kept only for an avoid list
+        passed = set(batch.attributes) if listing and checked is not None else None
         calls.append(
             novelty.remember_call(
                 fleet,
                 epoch=batch.epoch,
                 delivered=batch.attributes if listing else [],
-                repeated=[c for c in candidates if c not in passed]
-                if listing and checked is not None
-                else [],
+                repeated=[c for c in candidates if c not in passed] if passed is not None else [],
                 facet=steer.facet,
                 brought=len(batch.attributes),
                 proposed=steer.proposed,

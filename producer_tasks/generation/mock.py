@@ -115,9 +115,18 @@ def facet_name(topic: str, k: int) -> str:
     return f"{attribute(topic + ' facets', k).split()[0]} {topic}"
 
 
-def facet_index(topic: str, name: str, count: int) -> int | None:
-    """Which of the topic's first ``count`` facets ``name`` is, or None."""
-    return next((k for k in range(count) if facet_name(topic, k) == name), None)
+def facet_names(topic: str, count: int) -> list[str]:
+    """The topic's first ``count`` facets: what the mock answers when asked for them."""
+    return [facet_name(topic, k) for k in range(count)]
+
+
+def focused_facet(prompt: str, topic: str, facets: int) -> tuple[int, int] | None:
+    """(k, of ``facets``) when the prompt focuses on the topic's k-th facet, else None."""
+    focus = focus_of(prompt)
+    if not focus:
+        return None
+    k = next((k for k in range(facets) if facet_name(topic, k) == focus), None)
+    return None if k is None else (k, facets)
 
 
 def answer(
@@ -133,12 +142,9 @@ def answer(
     """What the mock model writes for a prompt: the topic's facets when asked for them;
     names of the facet the prompt focuses on (one of ``facets``); else names of the topic."""
     if FACETS_MARK in prompt and facets:
-        return [facet_name(topic, k) for k in range(min(batch_size, facets))]
-    focus = focus_of(prompt)
-    k = facet_index(topic, focus, facets) if focus and facets else None
-    return draw(
-        topic, batch_size, vocabulary=vocabulary, rng=rng, skew=skew, facet=None if k is None else (k, facets)
-    )
+        return facet_names(topic, min(batch_size, facets))
+    facet = focused_facet(prompt, topic, facets)
+    return draw(topic, batch_size, vocabulary=vocabulary, rng=rng, skew=skew, facet=facet)
 
 
 def render(items: list[str], topic: str, rng: random.Random) -> str:

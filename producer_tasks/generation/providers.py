@@ -104,6 +104,7 @@ class Clients:
         self._lock = threading.Lock()
         self._idle: dict[str, list[Any]] = {}
         self._every: list[Any] = []  # every client made (to close them)
+        self._generation = 0  # close() starts a new one: clients borrowed before are not given back
         self._tls: Any = None
 
     @contextmanager
@@ -111,13 +112,14 @@ class Clients:
         with self._lock:
             idle = self._idle.setdefault(spec.name, [])
             client = idle.pop() if idle else None
+            generation = self._generation
         if client is None:
             client = self._make(spec)
         try:
             yield client
         finally:
             with self._lock:
-                if client in self._every:  # not closed meanwhile
+                if generation == self._generation:
                     self._idle.setdefault(spec.name, []).append(client)
 
     def _make(self, spec: ProviderSpec) -> Any:
@@ -154,6 +156,7 @@ class Clients:
 
     def close(self) -> None:
         with self._lock:
+            self._generation += 1
             for client in self._every:
                 client.close()
             self._every.clear()

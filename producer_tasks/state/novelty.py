@@ -85,13 +85,9 @@ def parse(replies: list[Any]) -> Record:
     return Record(list(top or []), list(drawn or []), facets)
 
 
-@translated("read novelty record")
 def read(fleet: Fleet, *, known: bool = True) -> Record:
-    """The current topic's record, in one round trip."""
-    pipe = fleet.redis.pipeline(transaction=False)
-    for call in read_calls(fleet, known=known):
-        pipe.execute_command(*call.args)
-    return parse(pipe.execute())
+    """The current topic's record, in one round trip of its own."""
+    return parse(fleet.run(*read_calls(fleet, known=known)))
 
 
 def avoid_candidates(fleet: Fleet) -> tuple[list[str], list[str]]:

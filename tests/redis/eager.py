@@ -35,6 +35,13 @@ def serve(rt: Runtime, *queues: str, worker: str = "w1@test") -> None:
     rt.fleet.heartbeat(worker, list(queues or ("mock",)))
 
 
+def begin(rt: Runtime, provider: str) -> None:
+    """A worker serves ``provider``, the topic starts on it alone, the lanes are dispatched."""
+    serve(rt, provider)
+    start(rt, weights={provider: 1.0})
+    rt.lanes.reconcile()
+
+
 def run_next(rec: RecordingDispatcher, *, worker: str = "w1@test") -> str:
     message = rec.sent.pop(0)
     return str(cycle.delay(**message).get())

@@ -17,7 +17,7 @@ from producer_tasks.state import control
 from producer_tasks.state.status import snapshot
 from tests.conftest import make_runtime, provider_env
 from tests.fakellm import FakeLLM
-from tests.redis.eager import run_next, serve, start
+from tests.redis.eager import begin, run_next, start
 from tests.redis.test_bridge import START, running_bridge, status_matching
 
 # the fake server reports 11 prompt and 42 completion tokens per call: US$1.10 a call here
@@ -32,9 +32,7 @@ def test_no_call_starts_once_the_budget_is_spent_and_the_fleet_stops(
         redis_url, PRODUCER_CONCURRENCY="1", PRODUCER_BUDGET_USD="3", **PRICED, **provider_env(fake_llm)
     )
     installed_runtime(rt)
-    serve(rt, "openai")
-    start(rt, weights={"openai": 1.0})
-    rt.lanes.reconcile()
+    begin(rt, "openai")
     outcomes = [run_next(rec) for _ in range(4) if rec.sent]
     # US$0, 1.10, 2.20 spent before calls 1-3: they go; 3.30 >= 3 before the 4th: it does not
     assert outcomes == [Outcome.DELIVERED] * 3 + [Outcome.STOPPED]

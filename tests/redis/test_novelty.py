@@ -13,7 +13,7 @@ from producer_tasks.runtime import Runtime
 from producer_tasks.state import novelty
 from tests.conftest import RecordingDispatcher, make_runtime, provider_env
 from tests.fakellm import FakeLLM
-from tests.redis.eager import run_next, serve, start
+from tests.redis.eager import begin, run_next, start
 
 pytestmark = pytest.mark.usefixtures("eager")
 
@@ -25,29 +25,24 @@ def prompts(fake: FakeLLM) -> list[str]:
 def running(
     redis_url: str, installed_runtime: Any, fake: FakeLLM, **env: str
 ) -> tuple[Runtime, RecordingDispatcher]:
-    """One lane on a fake model with few favourites (it soon repeats itself), bloom filter on."""
+    """One lane on a fake model with few favourites (it soon repeats itself), bloom filter on,
+    novelty prompts unless ``env`` says otherwise."""
     fake.set("openai", vocabulary=30)
-    rt, rec = make_runtime(
-        redis_url, PRODUCER_CONCURRENCY="1", PRODUCER_BLOOM_FILTER="true", **env, **provider_env(fake)
-    )
+    base = {
+        "PRODUCER_CONCURRENCY": "1",
+        "PRODUCER_BLOOM_FILTER": "true",
+        "PRODUCER_PROMPT_STRATEGY": "novelty",
+    }
+    rt, rec = make_runtime(redis_url, **{**base, **env}, **provider_env(fake))
     installed_runtime(rt)
-    serve(rt, "openai")
-    start(rt, weights={"openai": 1.0})
-    rt.lanes.reconcile()
+    begin(rt, "openai")
     return rt, rec
 
 
 def test_prompts_list_what_is_known_within_budget_and_forget_it_with_the_topic(
     redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
 ) -> None:
-    rt, rec = running(
-        redis_url,
-        installed_runtime,
-        fake_llm,
-        PRODUCER_AVOID_TOKENS="60",
-        PRODUCER_PROMPT_STRATEGY="novelty",
-        PRODUCER_FACETS="0",
-    )
+    rt, rec = running(redis_url, installed_runtime, fake_llm, PRODUCER_AVOID_TOKENS="60", PRODUCER_FACETS="0")
     for _ in range(6):
         assert run_next(rec) in (Outcome.DELIVERED, Outcome.EMPTY)
     first, *later = prompts(fake_llm)
@@ -94,14 +89,7 @@ def test_facets_are_asked_for_once_per_topic_and_each_later_prompt_focuses_on_on
 ) -> None:
     from producer_tasks.generation.prompt import FACETS_MARK, focus_of
 
-    rt, rec = running(
-        redis_url,
-        installed_runtime,
-        fake_llm,
-        PRODUCER_PROMPT_STRATEGY="novelty",
-        PRODUCER_FACETS="5",
-        PRODUCER_AVOID_TOKENS="0",
-    )
+    rt, rec = running(redis_url, installed_runtime, fake_llm, PRODUCER_FACETS="5", PRODUCER_AVOID_TOKENS="0")
     fake_llm.set("openai", vocabulary=500, facets=5, topic="cheese")
     keys = rt.fleet.keys
     assert run_next(rec) == Outcome.EMPTY  # the first cycle asks for the facets: nothing to deliver
