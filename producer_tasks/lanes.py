@@ -211,9 +211,9 @@ class Lanes:
         """A worker took the lane's message: the lane is now that worker's to lose."""
         self.fleet.transition(lane=lane, token=token, status=LaneStatus.RESERVED, worker=worker)
 
-    def claim(self, *, lane: int, token: str, worker: str, epoch: int) -> int:
+    def claim(self, *, lane: int, token: str, worker: str, epoch: int, provider: str) -> int:
         """RUNNING: the moment a cycle may spend tokens (1; 0 stopped/new topic; -1 stale;
-        -2 the budget is spent)."""
+        -2 the budget is spent; -3 ``provider`` went Unhealthy or cooling since the view)."""
         return self.fleet.transition(
             lane=lane,
             token=token,
@@ -221,6 +221,7 @@ class Lanes:
             worker=worker,
             epoch=epoch,
             budget_usd=self.budget_usd,
+            provider=provider,
         )
 
     def park(self, *, lane: int, token: str, reason: str, wait_ms: int, failures: int = -1) -> bool:

@@ -40,6 +40,7 @@ from producer_tasks.state.scripts import ScriptCall
 
 log = logging.getLogger(__name__)
 BUDGET_SPENT = -2  # the claim's answer when PRODUCER_BUDGET_USD is reached
+PROVIDER_DOWN = -3  # the claim's answer when the provider went Unhealthy or is cooling down
 PERSIST_DEADLINE_S = 120.0  # how long a paid-for response waits for Redis before the cycle gives up
 PERSIST_BACKOFF_MAX_S = 5.0
 
@@ -113,7 +114,12 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
     wait_ms = ratelimit.acquire(fleet, settings, provider, tokens=estimated)
     if wait_ms > 0:
         return _park(rt, lane=lane, token=token, reason=f"{WAIT_RATE_LIMIT} ({provider})", wait_ms=wait_ms)
-    claimed = rt.lanes.claim(lane=lane, token=token, worker=worker, epoch=epoch)
+    claimed = rt.lanes.claim(lane=lane, token=token, worker=worker, epoch=epoch, provider=provider)
+    if claimed == PROVIDER_DOWN:  # went Unhealthy or cooling since the view: never called
+        fresh = fleet.view(lane=lane, with_stats=rt.adaptive)
+        return _preflight(rt, fresh, provider=provider, epoch=epoch, lane=lane, token=token) or _park(
+            rt, lane=lane, token=token, reason=f"{WAIT_NO_PROVIDER}: {provider} unusable", wait_ms=1000
+        )
     if claimed == BUDGET_SPENT:  # PRODUCER_BUDGET_USD reached: no new call, the fleet stops
         log.warning("budget of US$%s reached: stopping the producer", settings.budget_usd)
         control.stop(fleet)

@@ -370,28 +370,16 @@ class Fleet:
         failures: int = -1,
         epoch: int | None = None,
         budget_usd: float | None = None,
+        provider: str = "",
     ) -> int:
         """1 done; 0 the producer stopped or the topic changed (lane released); -1 stale token;
-        -2 (to running only) the budget is spent."""
-        return int(
-            self.call(
-                scripts.Transition(
-                    state_key=self.keys.state,
-                    lanes_key=self.keys.lanes,
-                    spend_key=self.keys.spend,
-                    lane=lane,
-                    token=token,
-                    status=status.value,
-                    worker=worker,
-                    now_ms=now_ms(),
-                    until_ms=until_ms,
-                    reason=reason,
-                    failures=failures,
-                    epoch=epoch,
-                    budget_usd=budget_usd or 0,
-                )
-            )
-        )
+        to running only: -2 the budget is spent, -3 ``provider`` is Unhealthy or cooling down."""
+        keys = self.keys
+        transition = scripts.Transition(
+            keys.state, keys.lanes, keys.spend, keys.health(provider), lane, token, status.value,
+            worker, now_ms(), until_ms, reason, failures, epoch, budget_usd or 0,
+        )  # fmt: skip
+        return int(self.call(transition))
 
     @translated("drop lanes")
     def drop_lanes(self, lanes: Sequence[int]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from producer_tasks.records import LaneStatus
 from producer_tasks.state.status import snapshot
 from tests.conftest import write_providers_file
 from tests.fakellm import API_KEY, FakeLLM
@@ -39,6 +40,12 @@ class Named(Harness):
             "vllm-b": self.b.count("openai", kind="/chat/completions"),
             "mock": self.fleet.read_stats("mock").total_requests,
         }
+
+
+    def running_on(self, provider: str) -> list[int]:
+        """Lanes whose cycle claimed ``provider`` and has not recorded its outcome yet."""
+        lanes = self.fleet.view().lanes
+        return [i for i, lane in lanes.items() if lane.provider == provider and lane.status is LaneStatus.RUNNING]
 
 
 def shares(before: dict[str, int], after: dict[str, int]) -> tuple[dict[str, float], int]:
@@ -88,6 +95,8 @@ def test_three_named_providers_share_by_weight_and_one_going_down_moves_its_shar
     #    vllm-a and the mock share its cycles 3:1
     named.b.set("openai", mode="status", status=500, latency_ms=20)
     wait_for(lambda: named.fleet.read_health("vllm-b").status == "unhealthy", timeout_s=30, what="unhealthy")
+    # calls claimed before the mark may still be on their way; no claim on it succeeds after
+    wait_for(lambda: not named.running_on("vllm-b"), timeout_s=10, what="calls before the mark ended")
     down = named.calls()
     wait_for(lambda: shares(down, named.calls())[1] >= 600, timeout_s=120, what="600 cycles while down")
     share, total = shares(down, named.calls())

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from producer_tasks import lanes
+from producer_tasks.generation import cycle as cycle_module
 from producer_tasks.generation.cycle import Outcome
 from producer_tasks.records import LaneStatus, LLMResponse, Phase
 from producer_tasks.state import control, outcomes
@@ -63,6 +64,36 @@ def test_a_message_for_an_unusable_provider_is_redirected(redis_url: str, instal
     rt.fleet.redis.hset(rt.fleet.keys.health("openai"), mapping={"status": "unhealthy"})
     assert run_next(rec) == Outcome.REDIRECTED
     assert rec.sent[0]["provider"] == "mock"
+
+
+def test_a_provider_that_goes_down_after_the_view_is_never_called(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker marks the provider Unhealthy between this cycle's view and its claim:
+    the claim refuses it (atomically with the mark) and the lane moves to the other provider."""
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", **provider_env(fake_llm))
+    installed_runtime(rt)
+    serve(rt, "openai", "mock")
+    start(rt, weights={"openai": 1.0, "mock": 1.0})
+    rt.lanes.reconcile()
+    rec.sent[0]["provider"] = "openai"
+    acquire = cycle_module.ratelimit.acquire
+
+    def marked_down_meanwhile(*args: Any, **kwargs: Any) -> int:
+        rt.fleet.redis.hset(rt.fleet.keys.health("openai"), mapping={"status": "unhealthy"})
+        return acquire(*args, **kwargs)
+
+    monkeypatch.setattr(cycle_module.ratelimit, "acquire", marked_down_meanwhile)
+    assert run_next(rec) == Outcome.REDIRECTED
+    assert fake_llm.count() == 0 and rec.sent[0]["provider"] == "mock"
+    # cooling down after a 429 is refused the same way; a usable provider is claimed
+    lane = rt.fleet.view().lanes[0]
+    rt.fleet.redis.hset(rt.fleet.keys.health("mock"), mapping={"cooldown_until_ms": 2**50})
+    claim = {"lane": 0, "token": lane.token, "worker": "w1@test", "epoch": rt.fleet.read_state().epoch}
+    assert rt.lanes.claim(**claim, provider="mock") == -3
+    rt.fleet.redis.hdel(rt.fleet.keys.health("mock"), "cooldown_until_ms")
+    assert rt.lanes.claim(**claim, provider="mock") == 1
+    assert rt.fleet.view().lanes[0].status is LaneStatus.RUNNING
 
 
 def test_lanes_of_a_dead_worker_are_restored(mock_rt: Any) -> None:

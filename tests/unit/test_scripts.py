@@ -38,6 +38,7 @@ def test_a_call_carries_keys_and_typed_arguments_in_order() -> None:
         state_key="s",
         lanes_key="l",
         spend_key="$",
+        health_key="h",
         lane=3,
         token="t",
         status="running",
@@ -50,5 +51,5 @@ def test_a_call_carries_keys_and_typed_arguments_in_order() -> None:
         budget_usd=2.5,
     ).call()
     assert call.name == "transition"
-    assert call.keys == ("s", "l", "$")
+    assert call.keys == ("s", "l", "$", "h")
     assert call.args == (3, "t", "running", "w", 5, 0, "", -1, "", 2.5)

@@ -4,9 +4,12 @@
 -- moment a cycle is allowed to spend tokens.
 -- "running" with a budget (> 0): refused once the producer's spend reached it (the
 -- budget is recorded as reached; no new call starts anywhere in the fleet).
+-- "running" is also refused while the lane's provider (health_key) is Unhealthy or cooling
+-- down: a cycle whose view was read a moment before the provider went down does not call it.
 -- Returns 1 on success, 0 when stopped/old epoch (lane released), -1 when the token is
--- stale, -2 when the budget is spent (nothing changed: the caller stops the fleet).
-local state_key, lanes_key, spend_key = unpack(KEYS)
+-- stale, -2 when the budget is spent (nothing changed: the caller stops the fleet), -3 when
+-- the provider became unusable (nothing changed: the caller re-dispatches).
+local state_key, lanes_key, spend_key, health_key = unpack(KEYS)
 local lane, token, status, worker, now_ms, until_ms, reason, failures, epoch, budget_usd = unpack(ARGV)
 --!include _release_lane.lua
 failures = tonumber(failures)
@@ -23,6 +26,10 @@ if status == 'running' or status == 'waiting' then
   end
 end
 if status == 'reserved' and record.status ~= 'queued' then return -1 end
+if status == 'running' then
+  local health = redis.call('HMGET', health_key, 'status', 'cooldown_until_ms')
+  if health[1] == 'unhealthy' or tonumber(health[2] or '0') > tonumber(now_ms) then return -3 end
+end
 local budget = tonumber(budget_usd) or 0
 if status == 'running' and budget > 0 then
   local spent = tonumber(redis.call('HGET', spend_key, 'usd') or '0')
