@@ -211,10 +211,11 @@ class Lanes:
         """A worker took the lane's message: the lane is now that worker's to lose."""
         self.fleet.transition(lane=lane, token=token, status=LaneStatus.RESERVED, worker=worker)
 
-    def claim(self, *, lane: int, token: str, worker: str, epoch: int, provider: str) -> int:
-        """RUNNING: the moment a cycle may spend tokens (1; 0 stopped/new topic; -1 stale;
-        -2 the budget is spent; -3 ``provider`` went Unhealthy or cooling since the view)."""
-        return self.fleet.transition(
+    def claim_call(self, *, lane: int, token: str, worker: str, epoch: int, provider: str) -> ScriptCall:
+        """RUNNING: the moment a cycle may spend tokens; pipelined with the cycle's view. Its
+        reply: 1; 0 stopped/new topic (lane released); -1 stale; -2 the budget is spent;
+        -3 ``provider`` is Unhealthy or cooling down (nothing changed on -1, -2, -3)."""
+        return self.fleet.transition_call(
             lane=lane,
             token=token,
             status=LaneStatus.RUNNING,

@@ -61,10 +61,32 @@ def _park(rt: Runtime, *, lane: int, token: str, reason: str, wait_ms: int, fail
     return Outcome.WAITING if parked else Outcome.STOPPED
 
 
+def _claimed(
+    rt: Runtime, view: FleetView, claimed: int, *, provider: str, epoch: int, lane: int, token: str
+) -> Outcome | None:
+    """After the claim (pipelined with the view): None when the cycle may call, else its
+    Outcome. The claim checked the token, phase, epoch, budget and the provider's health
+    atomically; the view's own rules follow (a lane beyond the concurrency, the backlog, a
+    provider without weight or worker) and move the lane on when they fail."""
+    if claimed == -1:
+        return Outcome.STALE
+    if claimed == 0:  # Stop or a new topic arrived: the claim released the lane
+        return Outcome.STOPPED
+    if claimed == BUDGET_SPENT:  # PRODUCER_BUDGET_USD reached: no new call, the fleet stops
+        log.warning("budget of US$%s reached: stopping the producer", rt.settings.budget_usd)
+        control.stop(rt.fleet)
+        rt.lanes.release(lane=lane, token=token)
+        return Outcome.STOPPED
+    stopped = _preflight(rt, view, provider=provider, epoch=epoch, lane=lane, token=token)
+    if stopped is None and claimed == PROVIDER_DOWN:  # usable again a moment later: next round
+        return _park(rt, lane=lane, token=token, reason=f"{WAIT_NO_PROVIDER}: {provider} unusable", wait_ms=0)
+    return stopped
+
+
 def _preflight(
     rt: Runtime, view: FleetView, *, provider: str, epoch: int, lane: int, token: str
 ) -> Outcome | None:
-    """Checks before any token is spent; an Outcome when the cycle must not call."""
+    """The view's checks before any token is spent; an Outcome when the cycle must not call."""
     state = view.state
     current = view.lanes.get(lane)
     if current is None or current.token != token:
@@ -88,15 +110,16 @@ def _preflight(
 def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, worker: str) -> Outcome:
     fleet, settings = rt.fleet, rt.settings
     steering = settings.prompt_strategy == "novelty"  # its record is read with the view
-    extra = novelty.read_calls(fleet, known=settings.avoid_tokens > 0) if steering else []
-    view = fleet.view(lane=lane, with_stats=rt.adaptive, extra=extra)
-    stopped = _preflight(rt, view, provider=provider, epoch=epoch, lane=lane, token=token)
+    claim = rt.lanes.claim_call(lane=lane, token=token, worker=worker, epoch=epoch, provider=provider)
+    reads = novelty.read_calls(fleet, known=settings.avoid_tokens > 0) if steering else []
+    view = fleet.view(lane=lane, with_stats=rt.adaptive, extra=[claim, *reads])  # one round trip
+    stopped = _claimed(rt, view, int(view.extra[0]), provider=provider, epoch=epoch, lane=lane, token=token)
     if stopped is not None:
         return stopped
     state = view.state
     generation = state.generation
     steer = (
-        _steering(rt, epoch, novelty.parse(view.extra), batch_size=generation.batch_size)
+        _steering(rt, epoch, novelty.parse(view.extra[1:]), batch_size=generation.batch_size)
         if steering
         else Steering()
     )
@@ -114,19 +137,6 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
     wait_ms = ratelimit.acquire(fleet, settings, provider, tokens=estimated)
     if wait_ms > 0:
         return _park(rt, lane=lane, token=token, reason=f"{WAIT_RATE_LIMIT} ({provider})", wait_ms=wait_ms)
-    claimed = rt.lanes.claim(lane=lane, token=token, worker=worker, epoch=epoch, provider=provider)
-    if claimed == PROVIDER_DOWN:  # went Unhealthy or cooling since the view: never called
-        fresh = fleet.view(lane=lane, with_stats=rt.adaptive)
-        return _preflight(rt, fresh, provider=provider, epoch=epoch, lane=lane, token=token) or _park(
-            rt, lane=lane, token=token, reason=f"{WAIT_NO_PROVIDER}: {provider} unusable", wait_ms=1000
-        )
-    if claimed == BUDGET_SPENT:  # PRODUCER_BUDGET_USD reached: no new call, the fleet stops
-        log.warning("budget of US$%s reached: stopping the producer", settings.budget_usd)
-        control.stop(fleet)
-        rt.lanes.release(lane=lane, token=token)
-        return Outcome.STOPPED
-    if claimed != 1:  # Stop or a new topic arrived a moment ago: nothing is spent
-        return Outcome.STALE if claimed < 0 else Outcome.STOPPED
     failures = view.lanes[lane].failures
     request = GenerationRequest(
         prompt=prompt,

@@ -187,30 +187,27 @@ class Fleet:
     def read_state(self) -> TopicState:
         return parse_state(*self.redis.hmget(self.keys.state, ["data", "phase", "epoch"]))
 
-    @translated("read fleet view")
     def view(
-        self, *, lane: int | None = None, with_stats: bool = False, extra: Sequence[CommandCall] = ()
+        self,
+        *,
+        lane: int | None = None,
+        with_stats: bool = False,
+        extra: Sequence[ScriptCall | CommandCall] = (),
     ) -> FleetView:
-        """State, lanes (all or ``lane``), health, live queues, backlog, ``extra`` replies: one trip."""
+        """State, lanes (all or ``lane``), health, live queues, backlog in one trip; ``extra``
+        (scripts or commands, e.g. a cycle's claim) runs first, its replies in ``extra``."""
         now = now_ms()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(self.keys.state, ["data", "phase", "epoch"])
-        if lane is None:
-            pipe.hgetall(self.keys.lanes)
-        else:
-            pipe.hget(self.keys.lanes, str(lane))
-        for provider in self.providers:
-            pipe.hgetall(self.keys.health(provider))
-        for provider in self.providers:
-            pipe.zcount(self.keys.queue_workers(provider), now - self.lease_ms, "+inf")
-        pipe.xlen(self.keys.batches)
+        keys = self.keys
+        reads = [CommandCall(("HMGET", keys.state, "data", "phase", "epoch"))]
+        reads.append(CommandCall(("HGETALL", keys.lanes) if lane is None else ("HGET", keys.lanes, lane)))
+        reads += [CommandCall(("HGETALL", keys.health(p))) for p in self.providers]
+        live = now - self.lease_ms
+        reads += [CommandCall(("ZCOUNT", keys.queue_workers(p), live, "+inf")) for p in self.providers]
+        reads.append(CommandCall(("XLEN", keys.batches)))
         if with_stats:
-            for provider in self.providers:
-                pipe.hgetall(self.keys.stats(provider))
-        for call in extra:
-            pipe.execute_command(*call.args)
-        results = pipe.execute()
-        data, phase, epoch = results[0]
+            reads += [CommandCall(("HGETALL", keys.stats(p))) for p in self.providers]
+        replies = self.run(*extra, *reads)
+        results = replies[len(extra) :]
         if lane is None:
             lanes = {int(k): LaneRecord.model_validate_json(v) for k, v in results[1].items()}
         else:
@@ -218,21 +215,16 @@ class Fleet:
         n = len(self.providers)
         health = {p: parse_health(results[2 + i]) for i, p in enumerate(self.providers)}
         serving = {p: int(results[2 + n + i]) for i, p in enumerate(self.providers)}
-        backlog = int(results[2 + 2 * n])
-        stats = (
-            {p: parse_stats(results[3 + 2 * n + i]) for i, p in enumerate(self.providers)}
-            if with_stats
-            else {}
-        )
+        stats = [parse_stats(raw) for raw in results[3 + 2 * n :]]  # with_stats: one per provider
         return FleetView(
-            state=parse_state(data, phase, epoch),
+            state=parse_state(*results[0]),
             lanes=lanes,
             health=health,
             serving=serving,
-            backlog=backlog,
+            backlog=int(results[2 + 2 * n]),
             now_ms=now,
-            stats=stats,
-            extra=results[len(results) - len(extra) :],
+            stats=dict(zip(self.providers, stats, strict=False)),
+            extra=replies[: len(extra)],
         )
 
     @translated("read spend")
@@ -358,7 +350,12 @@ class Fleet:
         )
         return token, assign.call()
 
-    def transition(
+    def transition(self, **change: Any) -> int:
+        """1 done; 0 the producer stopped or the topic changed (lane released); -1 stale token;
+        to running only: -2 the budget is spent, -3 ``provider`` is Unhealthy or cooling down."""
+        return int(self.run(self.transition_call(**change))[0])
+
+    def transition_call(
         self,
         *,
         lane: int,
@@ -371,15 +368,13 @@ class Fleet:
         epoch: int | None = None,
         budget_usd: float | None = None,
         provider: str = "",
-    ) -> int:
-        """1 done; 0 the producer stopped or the topic changed (lane released); -1 stale token;
-        to running only: -2 the budget is spent, -3 ``provider`` is Unhealthy or cooling down."""
+    ) -> ScriptCall:
+        """The transition as a call to pipeline with others (its reply as ``transition``'s)."""
         keys = self.keys
-        transition = scripts.Transition(
+        return scripts.Transition(
             keys.state, keys.lanes, keys.spend, keys.health(provider), lane, token, status.value,
             worker, now_ms(), until_ms, reason, failures, epoch, budget_usd or 0,
-        )  # fmt: skip
-        return int(self.call(transition))
+        ).call()  # fmt: skip
 
     @translated("drop lanes")
     def drop_lanes(self, lanes: Sequence[int]) -> None:

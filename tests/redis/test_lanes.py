@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from producer_tasks import lanes
-from producer_tasks.generation import cycle as cycle_module
 from producer_tasks.generation.cycle import Outcome
 from producer_tasks.records import LaneStatus, LLMResponse, Phase
 from producer_tasks.state import control, outcomes
@@ -54,8 +53,12 @@ def test_backlog_bound_pauses_and_resumes(redis_url: str, installed_runtime: Any
     assert run_next(rec) == Outcome.DELIVERED
 
 
-def test_a_message_for_an_unusable_provider_is_redirected(redis_url: str, installed_runtime: Any) -> None:
-    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", OPENAI_API_KEY="k")
+def test_a_message_for_an_unusable_provider_is_redirected_never_called(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    """The claim checks the provider's health atomically with the lane: a message for a
+    provider that went Unhealthy (or is cooling down) after its dispatch never calls it."""
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", **provider_env(fake_llm))
     installed_runtime(rt)
     serve(rt, "openai", "mock")
     start(rt, weights={"openai": 1.0, "mock": 1.0})
@@ -63,36 +66,15 @@ def test_a_message_for_an_unusable_provider_is_redirected(redis_url: str, instal
     rec.sent[0]["provider"] = "openai"
     rt.fleet.redis.hset(rt.fleet.keys.health("openai"), mapping={"status": "unhealthy"})
     assert run_next(rec) == Outcome.REDIRECTED
-    assert rec.sent[0]["provider"] == "mock"
-
-
-def test_a_provider_that_goes_down_after_the_view_is_never_called(
-    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another worker marks the provider Unhealthy between this cycle's view and its claim:
-    the claim refuses it (atomically with the mark) and the lane moves to the other provider."""
-    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", **provider_env(fake_llm))
-    installed_runtime(rt)
-    serve(rt, "openai", "mock")
-    start(rt, weights={"openai": 1.0, "mock": 1.0})
-    rt.lanes.reconcile()
-    rec.sent[0]["provider"] = "openai"
-    acquire = cycle_module.ratelimit.acquire
-
-    def marked_down_meanwhile(*args: Any, **kwargs: Any) -> int:
-        rt.fleet.redis.hset(rt.fleet.keys.health("openai"), mapping={"status": "unhealthy"})
-        return acquire(*args, **kwargs)
-
-    monkeypatch.setattr(cycle_module.ratelimit, "acquire", marked_down_meanwhile)
-    assert run_next(rec) == Outcome.REDIRECTED
     assert fake_llm.count() == 0 and rec.sent[0]["provider"] == "mock"
-    # cooling down after a 429 is refused the same way; a usable provider is claimed
-    lane = rt.fleet.view().lanes[0]
+    # cooling down after a 429 is refused the same way (nothing changed); a usable one is claimed
+    token = rt.fleet.view().lanes[0].token
+    claim = {"lane": 0, "token": token, "worker": "w1@test", "epoch": rt.fleet.read_state().epoch}
     rt.fleet.redis.hset(rt.fleet.keys.health("mock"), mapping={"cooldown_until_ms": 2**50})
-    claim = {"lane": 0, "token": lane.token, "worker": "w1@test", "epoch": rt.fleet.read_state().epoch}
-    assert rt.lanes.claim(**claim, provider="mock") == -3
+    assert rt.fleet.run(rt.lanes.claim_call(**claim, provider="mock")) == [-3]
+    assert rt.fleet.view().lanes[0].status is LaneStatus.QUEUED
     rt.fleet.redis.hdel(rt.fleet.keys.health("mock"), "cooldown_until_ms")
-    assert rt.lanes.claim(**claim, provider="mock") == 1
+    assert rt.fleet.run(rt.lanes.claim_call(**claim, provider="mock")) == [1]
     assert rt.fleet.view().lanes[0].status is LaneStatus.RUNNING
 
 
