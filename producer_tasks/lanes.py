@@ -3,8 +3,11 @@
 The fleet runs ``concurrency`` lanes. Each lane is a chain of cycle tasks: a finished
 cycle dispatches the lane's next cycle (``Lanes.next``) with a fresh token; only the task
 holding a lane's current token may run, so a duplicate or a restored message of a lost
-worker is a cheap no-op. A lane is QUEUED (message sent), RESERVED (a worker took it),
-RUNNING (allowed to spend tokens) or WAITING (backlog, no provider, rate limit, backoff).
+worker is a cheap no-op. A lane is QUEUED (message sent), RUNNING (a worker's cycle claimed
+it: allowed to spend tokens) or WAITING (backlog, no provider, rate limit, backoff). The
+claim is the cycle's first step, in the round trip of its fleet view: with one message
+prefetched per thread a received message starts at once, so there is no separate mark
+when a worker takes the message.
 
 ``Lanes.reconcile`` is the one entry point for everyone who restores lanes (a worker's
 heartbeat under the fleet-wide lock, the bridge after a control message): it
@@ -36,7 +39,7 @@ WAIT_NO_PROVIDER = "no usable provider"
 WAIT_RATE_LIMIT = "rate limited"
 WAIT_BACKOFF = "backoff"
 NO_PROVIDER_PAUSE_MS = 1000
-BUSY_GRACE_S = 30.0  # beyond the request timeout, before a RESERVED/RUNNING lane counts as lost
+BUSY_GRACE_S = 30.0  # beyond the request timeout, before a RUNNING lane counts as lost
 BUSY = (LaneStatus.RESERVED, LaneStatus.RUNNING)
 
 
@@ -206,10 +209,6 @@ class Lanes:
             self.dispatcher.send(
                 provider=planned.provider, epoch=planned.epoch, lane=planned.lane, token=planned.token
             )
-
-    def mark_reserved(self, *, lane: int, token: str, worker: str) -> None:
-        """A worker took the lane's message: the lane is now that worker's to lose."""
-        self.fleet.transition(lane=lane, token=token, status=LaneStatus.RESERVED, worker=worker)
 
     def claim_call(self, *, lane: int, token: str, worker: str, epoch: int, provider: str) -> ScriptCall:
         """RUNNING: the moment a cycle may spend tokens; pipelined with the cycle's view. Its

@@ -133,7 +133,7 @@ class Phase(StrEnum):
 
 class LaneStatus(StrEnum):
     QUEUED = "queued"  # message sent to a provider queue
-    RESERVED = "reserved"  # a worker has taken the message
+    RESERVED = "reserved"  # no longer set (the claim takes a QUEUED lane); kept for older workers' lanes
     RUNNING = "running"  # the cycle is allowed to spend tokens
     WAITING = "waiting"  # paused (backlog, no provider, rate limit, backoff) until until_ms
 

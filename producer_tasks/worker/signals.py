@@ -1,4 +1,4 @@
-"""Worker hooks: the heartbeat's life, reserved lanes, a fresh runtime after a fork.
+"""Worker hooks: the heartbeat's life, a fresh runtime after a fork.
 
 A failing hook is logged, never allowed to kill the worker.
 """
@@ -10,10 +10,8 @@ from typing import Any
 
 from celery import signals
 
-from producer_tasks.errors import ProducerError
 from producer_tasks.worker.current import get_runtime, incarnation, set_runtime
 from producer_tasks.worker.heartbeat import Heartbeat
-from producer_tasks.worker.routing import CYCLE_TASK
 
 log = logging.getLogger(__name__)
 _heartbeats: list[Heartbeat] = []
@@ -49,20 +47,6 @@ def _stop_heartbeat(**_: Any) -> None:
     """The pool has finished (Celery sends this after a warm shutdown's tasks)."""
     while _heartbeats:
         _heartbeats.pop().stop()
-
-
-@signals.task_received.connect
-def _mark_reserved(request: Any = None, **_: Any) -> None:
-    """A worker took a cycle message: its lane is now this worker's to lose."""
-    if request is None or request.name != CYCLE_TASK:
-        return
-    kwargs = request.kwargs or {}
-    try:
-        get_runtime().lanes.mark_reserved(
-            lane=int(kwargs["lane"]), token=str(kwargs["token"]), worker=incarnation(request.hostname)
-        )
-    except (ProducerError, KeyError, ValueError) as exc:
-        log.warning("could not mark lane reserved: %s", exc)
 
 
 @signals.worker_process_init.connect

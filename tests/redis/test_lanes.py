@@ -85,7 +85,7 @@ def test_lanes_of_a_dead_worker_are_restored(mock_rt: Any) -> None:
     lost = rec.sent.pop(0)
     assert (
         rt.fleet.transition(
-            lane=lost["lane"], token=lost["token"], status=LaneStatus.RESERVED, worker="dead@test"
+            lane=lost["lane"], token=lost["token"], status=LaneStatus.RUNNING, worker="dead@test"
         )
         == 1
     )

@@ -1,4 +1,4 @@
--- Move a lane to a new status (reserved|running|waiting) if its token is still current.
+-- Move a lane to a new status (running|waiting) if its token is still current.
 -- failures -1 = keep; epoch "" = do not check.
 -- "running" additionally requires phase == running and the epoch to match: that is the
 -- moment a cycle is allowed to spend tokens.
@@ -25,7 +25,6 @@ if status == 'running' or status == 'waiting' then
     return 0
   end
 end
-if status == 'reserved' and record.status ~= 'queued' then return -1 end
 if status == 'running' then
   local health = redis.call('HMGET', health_key, 'status', 'cooldown_until_ms')
   if health[1] == 'unhealthy' or tonumber(health[2] or '0') > tonumber(now_ms) then return -3 end
