@@ -1,4 +1,5 @@
-"""kombu's Redis transports, with two repairs: a worker survives its broker going away.
+"""kombu's Redis transports, with two repairs (a worker survives its broker going away) and
+one Redis client per channel instead of one per operation.
 
 When the broker connection is lost with messages delivered but not acknowledged (every
 running cycle: late acks), Celery collects the connection, which detaches the transport
@@ -29,13 +30,25 @@ from kombu.transport import redis as kombu_redis
 
 
 class Channel(kombu_redis.Channel):
+    _shared: Any = None  # the client of conn_or_acquire, on the channel's current pool
+
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         if client is None and self.connection is None:  # closed: its connection was replaced
             # a builtin ConnectionError (an OSError): among kombu's connection errors for Redis
             raise ConnectionError("broker channel closed after a lost connection")
-        with super().conn_or_acquire(client) as acquired:
-            yield acquired
+        if client is None:
+            client = self._shared_client()
+        yield client
+
+    def _shared_client(self) -> Any:
+        """kombu builds a new Redis client for every publish, receive and ack (a tenth of a
+        busy worker's CPU went to ``Redis.__init__``); one per pool serves every thread (a
+        client takes a connection from its pool per command)."""
+        shared, pool = self._shared, self.pool
+        if shared is None or shared.connection_pool is not pool:
+            shared = self._shared = self._create_client()  # type: ignore[no-untyped-call]
+        return shared
 
     def close(self) -> None:
         transport: Any = self.connection
