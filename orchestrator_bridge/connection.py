@@ -145,8 +145,8 @@ class Connection:
         pending = True
         while True:
             try:
-                entries = await bridge.in_thread(
-                    stream.read,
+                entries, epoch = await bridge.in_thread(
+                    stream.read_with_epoch,
                     fleet,
                     bridge.consumer,
                     pending=pending,
@@ -158,9 +158,9 @@ class Connection:
                         stream.claim_orphans, fleet, bridge.consumer, idle_ms=PENDING_RESEND_IDLE_MS
                     )
                     pending = bool(entries)
+                    epoch = (await bridge.in_thread(fleet.read_state)).epoch
                 if not entries:
                     continue
-                epoch = (await bridge.in_thread(fleet.read_state)).epoch
             except ProducerError as exc:
                 bridge.counters.last_error = str(exc)
                 log.warning("batch stream: %s; retrying", exc)

@@ -39,6 +39,7 @@ STOP_GRACE_S = 20.0
 WORKER_START_TIMEOUT_S = 120.0
 UNREACHABLE_AFTER_S = 20.0  # a real orchestrator the bridge never reached: the run ends
 UNHEALTHY_FOR_S = 5.0  # every provider in use Unhealthy this long: the run ends
+BEAT_COMMAND = [sys.executable, "-m", "celery", "-A", "producer_tasks", "beat", "--loglevel", "INFO"]
 
 
 @dataclass
@@ -247,8 +248,7 @@ class LocalRun:
                     "--without-gossip",
                 ],
             )
-        children.start("beat", [python, "-m", "celery", "-A", "producer_tasks", "beat", "--loglevel", "INFO"])
-        children.start("bridge", [python, "-m", "orchestrator_bridge"])
+        children.start("bridge", [python, "-m", "orchestrator_bridge"])  # beat: once workers registered
         started = time.monotonic()
         code = 0
         try:
@@ -315,6 +315,8 @@ class LocalRun:
             if not ready:
                 ready = await asyncio.to_thread(lambda: all(fleet.serving_workers(p) for p in providers))
                 ready_at = time.monotonic()
+                if ready:  # beat (reconcile, health checks) starts now, not competing with the workers
+                    children.start("beat", BEAT_COMMAND)
                 if ready and orchestrator is not None:
                     orchestrator.go.set()
                 if ready and self.options.job.duration_s:

@@ -133,25 +133,36 @@ def read(
     fleet: Fleet, consumer: str, *, pending: bool, count: int = 100, block_ms: int | None = None
 ) -> list[Entry]:
     """Pending entries of this consumer (``pending=True``), or new ones."""
+    return read_with_epoch(fleet, consumer, pending=pending, count=count, block_ms=block_ms)[0]
+
+
+def read_with_epoch(
+    fleet: Fleet, consumer: str, *, pending: bool, count: int = 100, block_ms: int | None = None
+) -> tuple[list[Entry], int]:
+    """``read``, and the topic's epoch read just after the entries in the same round trip
+    (what the bridge compares each entry's epoch with)."""
     with redis_errors("read stream"):
+        pipe = fleet.redis.pipeline(transaction=False)
+        pipe.xreadgroup(
+            STREAM_GROUP,
+            consumer,
+            {fleet.keys.batches: "0" if pending else ">"},
+            count=count,
+            block=None if pending else block_ms,
+        )
+        pipe.hget(fleet.keys.state, "epoch")
         try:
-            result = fleet.redis.xreadgroup(
-                STREAM_GROUP,
-                consumer,
-                {fleet.keys.batches: "0" if pending else ">"},
-                count=count,
-                block=None if pending else block_ms,
-            )
+            result, epoch = pipe.execute()
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             log.warning("the batch stream's consumer group was gone (Redis lost its data?): recreated")
             ensure_group(fleet)
-            return []
+            return [], 0
     if not result:
-        return []
+        return [], int(epoch or 0)
     ((_, raw),) = result
-    return _entries(raw)
+    return _entries(raw), int(epoch or 0)
 
 
 def claim_orphans(fleet: Fleet, consumer: str, *, idle_ms: int, count: int = 100) -> list[Entry]:

@@ -53,6 +53,9 @@ def test_read_entries_stay_pending_until_acknowledged_then_are_deleted(redis_url
     assert [e.id for e in fresh] == ids and all(e.batch is not None for e in fresh)
     assert stream.read(fleet, "bridge-a", pending=False, block_ms=10) == []  # nothing new
     assert [e.id for e in stream.read(fleet, "bridge-a", pending=True)] == ids  # a restart re-reads
+    # the bridge's read: the entries and the topic's epoch, read after them in the same trip
+    assert epoch > 0 and stream.read_with_epoch(fleet, "bridge-a", pending=True)[1] == epoch
+    assert stream.read_with_epoch(fleet, "bridge-a", pending=False, block_ms=10) == ([], epoch)
     stream.acknowledge(fleet, [e.id for e in fresh[:2]])
     assert [e.id for e in stream.read(fleet, "bridge-a", pending=True)] == ids[2:]
     assert fleet.backlog() == 1  # acknowledged entries are deleted
