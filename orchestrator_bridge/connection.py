@@ -6,7 +6,6 @@ Any loop ending ends the connection; the bridge (``bridge.py``) then reconnects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -211,15 +210,14 @@ class Connection:
             bridge.counters.attributes_forwarded += sum(len(m.attributes) for m in messages)
         if not bridge.window.enabled:
             written = []
+        cut = bridge.window.trim(now_ms())  # in the acknowledgement's transaction
         while True:
             try:
-                ids = await bridge.in_thread(stream.acknowledge, bridge.fleet, done, written=written)
+                ids = await bridge.in_thread(
+                    stream.acknowledge, bridge.fleet, done, written=written, trim_to=cut
+                )
                 break
             except ProducerError as exc:  # not acked yet: they stay pending and are re-sent
                 log.warning("acknowledge: %s; retrying", exc)
                 await asyncio.sleep(1)
         bridge.window.add(zip(ids, (len(e.data) for e in written), strict=True))
-        cut = bridge.window.trim(now_ms())
-        if cut is not None:
-            with contextlib.suppress(ProducerError):  # trimmed next time
-                await bridge.in_thread(stream.trim_window, bridge.fleet, cut)

@@ -174,9 +174,12 @@ def claim_orphans(fleet: Fleet, consumer: str, *, idle_ms: int, count: int = 100
     return _entries(result[1])
 
 
-def acknowledge(fleet: Fleet, entry_ids: list[str], *, written: Sequence[Entry] = ()) -> list[str]:
+def acknowledge(
+    fleet: Fleet, entry_ids: list[str], *, written: Sequence[Entry] = (), trim_to: str | None = None
+) -> list[str]:
     """Acknowledge and delete handled entries; those ``written`` to the orchestrator move to
-    the resend window in the same transaction. Returns the window ids of the written ones."""
+    the resend window in the same transaction, which also forgets window entries older than
+    ``trim_to``. Returns the window ids of the written ones."""
     if not entry_ids:
         return []
     with redis_errors("acknowledge stream entries"):
@@ -185,7 +188,9 @@ def acknowledge(fleet: Fleet, entry_ids: list[str], *, written: Sequence[Entry] 
         pipe.xdel(fleet.keys.batches, *entry_ids)
         for entry in written:
             pipe.xadd(fleet.keys.window, {"epoch": entry.epoch, "data": entry.data})
-        return [str(i) for i in pipe.execute()[2:]]
+        if trim_to is not None:
+            pipe.execute_command("XTRIM", fleet.keys.window, "MINID", trim_to)
+        return [str(i) for i in pipe.execute()[2 : 2 + len(written)]]
 
 
 def window(fleet: Fleet) -> list[Entry]:
@@ -194,8 +199,3 @@ def window(fleet: Fleet) -> list[Entry]:
         raw = fleet.redis.xrange(fleet.keys.window)
     return _entries(raw)
 
-
-def trim_window(fleet: Fleet, min_id: str) -> None:
-    """Forget window entries older than ``min_id``."""
-    with redis_errors("trim resend window"):
-        fleet.redis.execute_command("XTRIM", fleet.keys.window, "MINID", min_id)

@@ -56,9 +56,14 @@ def test_read_entries_stay_pending_until_acknowledged_then_are_deleted(redis_url
     # the bridge's read: the entries and the topic's epoch, read after them in the same trip
     assert epoch > 0 and stream.read_with_epoch(fleet, "bridge-a", pending=True)[1] == epoch
     assert stream.read_with_epoch(fleet, "bridge-a", pending=False, block_ms=10) == ([], epoch)
-    stream.acknowledge(fleet, [e.id for e in fresh[:2]])
+    kept = stream.acknowledge(fleet, [e.id for e in fresh[:2]], written=fresh[:2])
     assert [e.id for e in stream.read(fleet, "bridge-a", pending=True)] == ids[2:]
     assert fleet.backlog() == 1  # acknowledged entries are deleted
+    assert [e.id for e in stream.window(fleet)] == kept  # written: moved to the resend window
+    # the window is trimmed in the acknowledgement's transaction (XTRIM MINID keeps ids >= it)
+    (last,) = stream.acknowledge(fleet, [fresh[2].id], written=fresh[2:], trim_to=kept[1])
+    assert [e.id for e in stream.window(fleet)] == [kept[1], last]
+    assert [e.batch for e in stream.window(fleet)] == [e.batch for e in fresh[1:]]
 
 
 def test_another_consumer_claims_what_a_dead_one_left_pending(redis_url: str) -> None:
