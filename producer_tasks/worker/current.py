@@ -37,11 +37,19 @@ class CeleryDispatcher:
         self.app = celery_app
 
     def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None:
+        kwargs = {"provider": provider, "epoch": epoch, "lane": lane, "token": token}
         self.app.send_task(
             CYCLE_TASK,
-            kwargs={"provider": provider, "epoch": epoch, "lane": lane, "token": token},
+            kwargs=kwargs,
             queue=provider,
             task_id=token,
+            # what Flower shows: written here, not by Celery's saferepr of every message
+            argsrepr="()",
+            kwargsrepr=repr(kwargs),
+            # the queue is declared by the workers that consume it; kombu would bind a copy of
+            # it to the channel before every message (a direct queue needs no declaration to
+            # receive: the message goes to the list named after it)
+            declare=[],
             # the cycle task ignores its result; by name Celery does not know that and would
             # subscribe to the result channel of every message it sends
             ignore_result=True,

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from unittest.mock import ANY
+
+import redis
+from celery import Celery
 from kombu import Connection, Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
+from producer_tasks.worker.current import CeleryDispatcher
 from producer_tasks.worker.transport import Transport
 
 
@@ -63,3 +70,27 @@ def test_an_ack_on_a_channel_closed_by_a_reconnect_is_a_connection_error(redis_u
         assert "closed after a lost connection" in str(exc)
     else:
         raise AssertionError("expected a connection error")
+
+
+def test_a_channel_uses_one_redis_client_per_pool(redis_url: str) -> None:
+    """kombu would build a client per publish, receive and ack; ours keeps one per pool."""
+    channel = Connection(redis_url, transport=Transport).default_channel
+    with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+        assert first is second
+    channel._pool = None  # a new pool (after a failover): a new client on it
+    with channel.conn_or_acquire() as third:
+        assert third is not first and third.connection_pool is channel.pool
+        assert third.ping()
+
+
+def test_a_cycle_message_reaches_an_undeclared_queue_with_its_arguments_written_out(redis_url: str) -> None:
+    """Sent without declaring its queue (the workers consuming it declare it): the message
+    still lands in the list named after the queue, with the kwargs Flower shows."""
+    app = Celery("broker-test", broker=redis_url, broker_transport="producer_tasks.worker.transport:Transport")
+    CeleryDispatcher(app).send(provider="never-declared", epoch=3, lane=7, token="t" * 32)
+    raw = redis.Redis.from_url(redis_url).lpop("never-declared")
+    assert raw is not None
+    message = json.loads(raw)
+    kwargs = {"provider": "never-declared", "epoch": 3, "lane": 7, "token": "t" * 32}
+    assert message["headers"]["kwargsrepr"] == repr(kwargs) and message["headers"]["id"] == "t" * 32
+    assert json.loads(base64.b64decode(message["body"])) == [[], kwargs, ANY]
