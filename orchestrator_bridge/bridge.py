@@ -126,9 +126,9 @@ class Bridge:
     async def phase_status(self) -> ProducerStatusType:
         """The phase's status; once, when PRODUCER_BUDGET_USD stopped the fleet, an Error
         saying so (then the phase's status again: Stopping, Stopped)."""
-        state = await self.in_thread(self.fleet.read_state)
-        status: ProducerStatusType = PHASE_STATUS[state.phase]
-        if self.settings.budget_usd is not None and state.phase in (Phase.STOPPING, Phase.STOPPED):
+        phase = await self.in_thread(self.fleet.read_phase)
+        status: ProducerStatusType = PHASE_STATUS[phase]
+        if self.settings.budget_usd is not None and phase in (Phase.STOPPING, Phase.STOPPED):
             spend = await self.in_thread(self.fleet.read_spend)
             if spend.reached_ms is not None and spend.reached_ms != self.budget_reported_ms:
                 self.budget_reported_ms = spend.reached_ms

@@ -187,6 +187,15 @@ class Fleet:
     def read_state(self) -> TopicState:
         return parse_state(*self.redis.hmget(self.keys.state, ["data", "phase", "epoch"]))
 
+    def read_phase(self) -> Phase:
+        """``read_state().phase`` without reading and parsing the topic (the bridge polls it)."""
+        phase, data_length = self.run(
+            CommandCall(("HGET", self.keys.state, "phase")), CommandCall(("HSTRLEN", self.keys.state, "data"))
+        )
+        if not data_length:
+            return Phase.IDLE
+        return Phase(phase) if phase else self.read_state().phase
+
     def view(
         self,
         *,

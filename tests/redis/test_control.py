@@ -19,7 +19,9 @@ pytestmark = pytest.mark.usefixtures("eager")
 
 def test_stop_cancels_queued_lanes_and_waits_for_running_ones(mock_rt: Any) -> None:
     rt, rec = mock_rt
+    assert rt.fleet.read_phase() is Phase.IDLE  # what the bridge polls: the phase alone
     start(rt)
+    assert rt.fleet.read_phase() is Phase.RUNNING
     rt.lanes.reconcile()
     running, queued = rec.sent
     assert (
@@ -35,9 +37,9 @@ def test_stop_cancels_queued_lanes_and_waits_for_running_ones(mock_rt: Any) -> N
     result = control.stop(rt.fleet)
     assert result.state is not None and result.state.phase is Phase.STOPPING
     assert cycle.delay(**queued).get() == Outcome.STALE  # cancelled by Stop: nothing spent
-    assert rt.fleet.read_state().phase is Phase.STOPPING  # lane 0 is still in flight
+    assert rt.fleet.read_state().phase is rt.fleet.read_phase() is Phase.STOPPING  # lane 0 in flight
     rt.lanes.release(lane=running["lane"], token=running["token"])  # its cycle ends
-    assert rt.fleet.read_state().phase is Phase.STOPPED
+    assert rt.fleet.read_state().phase is rt.fleet.read_phase() is Phase.STOPPED
     assert rt.fleet.view().lanes == {}
 
 
