@@ -154,6 +154,7 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
             PRODUCER_CONCURRENCY=str(in_flight),
             PRODUCER_MAX_BACKLOG=str(10**6),
             PRODUCER_ID="bench",
+            PRODUCER_BLOOM_FILTER="true",
         )
         fleet = Fleet.from_settings(settings)
         orchestrator = Orchestrator(port)
@@ -304,12 +305,15 @@ Where a worker's CPU goes ({PROFILE_NOTE}):
 
 | share of the worker's CPU | what |
 | ---: | --- |
-| 30 % | the call through the OpenAI SDK (request building, httpx, response models): what the asyncio loop spends too |
-| 20 % | Celery receiving the message (kombu's BRPOP loop, the task strategy, the late ack) |
-| 13 % | sending the lane's next cycle (`send_task`: kombu's publish, one LPUSH) |
-| 13 % | the bloom check and the delivery pipeline (outcome, stream append) |
-| 9 % | the fleet view before the call (state, lane, health, live queues, backlog) |
-| 9 % | the lane's transitions (reserved, running) and its next token |
+| 36 % | the call through the OpenAI SDK (request building, httpx, response models): what the asyncio loop spends too |
+| 11 % | the bloom check (the exact and the canonical form of each candidate hashed, one `BITFIELD`) |
+| 11 % | Celery receiving the message and running the task (kombu's BRPOP loop and unacked bookkeeping, the task strategy and tracer) |
+| 9 % | the fleet view and the lane's claim (one round trip) |
+| 7 % | sending the lane's next cycle (`send_task`: kombu's publish, one LPUSH) |
+| 6 % | the delivery pipeline (outcome, stream append, novelty record, the next token) |
+| 3 % | the late ack |
+| 6 % | the rest of the cycle (prompt and facet, parsing the answer, planning the next cycle) |
+| 10 % | heartbeat thread, garbage collection, thread hand-offs |
 
 Found and removed on the way (each measured with the same profile): one `httpx` pool
 shared by 256 threads (it scans and polls every connection on each request and response,
@@ -317,13 +321,21 @@ and kept only 100 alive, so the rest reconnected on every call: 11 % of the CPU;
 client per thread with a shared TLS context), redis-py's `SCRIPT EXISTS` before every
 pipelined script (11 %; scripts now go by EVALSHA and are reloaded if the server lost
 them), the result-channel subscription Celery makes for every message sent by name,
-and the bridge reading, forwarding and acknowledging one batch at a time (2.3 → 0.35–0.5
-ms per batch). Two round trips per cycle were folded into others: the novelty record is
-read with the fleet view, and the lane's next token is assigned in the delivery's
-pipeline. What remains is spread over Celery, kombu and redis-py's per-call costs (a cycle
-still makes 6 round trips of its own, 6 script calls, plus Celery's receive, ack and
-publish): reaching 1.5× the asyncio loop needs the checks and the claim in one script and
-less per-message work in Celery and kombu, which is not done.
+kombu building a Redis client for every publish, receive and ack (~5 %; now one per
+channel pool), Celery's `saferepr` of every message's arguments and kombu's declaration
+of the queue before every publish (0.91 → 0.70 ms per send, micro-benchmark), and a
+"reserved" mark written by the thread that receives every message (one script call per
+cycle on the consumer's only thread: it capped how fast received messages started; at
+1,024 / 8 s the calls in flight at the server went from 526 to 866–966). The claim now
+runs in the fleet view's round trip, the novelty record is read with it, and the lane's
+next token is assigned in the delivery's pipeline: a cycle makes 4 round trips of its own
+(view and claim, bloom check, delivery, next message) plus Celery's receive and ack. The
+bridge reads the topic's epoch with the entries, trims its resend window in the
+acknowledgement's transaction and polls the phase alone (2.3 → 0.25–0.27 ms per batch).
+Earlier runs of this benchmark said "bloom filter on" but left it off (the workers'
+`PRODUCER_BLOOM_FILTER`); these rows have it on, which costs the worker about 1.2 ms and
+Redis about 0.4 ms per cycle. What remains is spread over Celery, kombu and redis-py's
+per-call costs: 1.5× the asyncio loop at 256 in flight is not reached.
 """
 
 

@@ -41,6 +41,8 @@ _ARTICLES = frozenset({"the", "a", "an", "le", "la", "les", "l"})
 
 
 def _strip_accents(text: str) -> str:
+    if text.isascii():  # nothing to decompose (most names: the check runs on every candidate)
+        return text
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
