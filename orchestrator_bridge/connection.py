@@ -32,12 +32,12 @@ log = logging.getLogger(__name__)
 PENDING_RESEND_IDLE_MS = 30_000
 READ_BLOCK_MS = 500
 READ_COUNT = 200
-# After a read that found only a few batches, wait this long before the next one: batches
+# After a read that did not fill its count, wait this long before the next one: batches
 # then go out several per read, write and acknowledgement (each a thread hop and a Redis
-# round trip) instead of one each. Idle, the read blocks as before; it adds at most this
-# much to a batch's way to the orchestrator.
+# round trip) instead of one each. A full read (a backlog) is followed at once. Idle, the
+# read blocks as before; it adds at most this much to a batch's way to the orchestrator.
 LINGER_S = 0.25
-LINGER_BELOW = 20
+LINGER_BELOW = READ_COUNT
 WRITE_STALL_S = 30.0
 
 

@@ -1,8 +1,9 @@
 """One generation cycle: the eight steps of a cycle, distributed.
 
 1. the lane's provider was chosen at dispatch (weighted, healthy, served, not cooling);
-2. this runs as a task on that provider's queue; it re-checks the fleet first
-   (stale token or topic, Stop, backlog, provider still usable, fleet-wide rate limit);
+2. this runs as a task on that provider's queue; it claims its lane in the round trip of
+   its fleet view (atomically: stale token or topic, Stop, budget, provider Unhealthy or
+   cooling), then checks the backlog, the provider's weight and workers, the rate limit;
 3. build the prompt; 4. call the provider (SDK retries off, our errors);
 5. parse; 6. bloom check-and-add when enabled; 7. append the batch to the stream
    (only if the topic is unchanged); 8. record statistics, health and history, then

@@ -12,10 +12,11 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import redis
 from redis.exceptions import NoScriptError
+from typing_extensions import Unpack
 
 from producer_tasks.clock import now_ms
 from producer_tasks.records import (
@@ -114,6 +115,22 @@ def parse_stats(raw: dict[str, str]) -> ProviderStats:
             is_float = name in FLOAT_STATS
             values[name] = float(value) if is_float else int(float(value))
     return ProviderStats(**values, latency_buckets=buckets, failed_latency_buckets=failed)
+
+
+class LaneChange(TypedDict):
+    """A lane's transition (``Fleet.transition``): failures -1 keeps the count, epoch None
+    checks none, budget_usd applies to running, provider's health is checked for running."""
+
+    lane: int
+    token: str
+    status: LaneStatus
+    worker: NotRequired[str]
+    until_ms: NotRequired[int]
+    reason: NotRequired[str]
+    failures: NotRequired[int]
+    epoch: NotRequired[int | None]
+    budget_usd: NotRequired[float | None]
+    provider: NotRequired[str]
 
 
 class Fleet:
@@ -359,30 +376,18 @@ class Fleet:
         )
         return token, assign.call()
 
-    def transition(self, **change: Any) -> int:
+    def transition(self, **change: Unpack[LaneChange]) -> int:
         """1 done; 0 the producer stopped or the topic changed (lane released); -1 stale token;
         to running only: -2 the budget is spent, -3 ``provider`` is Unhealthy or cooling down."""
         return int(self.run(self.transition_call(**change))[0])
 
-    def transition_call(
-        self,
-        *,
-        lane: int,
-        token: str,
-        status: LaneStatus,
-        worker: str = "",
-        until_ms: int = 0,
-        reason: str = "",
-        failures: int = -1,
-        epoch: int | None = None,
-        budget_usd: float | None = None,
-        provider: str = "",
-    ) -> ScriptCall:
+    def transition_call(self, **change: Unpack[LaneChange]) -> ScriptCall:
         """The transition as a call to pipeline with others (its reply as ``transition``'s)."""
-        keys = self.keys
+        keys, c = self.keys, change
         return scripts.Transition(
-            keys.state, keys.lanes, keys.spend, keys.health(provider), lane, token, status.value,
-            worker, now_ms(), until_ms, reason, failures, epoch, budget_usd or 0,
+            keys.state, keys.lanes, keys.spend, keys.health(c.get("provider", "")), c["lane"], c["token"],
+            c["status"].value, c.get("worker", ""), now_ms(), c.get("until_ms", 0), c.get("reason", ""),
+            c.get("failures", -1), c.get("epoch"), c.get("budget_usd") or 0,
         ).call()  # fmt: skip
 
     @translated("drop lanes")
