@@ -6,6 +6,7 @@ Any loop ending ends the connection; the bridge (``bridge.py``) then reconnects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from orchestrator_bridge.protocol.messages import (
     AttributeBatch,
     ErrorStatus,
     ProducerMessage,
+    ProducerState,
     ProducerStatus,
     ProducerStatusType,
 )
@@ -38,6 +40,7 @@ READ_COUNT = 200
 # read blocks as before; it adds at most this much to a batch's way to the orchestrator.
 LINGER_S = 0.25
 LINGER_BELOW = READ_COUNT
+FLUSH_TIMEOUT_S = 5.0  # how long a Stopped status waits for the batches before it
 WRITE_STALL_S = 30.0
 
 
@@ -50,6 +53,11 @@ class Connection:
         self.writer = writer
         self.write_lock = asyncio.Lock()
         self.last_status: ProducerStatusType | None = None
+        self.forwarding = False  # the forward loop runs
+        self.reads = 0  # stream reads started
+        self.drained_through = -1  # the last read after which nothing was left to forward
+        self.drained = asyncio.Event()  # set when drained_through moves
+        self.wake = asyncio.Event()  # cuts the forward loop's linger short
 
     async def send(self, *messages: ProducerMessage) -> None:
         """Write frames and wait until the socket has taken them."""
@@ -61,6 +69,8 @@ class Connection:
         self.bridge.counters.frames_sent += len(messages)
 
     async def send_status(self, status: ProducerStatus) -> None:
+        if status.status == ProducerState.STOPPED and self.last_status != ProducerState.STOPPED:
+            await self.flush()
         await self.send(status)
         self.last_status = status.status
 
@@ -142,7 +152,10 @@ class Connection:
         bridge = self.bridge
         fleet = bridge.fleet
         pending = True
+        self.forwarding = True
         while True:
+            read = self.reads
+            self.reads += 1
             try:
                 entries, epoch = await bridge.in_thread(
                     stream.read_with_epoch,
@@ -158,16 +171,34 @@ class Connection:
                     )
                     pending = bool(entries)
                     epoch = (await bridge.in_thread(fleet.read_state)).epoch
-                if not entries:
-                    continue
             except ProducerError as exc:
                 bridge.counters.last_error = str(exc)
                 log.warning("batch stream: %s; retrying", exc)
                 await asyncio.sleep(1)
                 continue
-            await self.forward(entries, epoch)
-            if not pending and len(entries) < LINGER_BELOW:
-                await asyncio.sleep(LINGER_S)
+            if entries:
+                await self.forward(entries, epoch)
+            if pending or len(entries) >= LINGER_BELOW:
+                continue  # more to read at once
+            self.drained_through = read  # everything appended before this read is written
+            self.drained.set()
+            if entries:
+                with contextlib.suppress(TimeoutError):  # a flush cuts it short
+                    await asyncio.wait_for(self.wake.wait(), LINGER_S)
+                self.wake.clear()
+
+    async def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Write every batch appended until now before what comes next: a Stopped status must
+        follow the last cycles' batches (the orchestrator may hang up on it)."""
+        if not self.forwarding:
+            return
+        after = self.reads  # a read that starts from now on sees them all
+        self.wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self.drained_through < after:
+                    self.drained.clear()
+                    await self.drained.wait()
 
     async def resend_window(self) -> None:
         """What was written on earlier connections may never have been read: send it again,

@@ -251,6 +251,33 @@ async def test_batches_are_forwarded_and_acknowledged_after_writing(setup: Setup
     assert setup.fleet.backlog() == 0  # acknowledged and deleted: Redis does not grow
 
 
+async def test_the_last_batches_reach_the_orchestrator_before_the_stopped_status(setup: Setup) -> None:
+    """The orchestrator may hang up on Stopped: a batch appended before the fleet stopped is
+    written before that status, even while the forward loop waits for more batches."""
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    epoch = setup.fleet.read_state().epoch
+    for attempt in range(5):
+        stream.append(setup.fleet, batch(epoch, 2 * attempt))
+        await next_message(reader, AttributeBatch)  # forwarded: the loop now lingers for more
+        stream.append(setup.fleet, batch(epoch, 2 * attempt + 1))  # the last cycle's batch
+        control.stop(setup.fleet)  # no cycle in flight: Stopped at once
+        assert setup.fleet.read_state().phase is Phase.STOPPED
+        frames: list[object] = []
+        while not frames or not _stopped(frames[-1]):
+            frames.append(decode(await asyncio.wait_for(read_frame(reader), timeout=10)))
+        names = [m.attributes[0] for m in frames if isinstance(m, AttributeBatch)]
+        assert names == [f"Cheese {2 * attempt + 1}-0"], (attempt, frames)
+        send(writer, frame(encode(START)))  # again, from a fresh topic
+        await status_matching(reader, ProducerState.RUNNING)
+        epoch = setup.fleet.read_state().epoch
+
+
+def _stopped(message: object) -> bool:
+    return isinstance(message, ProducerStatus) and message.status == ProducerState.STOPPED
+
+
 async def test_batches_of_an_older_topic_are_never_forwarded(setup: Setup) -> None:
     reader, writer = await setup.orchestrator.connection()
     send(writer, frame(encode(START)))
