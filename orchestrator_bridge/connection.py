@@ -39,7 +39,6 @@ READ_COUNT = 200
 # round trip) instead of one each. A full read (a backlog) is followed at once. Idle, the
 # read blocks as before; it adds at most this much to a batch's way to the orchestrator.
 LINGER_S = 0.25
-LINGER_BELOW = READ_COUNT
 FLUSH_TIMEOUT_S = 5.0  # how long a Stopped status waits for the batches before it
 WRITE_STALL_S = 30.0
 
@@ -53,8 +52,7 @@ class Connection:
         self.writer = writer
         self.write_lock = asyncio.Lock()
         self.last_status: ProducerStatusType | None = None
-        self.forwarding = False  # the forward loop runs
-        self.reads = 0  # stream reads started
+        self.reads = 0  # stream reads started (0: the forward loop has not begun)
         self.drained_through = -1  # the last read after which nothing was left to forward
         self.drained = asyncio.Event()  # set when drained_through moves
         self.wake = asyncio.Event()  # cuts the forward loop's linger short
@@ -152,7 +150,6 @@ class Connection:
         bridge = self.bridge
         fleet = bridge.fleet
         pending = True
-        self.forwarding = True
         while True:
             read = self.reads
             self.reads += 1
@@ -170,7 +167,8 @@ class Connection:
                         stream.claim_orphans, fleet, bridge.consumer, idle_ms=PENDING_RESEND_IDLE_MS
                     )
                     pending = bool(entries)
-                    epoch = (await bridge.in_thread(fleet.read_state)).epoch
+                    if entries:  # read after the read above: the topic may have changed since
+                        epoch = (await bridge.in_thread(fleet.read_state)).epoch
             except ProducerError as exc:
                 bridge.counters.last_error = str(exc)
                 log.warning("batch stream: %s; retrying", exc)
@@ -178,8 +176,8 @@ class Connection:
                 continue
             if entries:
                 await self.forward(entries, epoch)
-            if pending or len(entries) >= LINGER_BELOW:
-                continue  # more to read at once
+            if pending or len(entries) >= READ_COUNT:
+                continue  # a full read: more to read at once
             self.drained_through = read  # everything appended before this read is written
             self.drained.set()
             if entries:
@@ -190,7 +188,7 @@ class Connection:
     async def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
         """Write every batch appended until now before what comes next: a Stopped status must
         follow the last cycles' batches (the orchestrator may hang up on it)."""
-        if not self.forwarding:
+        if self.reads == 0:  # the forward loop has not begun on this connection
             return
         after = self.reads  # a read that starts from now on sees them all
         self.wake.set()

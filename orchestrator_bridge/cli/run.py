@@ -251,9 +251,11 @@ class LocalRun:
         children.start("bridge", [python, "-m", "orchestrator_bridge"])  # beat: once workers registered
         started = time.monotonic()
         code = 0
+        display = ProgressDisplay(sys.stderr)
         try:
-            code = await self._watch(orchestrator, fleet, children, started, providers)
+            code = await self._watch(orchestrator, fleet, children, started, providers, display=display)
         finally:
+            display.close()
             if orchestrator is not None:
                 await orchestrator.stop_all()
                 with contextlib.suppress(TimeoutError):
@@ -279,20 +281,6 @@ class LocalRun:
         return code
 
     async def _watch(
-        self,
-        orchestrator: ReferenceOrchestrator | None,
-        fleet: Fleet,
-        children: Children,
-        started: float,
-        providers: list[str],
-    ) -> int:
-        display = ProgressDisplay(sys.stderr)
-        try:
-            return await self._watch_loop(orchestrator, fleet, children, started, providers, display=display)
-        finally:
-            display.close()
-
-    async def _watch_loop(
         self,
         orchestrator: ReferenceOrchestrator | None,
         fleet: Fleet,
