@@ -29,7 +29,7 @@ class _Server(ThreadingHTTPServer):
 
 @dataclass
 class Behaviour:
-    mode: str = "ok"  # ok | status | html | garbage | empty | hang | no_choices
+    mode: str = "ok"  # ok | status | html | garbage | empty | raw | hang | no_choices
     status: int = 500
     retry_after: str | None = None
     latency_ms: float = 0.0
@@ -268,6 +268,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "empty":
             self._send(200, b"")
+            return
+        if mode == "raw":  # ``text`` is the whole JSON body
+            self._send(200, (behaviour.text or "").encode())
             return
         self._send(200, json.dumps(self._success(api, body, behaviour)).encode())
 

@@ -79,6 +79,25 @@ def test_bad_bodies_with_status_200(api: str, mode: str, fake_llm: FakeLLM, clie
 
 
 @pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[1, 2]",
+        '{"object": "error", "message": "overloaded"}',
+        '{"choices": "none"}',
+        '{"choices": [42]}',
+        '{"choices": [{"message": {"content": null}}]}',
+        '{"content": [{"type": "text", "text": 5}], "usage": "many"}',
+        '{"choices": [{"message": {"content": "1. Brie"}}], "usage": {"prompt_tokens": "x"}}',
+    ],
+)
+def test_json_that_is_not_an_answer(api: str, body: str, fake_llm: FakeLLM, clients: Clients) -> None:
+    fake_llm.set(api, mode="raw", text=body)
+    with pytest.raises(BadResponseError):
+        providers.generate(clients, api, REQUEST)
+
+
+@pytest.mark.parametrize("api", APIS)
 def test_a_hang_fires_our_timeout(api: str, fake_llm: FakeLLM, clients: Clients) -> None:
     fake_llm.set(api, mode="hang", hang_s=30)
     started = time.monotonic()
