@@ -29,8 +29,8 @@ from producer_tasks.errors import NoUsableProviderError
 from producer_tasks.records import LaneRecord, LaneStatus, Phase
 from producer_tasks.selection import adaptive_weights, effective_weight, weighted_choice
 from producer_tasks.settings import Settings
-from producer_tasks.state.fleet import Fleet, FleetView
-from producer_tasks.state.scripts import ScriptCall
+from producer_tasks.state.fleet import Fleet, FleetView, new_token
+from producer_tasks.state.scripts import QueuedMessage, ScriptCall
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,12 @@ BUSY = (LaneStatus.RESERVED, LaneStatus.RUNNING)
 
 
 class Dispatcher(Protocol):
-    """Sends one cycle message to a provider's queue."""
+    """Sends one cycle message to a provider's queue, or prepares it for the assign script
+    to push (``prepare``; None: ``send`` it once the token is assigned)."""
 
     def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None: ...
+
+    def prepare(self, *, provider: str, epoch: int, lane: int, token: str) -> QueuedMessage | None: ...
 
 
 # --- selection over a snapshot (pure) ---------------------------------------------------
@@ -130,6 +133,7 @@ class PlannedDispatch:
     epoch: int
     token: str
     call: ScriptCall
+    pushed: bool  # the assign call pushes the message itself
 
 
 @dataclass
@@ -178,13 +182,19 @@ class Lanes:
 
     def send(self, *, lane: int, expected: str, provider: str, epoch: int, failures: int = -1) -> bool:
         """Give the lane a new token on ``provider`` and send its message."""
-        token = self.fleet.assign(
-            lane=lane, expected=expected, provider=provider, epoch=epoch, failures=failures
-        )
-        if token is None:
-            return False
-        self.dispatcher.send(provider=provider, epoch=epoch, lane=lane, token=token)
-        return True
+        planned = self._plan(lane=lane, expected=expected, provider=provider, epoch=epoch, failures=failures)
+        assigned = self.fleet.run(planned.call)[0]
+        self.send_planned(planned, assigned)
+        return bool(assigned == 1)
+
+    def _plan(self, *, lane: int, expected: str, provider: str, epoch: int, failures: int) -> PlannedDispatch:
+        token = new_token()
+        message = self.dispatcher.prepare(provider=provider, epoch=epoch, lane=lane, token=token)
+        _, call = self.fleet.assign_call(
+            lane=lane, expected=expected, provider=provider, epoch=epoch, failures=failures, token=token,
+            message=message,
+        )  # fmt: skip
+        return PlannedDispatch(lane, provider, epoch, token, call, pushed=message is not None)
 
     def plan_next(self, view: FleetView, *, lane: int, token: str) -> PlannedDispatch | None:
         """The lane's next cycle, when ``next`` would dispatch it: its provider, token and the
@@ -196,16 +206,12 @@ class Lanes:
             provider = self.choose(view)
         except NoUsableProviderError:
             return None
-        epoch = view.state.epoch
-        new, call = self.fleet.assign_call(
-            lane=lane, expected=token, provider=provider, epoch=epoch, failures=0
-        )
-        return PlannedDispatch(lane=lane, provider=provider, epoch=epoch, token=new, call=call)
+        return self._plan(lane=lane, expected=token, provider=provider, epoch=view.state.epoch, failures=0)
 
     def send_planned(self, planned: PlannedDispatch, assigned: object) -> None:
-        """Send the planned cycle if its assign call assigned it (else the lane was released
-        or its token moved on: nothing to send, as ``send`` would find)."""
-        if assigned == 1:
+        """Send the planned cycle if its assign call assigned it and did not push its message
+        itself (else the lane was released or its token moved on: nothing to send)."""
+        if assigned == 1 and not planned.pushed:
             self.dispatcher.send(
                 provider=planned.provider, epoch=planned.epoch, lane=planned.lane, token=planned.token
             )

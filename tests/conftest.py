@@ -17,6 +17,7 @@ from producer_tasks.runtime import Runtime
 from producer_tasks.settings import Settings, load_settings
 from producer_tasks.state import control
 from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.scripts import QueuedMessage
 from producer_tasks.worker.current import set_runtime
 from tests.fakellm import API_KEY, FakeLLM
 
@@ -112,6 +113,9 @@ class RecordingDispatcher:
 
     def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None:
         self.sent.append({"provider": provider, "epoch": epoch, "lane": lane, "token": token})
+
+    def prepare(self, *, provider: str, epoch: int, lane: int, token: str) -> QueuedMessage | None:
+        return None  # sent after the assign, into ``sent``
 
 
 def make_runtime(redis_url: str, **env: str) -> tuple[Runtime, RecordingDispatcher]:

@@ -25,6 +25,23 @@ def is_tcp(url: str) -> bool:
     return url.startswith(("redis://", "rediss://", "sentinel://"))
 
 
+def _server(url: str) -> tuple[str, str, int, str]:
+    """Where a Redis URL points: (kind, host or socket path, port, database)."""
+    parts = urlsplit(url)
+    query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+    if parts.scheme in ("unix", "redis+socket"):
+        return "socket", parts.path, 0, query.get("db", query.get("virtual_host", "0"))
+    database = parts.path.strip("/") or query.get("db", "0")
+    return "tcp", (parts.hostname or "localhost").lower(), parts.port or 6379, database
+
+
+def broker_is_fleet(settings: Settings) -> bool:
+    """The Celery broker is the fleet's own Redis (``CELERY_BROKER_URL`` unset, or naming the
+    same server and database as ``REDIS_URL``): a script may push a cycle's message."""
+    broker = settings.celery_broker_url
+    return broker is None or _server(broker) == _server(settings.redis_url)
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A client for ``REDIS_URL`` (every reply decoded as text), or for the master the
     Sentinels name when ``REDIS_SENTINELS`` is set (it follows a failover)."""

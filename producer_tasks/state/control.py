@@ -20,7 +20,8 @@ from producer_tasks.records import GenerationSettings, LaneRecord, LaneStatus, P
 from producer_tasks.settings import Settings
 from producer_tasks.state import bloom
 from producer_tasks.state.client import redis_errors
-from producer_tasks.state.fleet import Fleet, parse_state
+from producer_tasks.state.decode import parse_state
+from producer_tasks.state.fleet import Fleet
 
 log = logging.getLogger(__name__)
 

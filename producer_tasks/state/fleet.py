@@ -25,18 +25,19 @@ from producer_tasks.records import (
     LaneStatus,
     Phase,
     ProviderStats,
-    ProviderStatus,
     TopicState,
 )
 from producer_tasks.settings import PROVIDERS, Settings
 from producer_tasks.state import scripts
 from producer_tasks.state.client import connect, redis_errors, translated
+from producer_tasks.state.decode import Spend, parse_health, parse_spend, parse_state, parse_stats
 from producer_tasks.state.keys import Keys
-from producer_tasks.state.scripts import CommandCall, ScriptCall
+from producer_tasks.state.scripts import CommandCall, QueuedMessage, ScriptCall
 
-LATENCY_PREFIX = "latency_le_"  # the outcome script's histogram fields (successful calls)
-FAILED_LATENCY_PREFIX = "failed_latency_le_"  # and failed calls
-FLOAT_STATS = frozenset({"total_response_ms", "failed_response_ms", "ema_success", "ema_novelty", "cost_usd"})
+
+def new_token() -> str:
+    """A lane's dispatch token (the cycle message's task id): never repeats."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -59,62 +60,6 @@ class FleetView:
     @property
     def running(self) -> bool:
         return self.state.phase is Phase.RUNNING
-
-
-def parse_state(data: str | None, phase: str | None, epoch: str | None) -> TopicState:
-    """The state hash's fields: the JSON record, phase and epoch beside it (for the Lua scripts)."""
-    if not data:
-        return TopicState()
-    state = TopicState.model_validate_json(data)
-    return state.model_copy(update={"phase": Phase(phase or state.phase), "epoch": int(epoch or state.epoch)})
-
-
-@dataclass(frozen=True, slots=True)
-class Spend:
-    """What this producer id spent (US$), and when and at which budget it stopped."""
-
-    usd: float = 0.0
-    reached_ms: int | None = None
-    budget_usd: float | None = None
-
-
-def parse_spend(raw: dict[str, str]) -> Spend:
-    return Spend(
-        usd=float(raw.get("usd", 0.0)),
-        reached_ms=int(raw["reached_ms"]) if raw.get("reached_ms") else None,
-        budget_usd=float(raw["budget"]) if raw.get("budget") else None,
-    )
-
-
-def parse_health(raw: dict[str, str]) -> HealthRecord:
-    if not raw:
-        return HealthRecord()
-    return HealthRecord(
-        consecutive_failures=int(raw.get("consecutive_failures", 0)),
-        last_success_ms=int(raw["last_success_ms"]) if raw.get("last_success_ms") else None,
-        last_failure_ms=int(raw["last_failure_ms"]) if raw.get("last_failure_ms") else None,
-        successes=int(raw.get("successes", 0)),
-        total_response_ms=float(raw.get("total_response_ms", 0.0)),
-        status=ProviderStatus(raw.get("status", ProviderStatus.UNKNOWN.value)),
-        cooldown_until_ms=int(float(raw.get("cooldown_until_ms", 0))),
-        last_error=raw.get("last_error", ""),
-    )
-
-
-def parse_stats(raw: dict[str, str]) -> ProviderStats:
-    fields = ProviderStats.model_fields
-    values: dict[str, Any] = {}
-    buckets: dict[str, int] = {}
-    failed: dict[str, int] = {}
-    for name, value in raw.items():
-        if name.startswith(LATENCY_PREFIX):
-            buckets[name.removeprefix(LATENCY_PREFIX)] = int(value)
-        elif name.startswith(FAILED_LATENCY_PREFIX):
-            failed[name.removeprefix(FAILED_LATENCY_PREFIX)] = int(value)
-        elif name in fields:
-            is_float = name in FLOAT_STATS
-            values[name] = float(value) if is_float else int(float(value))
-    return ProviderStats(**values, latency_buckets=buckets, failed_latency_buckets=failed)
 
 
 class LaneChange(TypedDict):
@@ -366,14 +311,24 @@ class Fleet:
         return token if self.run(call)[0] == 1 else None
 
     def assign_call(
-        self, *, lane: int, expected: str, provider: str, epoch: int, failures: int = -1
+        self,
+        *,
+        lane: int,
+        expected: str,
+        provider: str,
+        epoch: int,
+        failures: int = -1,
+        token: str = "",
+        message: QueuedMessage | None = None,
     ) -> tuple[str, ScriptCall]:
-        """A new token and the assign call to pipeline with others (1: assigned)."""
-        token = uuid.uuid4().hex
+        """The token (``new_token()`` unless given) and the assign call to pipeline with
+        others (1: assigned); ``message`` is pushed by the script when it assigns."""
+        token = token or new_token()
         keys = self.keys
         assign = scripts.Assign(
-            keys.state, keys.lanes, lane, expected, token, provider, epoch, now_ms(), failures
-        )
+            keys.state, keys.lanes, message.list_key if message else "", lane, expected, token,
+            provider, epoch, now_ms(), failures, message.payload if message else "",
+        )  # fmt: skip
         return token, assign.call()
 
     def transition(self, **change: Unpack[LaneChange]) -> int:

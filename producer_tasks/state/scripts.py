@@ -33,6 +33,14 @@ class CommandCall:
     args: tuple[str | int | float, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message the assign script pushes onto a broker list when it assigns the token."""
+
+    list_key: str
+    payload: str
+
+
 ONCE_TTL_MS = 600_000  # how long a resent delivery or outcome is recognised as one
 
 
@@ -84,6 +92,7 @@ class Assign(Script):
 
     state_key: str
     lanes_key: str
+    queue_key: str  # the broker list ``message`` goes to
     lane: int
     expected: str  # "" = the lane must be absent
     token: str
@@ -91,6 +100,7 @@ class Assign(Script):
     epoch: int  # -1 never matches: the release path
     now_ms: int
     failures: int  # -1 = keep the lane's count
+    message: str  # "" = none (the caller sends it after)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,10 @@ from celery import Celery
 
 from producer_tasks.runtime import Runtime
 from producer_tasks.settings import get_settings
+from producer_tasks.state.client import broker_is_fleet
+from producer_tasks.state.scripts import QueuedMessage
 from producer_tasks.worker.app import app
+from producer_tasks.worker.messages import CycleMessages
 from producer_tasks.worker.routing import CYCLE_TASK
 
 _lock = threading.Lock()
@@ -31,10 +34,18 @@ class _Sent:
 
 
 class CeleryDispatcher:
-    """Sends cycle messages through the Celery app (task id = the lane's token)."""
+    """Sends cycle messages through the Celery app (task id = the lane's token), or prepares
+    them for the lane's assign script to push when the broker is the fleet's Redis
+    (``producer_tasks.worker.messages``)."""
 
-    def __init__(self, celery_app: Celery) -> None:
+    def __init__(self, celery_app: Celery, *, broker_is_fleet: bool = False) -> None:
         self.app = celery_app
+        self.messages = CycleMessages(celery_app) if broker_is_fleet else None
+
+    def prepare(self, *, provider: str, epoch: int, lane: int, token: str) -> QueuedMessage | None:
+        if self.messages is None:
+            return None
+        return self.messages.build(provider=provider, epoch=epoch, lane=lane, token=token)
 
     def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None:
         kwargs = {"provider": provider, "epoch": epoch, "lane": lane, "token": token}
@@ -63,7 +74,9 @@ def get_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = Runtime.create(get_settings(), CeleryDispatcher(app))
+            settings = get_settings()
+            dispatcher = CeleryDispatcher(app, broker_is_fleet=broker_is_fleet(settings))
+            _runtime = Runtime.create(settings, dispatcher)
         return _runtime
 
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 from unittest.mock import ANY
 
+import pytest
 import redis
 from celery import Celery
 from kombu import Connection, Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
+from producer_tasks.generation.cycle import Outcome
+from producer_tasks.lanes import PlannedDispatch
 from producer_tasks.worker.current import CeleryDispatcher
+from producer_tasks.worker.messages import CycleMessages
+from producer_tasks.worker.tasks import cycle
 from producer_tasks.worker.transport import Transport
+from tests.conftest import make_runtime
+from tests.redis.eager import serve, start
 
 
 def _delivered_then_detached(url: str, transport: type) -> None:
@@ -94,3 +102,69 @@ def test_a_cycle_message_reaches_an_undeclared_queue_with_its_arguments_written_
     kwargs = {"provider": "never-declared", "epoch": 3, "lane": 7, "token": "t" * 32}
     assert message["headers"]["kwargsrepr"] == repr(kwargs) and message["headers"]["id"] == "t" * 32
     assert json.loads(base64.b64decode(message["body"])) == [[], kwargs, ANY]
+
+
+def _pushing_app(redis_url: str) -> Celery:
+    app = Celery("broker-test", broker=redis_url, broker_transport="producer_tasks.worker.transport:Transport")
+    app.conf.broker_transport_options = {"global_keyprefix": "prod:t:broker:"}
+    return app
+
+
+def test_the_message_a_script_pushes_is_the_one_send_task_writes(redis_url: str) -> None:
+    """Built by ``CycleMessages`` for the assign script, a cycle message is the JSON Celery
+    and kombu write (same headers, body, properties), but for the reply-to oid and the
+    delivery tag (kombu's own uuid4; ours the token, as unique)."""
+    app = _pushing_app(redis_url)
+    kwargs = {"provider": "openai", "epoch": 3, "lane": 7, "token": "t" * 32}
+    CeleryDispatcher(app).send(**kwargs)  # type: ignore[arg-type]
+    raw = redis.Redis.from_url(redis_url).lpop("prod:t:broker:openai")
+    assert raw is not None
+    by_celery = json.loads(raw)
+    built = CycleMessages(app).build(**kwargs)  # type: ignore[arg-type]
+    assert built.list_key == "prod:t:broker:openai"
+    ours = json.loads(built.payload)
+    assert ours["properties"].pop("delivery_tag") == "t" * 32
+    for message in (ours, by_celery):
+        message["properties"].pop("reply_to")
+        message["properties"].pop("delivery_tag", None)
+    assert ours == by_celery
+    assert json.loads(base64.b64decode(ours["body"]))[1] == kwargs
+
+
+@pytest.mark.usefixtures("eager")
+def test_the_assign_script_pushes_a_lanes_message_exactly_when_it_assigns_the_token(
+    redis_url: str, installed_runtime: Any
+) -> None:
+    """With the broker on the fleet's Redis, the token and its message are one atomic step:
+    one message per assigned token, none for a stale assign, none again for a retried one;
+    and a cycle run from the pushed message pushes the lane's next one."""
+    rt, _ = make_runtime(redis_url, PRODUCER_CONCURRENCY="1")
+    installed_runtime(rt)
+    rt.lanes.dispatcher = CeleryDispatcher(_pushing_app(redis_url), broker_is_fleet=True)
+    serve(rt, "mock")
+    start(rt)
+    queue = "prod:t:broker:mock"
+
+    def pushed() -> list[dict[str, Any]]:
+        raw = rt.fleet.redis.lrange(queue, 0, -1)
+        return [json.loads(base64.b64decode(json.loads(m)["body"]))[1] for m in reversed(raw)]
+
+    assert rt.lanes.reconcile().dispatched == [0]
+    [first] = pushed()
+    assert first["token"] == rt.fleet.view().lanes[0].token and first["provider"] == "mock"
+    assert rt.lanes.reconcile().dispatched == []  # queued, not lost: nothing more
+    planned = rt.lanes._plan(lane=0, expected="not-the-token", provider="mock", epoch=first["epoch"], failures=0)
+    assert rt.fleet.run(planned.call) == [0] and len(pushed()) == 1  # stale: nothing pushed
+    planned = rt.lanes._plan(lane=0, expected=first["token"], provider="mock", epoch=first["epoch"], failures=0)
+    assert rt.fleet.run(planned.call) == [1] and rt.fleet.run(planned.call) == [1]  # the retry
+    assert [m["token"] for m in pushed()] == [first["token"], planned.token]
+    rt.fleet.redis.delete(queue)
+    assert cycle.delay(**first).get() == Outcome.STALE  # its token moved on
+    assert cycle.delay(**pushed_message(planned)).get() == Outcome.DELIVERED
+    [following] = pushed()
+    assert following["token"] == rt.fleet.view().lanes[0].token != planned.token
+    assert len(rt.fleet.redis.xrange(rt.fleet.keys.batches)) == 1
+
+
+def pushed_message(planned: PlannedDispatch) -> dict[str, Any]:
+    return {"provider": planned.provider, "epoch": planned.epoch, "lane": planned.lane, "token": planned.token}

@@ -6,6 +6,7 @@ import pytest
 
 from producer_tasks.errors import ConfigurationError
 from producer_tasks.settings import env_names, load_settings, parse_addr
+from producer_tasks.state.client import broker_is_fleet
 
 
 def test_defaults_and_fixed_names() -> None:
@@ -137,3 +138,22 @@ def test_rediss_verifies_certificates_unless_told_not_to(extra: dict[str, str], 
         check=True,
     ).stdout.split()
     assert out == [wanted, wanted, "10", "True"]
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "broker_url", "same"),
+    [
+        ("redis://10.0.0.5:6379/0", None, True),
+        ("redis://10.0.0.5:6379/0", "redis://10.0.0.5/0", True),
+        ("redis://cache.internal:6379/0", "rediss://CACHE.internal:6379", True),
+        ("unix:///run/redis.sock?db=0", "redis+socket:///run/redis.sock", True),
+        ("redis://10.0.0.5:6379/0", "redis://10.0.0.5:6379/1", False),
+        ("redis://10.0.0.5:6379/0", "redis://10.0.0.6:6379/0", False),
+        ("redis://10.0.0.5:6379/0", "redis://10.0.0.5:6380/0", False),
+        ("unix:///run/redis.sock?db=0", "redis://127.0.0.1:6379/0", False),
+    ],
+)
+def test_whether_the_broker_is_the_fleets_redis(redis_url: str, broker_url: str | None, same: bool) -> None:
+    """Only then may the assign script push a cycle's message itself (worker/messages.py)."""
+    env = {"REDIS_URL": redis_url, **({"CELERY_BROKER_URL": broker_url} if broker_url else {})}
+    assert broker_is_fleet(load_settings(env)) is same

@@ -2,10 +2,12 @@
 -- expected "" = the lane must be absent; failures -1 = keep the lane's count.
 -- Returns 1 when assigned (or when this very token already is: a retried call); 0 when the
 -- phase is not running / the epoch is old / CAS failed.
+-- message "" = none; else it is pushed onto queue_key (the provider's broker list) when the
+-- token is assigned, never by a retried call (its first run pushed it).
 -- When the producer is stopping and the lane was the caller's, the lane is removed and
 -- the phase becomes "stopped" once no lane is running or reserved.
-local state_key, lanes_key = unpack(KEYS)
-local lane, expected, token, provider, epoch, now_ms, failures = unpack(ARGV)
+local state_key, lanes_key, queue_key = unpack(KEYS)
+local lane, expected, token, provider, epoch, now_ms, failures, message = unpack(ARGV)
 --!include _release_lane.lua
 failures = tonumber(failures)
 local phase = redis.call('HGET', state_key, 'phase')
@@ -26,4 +28,5 @@ local record = {token = token, provider = provider, status = 'queued', worker = 
                 failures = current and current.failures or 0}
 if failures >= 0 then record.failures = failures end
 redis.call('HSET', lanes_key, lane, cjson.encode(record))
+if message ~= '' then redis.call('LPUSH', queue_key, message) end
 return 1
