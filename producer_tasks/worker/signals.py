@@ -1,20 +1,25 @@
-"""Worker hooks: the heartbeat's life, a fresh runtime after a fork.
+"""Worker hooks: the heartbeat's life, the garbage collector set for many calls in flight,
+a fresh runtime after a fork.
 
 A failing hook is logged, never allowed to kill the worker.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
 from celery import signals
 
+from producer_tasks.generation.providers import sdk
+from producer_tasks.settings import Settings
 from producer_tasks.worker.current import get_runtime, incarnation, set_runtime
 from producer_tasks.worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 _heartbeats: list[Heartbeat] = []
+GC_THRESHOLDS = (10_000, 50, 50)  # the young generations' (CPython's default: 700, 10, 10)
 
 
 @signals.worker_ready.connect
@@ -33,6 +38,22 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     heartbeat.tick()  # registered before the first message is taken
     heartbeat.start()
     _heartbeats.append(heartbeat)
+    _freeze_startup_objects(runtime.settings, queues)
+
+
+def _freeze_startup_objects(settings: Settings, queues: list[str]) -> None:
+    """Import the SDKs this worker will call, move every object alive now (modules, classes,
+    Celery's and the SDKs' tables: about 130,000) out of the garbage collector's sight, and
+    collect the young generations less often: hundreds of calls in flight keep ~100,000
+    objects alive for seconds, which the default thresholds (700, 10, 10) walked again and
+    again. Measured at 256 cycles in flight: the collector's share of the worker's CPU
+    went from 6.6 % to 2.3 % (docs/benchmarks.md)."""
+    for queue in queues:
+        spec = settings.providers.get(queue)
+        if spec is not None and spec.kind != "mock":
+            sdk(spec.kind)
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @signals.worker_shutting_down.connect
