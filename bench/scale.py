@@ -50,6 +50,10 @@ class Row:
     commands: str = ""  # redis-server's busiest commands, µs per cycle
 
 
+class StalledError(Exception):
+    """The fleet did not get its lanes going: reported as such, the other rows still run."""
+
+
 class PeakInFlight:
     """Samples, once a second in a thread, how many requests the fake server is answering."""
 
@@ -179,7 +183,8 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
                     if process.poll() is not None:
                         raise RuntimeError(f"{name} exited; see {workdir}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"no cycles after 120 s; see {workdir}")
+                    answered = fleet.read_stats("openai").total_requests
+                    raise StalledError(f"{answered} of {in_flight} calls answered in 120 s (logs: {workdir})")
                 time.sleep(0.2)
             time.sleep(warmup)
             cycles0 = fleet.read_stats("openai").total_requests
@@ -202,6 +207,10 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
                     rss = max(rss, worker.memory_info().rss)
             elapsed = time.monotonic() - started
             cycles = fleet.read_stats("openai").total_requests - cycles0
+            if cycles == 0:
+                raise StalledError(
+                    f"no cycle during the {measure:g} s measured, after its first calls (logs: {workdir})"
+                )
             batches = orchestrator.batches - batches0
             used = [cpu_s(p) - c for p, c in zip((worker, bridge, server), cpu0, strict=True)]
             commands = {
@@ -253,7 +262,14 @@ def run(pools: tuple[str, ...] = POOLS, points: tuple[tuple[int, int], ...] = PO
         try:
             rows.append(baseline(port, in_flight, latency_ms))
             for pool in pools:
-                rows.append(fleet_row(port, in_flight, latency_ms, pool, workdir))
+                try:
+                    rows.append(fleet_row(port, in_flight, latency_ms, pool, workdir))
+                except StalledError as exc:
+                    rows.append(
+                        Row(
+                            f"fleet, `-P {pool}`", in_flight, latency_ms, 0.0, 0.0, commands=f"stalled: {exc}"
+                        )
+                    )
         finally:
             fake.terminate()
             fake.wait(timeout=10)
@@ -271,6 +287,12 @@ def report(rows: list[Row]) -> str:
         assert base is not None
         ratio = row.rate / base.rate
         cpu_ratio = row.cpu_ms / base.cpu_ms
+        if row.commands.startswith("stalled"):
+            table.append(
+                f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | {row.commands} | | | | | | |"
+            )
+            notes.append(f"- {row.name}, {row.in_flight} in flight: {row.commands}")
+            continue
         if row is base:
             extra = "| | | "
         else:
@@ -305,15 +327,14 @@ Where a worker's CPU goes ({PROFILE_NOTE}):
 
 | share of the worker's CPU | what |
 | ---: | --- |
-| 36 % | the call through the OpenAI SDK (request building, httpx, response models): what the asyncio loop spends too |
+| 33 % | the call through the OpenAI SDK client (`post`: request building, httpx; the answer's JSON read by us): the asyncio loop pays more for the same call (`create`'s transformation and models) |
 | 11 % | the bloom check (the exact and the canonical form of each candidate hashed, one `BITFIELD`) |
-| 11 % | Celery receiving the message and running the task (kombu's BRPOP loop and unacked bookkeeping, the task strategy and tracer) |
-| 9 % | the fleet view and the lane's claim (one round trip) |
-| 7 % | sending the lane's next cycle (`send_task`: kombu's publish, one LPUSH) |
-| 6 % | the delivery pipeline (outcome, stream append, novelty record, the next token) |
-| 3 % | the late ack |
-| 6 % | the rest of the cycle (prompt and facet, parsing the answer, planning the next cycle) |
-| 10 % | heartbeat thread, garbage collection, thread hand-offs |
+| 18 % | Celery receiving the message and running the task: kombu's BRPOP loop 7 %, its unacked bookkeeping 5.6 %, re-arming BRPOP 3 %, the tracer 3 % |
+| 4 % | the late ack |
+| 8 % | the fleet view and the lane's claim (one round trip) |
+| 8.5 % | the delivery pipeline (outcome, stream append, novelty record, the next token and its message) |
+| 9 % | the rest of the cycle (prompt and facet, parsing the answer, planning the next cycle) |
+| 8 % | heartbeat thread, garbage collection, thread hand-offs |
 
 Found and removed on the way (each measured with the same profile): one `httpx` pool
 shared by 256 threads (it scans and polls every connection on each request and response,
@@ -322,20 +343,23 @@ client per thread with a shared TLS context), redis-py's `SCRIPT EXISTS` before 
 pipelined script (11 %; scripts now go by EVALSHA and are reloaded if the server lost
 them), the result-channel subscription Celery makes for every message sent by name,
 kombu building a Redis client for every publish, receive and ack (~5 %; now one per
-channel pool), Celery's `saferepr` of every message's arguments and kombu's declaration
-of the queue before every publish (0.91 → 0.70 ms per send, micro-benchmark), and a
-"reserved" mark written by the thread that receives every message (one script call per
-cycle on the consumer's only thread: it capped how fast received messages started; at
-1,024 / 8 s the calls in flight at the server went from 526 to 866–966). The claim now
-runs in the fleet view's round trip, the novelty record is read with it, and the lane's
-next token is assigned in the delivery's pipeline: a cycle makes 4 round trips of its own
-(view and claim, bloom check, delivery, next message) plus Celery's receive and ack. The
-bridge reads the topic's epoch with the entries, trims its resend window in the
-acknowledgement's transaction and polls the phase alone (2.3 → 0.25–0.27 ms per batch).
-Earlier runs of this benchmark said "bloom filter on" but left it off (the workers'
-`PRODUCER_BLOOM_FILTER`); these rows have it on, which costs the worker about 1.2 ms and
-Redis about 0.4 ms per cycle. What remains is spread over Celery, kombu and redis-py's
-per-call costs: 1.5× the asyncio loop at 256 in flight is not reached.
+channel pool), a "reserved" mark written by the thread that receives every message (one
+script call per cycle on the consumer's only thread: it capped how fast received messages
+started; at 1,024 / 8 s the calls in flight at the server went from 526 to 866–966), the
+SDK's `create` (its generic parameter transformation and response models: 4.8 → 3.3 ms
+per call in a micro-benchmark; calls now go through the client's `post` and the answer's
+JSON is checked by us), kombu's publish of the lane's next message (7 %: the assign
+script now pushes the JSON `send_task` would write, in the delivery's round trip, when the
+broker is the fleet's Redis), and the garbage collector walking the startup objects and
+the hundreds of calls in flight (6.6 % → 2.3 %: startup objects frozen, young
+generations collected at 10,000/50/50). kombu's channel pool of 10 connections made
+acknowledgements fail ("Couldn't ack", up to thousands per run) at these concurrencies:
+the workers' pool is 1,024. A cycle makes 3 round trips of its own (view and claim,
+bloom check, delivery with the next message) plus Celery's receive and ack. The bridge
+reads the topic's epoch with the entries, trims its resend window in the
+acknowledgement's transaction and polls the phase alone. What remains is spread over
+Celery's receive and ack (kombu's unacked bookkeeping alone is 10 %), redis-py's
+per-call costs and the bloom check's hashing.
 """
 
 
