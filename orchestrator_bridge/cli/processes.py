@@ -12,7 +12,6 @@ from orchestrator_bridge.bridge import SHUTDOWN_GRACE_S, Bridge
 from orchestrator_bridge.cli.options import job_options
 from orchestrator_bridge.orchestrator import ReferenceOrchestrator
 from producer_tasks.settings import get_settings
-from producer_tasks.state.client import broker_is_fleet
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.worker.app import app
 from producer_tasks.worker.current import CeleryDispatcher
@@ -23,8 +22,7 @@ PROGRESS_INTERVAL_S = 2.0
 
 def run_bridge(_: argparse.Namespace) -> int:
     settings = get_settings()
-    dispatcher = CeleryDispatcher(app, broker_is_fleet=broker_is_fleet(settings))
-    bridge = Bridge(settings, Fleet.from_settings(settings), dispatcher)
+    bridge = Bridge(settings, Fleet.from_settings(settings), CeleryDispatcher.from_settings(app, settings))
 
     async def main() -> int:
         loop = asyncio.get_running_loop()

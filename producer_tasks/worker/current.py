@@ -8,11 +8,11 @@ import uuid
 from celery import Celery
 
 from producer_tasks.runtime import Runtime
-from producer_tasks.settings import get_settings
+from producer_tasks.settings import Settings, get_settings
 from producer_tasks.state.client import broker_is_fleet
 from producer_tasks.state.scripts import QueuedMessage
 from producer_tasks.worker.app import app
-from producer_tasks.worker.messages import CycleMessages
+from producer_tasks.worker.messages import CycleMessages, cycle_kwargs
 from producer_tasks.worker.routing import CYCLE_TASK
 
 _lock = threading.Lock()
@@ -42,13 +42,18 @@ class CeleryDispatcher:
         self.app = celery_app
         self.messages = CycleMessages(celery_app) if broker_is_fleet else None
 
+    @classmethod
+    def from_settings(cls, celery_app: Celery, settings: Settings) -> CeleryDispatcher:
+        """Pushing its messages from the assign script when the broker is the fleet's Redis."""
+        return cls(celery_app, broker_is_fleet=broker_is_fleet(settings))
+
     def prepare(self, *, provider: str, epoch: int, lane: int, token: str) -> QueuedMessage | None:
         if self.messages is None:
             return None
         return self.messages.build(provider=provider, epoch=epoch, lane=lane, token=token)
 
     def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None:
-        kwargs = {"provider": provider, "epoch": epoch, "lane": lane, "token": token}
+        kwargs = cycle_kwargs(provider=provider, epoch=epoch, lane=lane, token=token)
         self.app.send_task(
             CYCLE_TASK,
             kwargs=kwargs,
@@ -75,8 +80,7 @@ def get_runtime() -> Runtime:
     with _lock:
         if _runtime is None:
             settings = get_settings()
-            dispatcher = CeleryDispatcher(app, broker_is_fleet=broker_is_fleet(settings))
-            _runtime = Runtime.create(settings, dispatcher)
+            _runtime = Runtime.create(settings, CeleryDispatcher.from_settings(app, settings))
         return _runtime
 
 

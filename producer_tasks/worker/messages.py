@@ -30,6 +30,11 @@ from producer_tasks.worker.routing import CYCLE_TASK
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
+def cycle_kwargs(*, provider: str, epoch: int, lane: int, token: str) -> dict[str, Any]:
+    """The keyword arguments of one ``producer.cycle`` task."""
+    return {"provider": provider, "epoch": epoch, "lane": lane, "token": token}
+
+
 class CycleMessages:
     """Builds the broker's JSON of one cycle task message (``producer.cycle``)."""
 
@@ -41,7 +46,7 @@ class CycleMessages:
 
     def build(self, *, provider: str, epoch: int, lane: int, token: str) -> QueuedMessage:
         """The message for ``provider``'s queue; the token is its task id and delivery tag."""
-        kwargs = {"provider": provider, "epoch": epoch, "lane": lane, "token": token}
+        kwargs = cycle_kwargs(provider=provider, epoch=epoch, lane=lane, token=token)
         body = json.dumps([[], kwargs, _EMBED]).encode()
         shown = repr(kwargs)
         message = {
