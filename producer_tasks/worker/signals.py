@@ -34,11 +34,13 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
         sender.cancel_task_queue(queue)
     controller = getattr(sender, "controller", None)  # the WorkController: -c N (--autoscale: its maximum)
     slots = int(getattr(controller, "concurrency", 0) or 0)
+    # before it registers: the SDK imports take seconds, and a fleet that starts its topic
+    # once every worker registered must find this one taking messages
+    _freeze_startup_objects(runtime.settings, queues)
     heartbeat = Heartbeat(runtime, worker=incarnation(sender.hostname), queues=queues, slots=slots)
     heartbeat.tick()  # registered before the first message is taken
     heartbeat.start()
     _heartbeats.append(heartbeat)
-    _freeze_startup_objects(runtime.settings, queues)
 
 
 def _freeze_startup_objects(settings: Settings, queues: list[str]) -> None:
