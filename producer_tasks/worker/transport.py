@@ -18,6 +18,17 @@ connection, which is gone (``'NoneType' object has no attribute 'client'``): aga
 "Unrecoverable error". Seen with a Sentinel failover. Here such an acknowledgement raises a
 connection error, which Celery logs ("Couldn't ack") and survives; the message stays
 unacked and is restored as above.
+
+Third: kombu's channel pool fails an operation ("Too many connections") the moment its
+connections are all busy; with hundreds of cycles acknowledging at once, thousands of acks
+a minute failed. Here the pool waits for a connection (``state.client.waiting_pool``).
+
+Fourth: under gevent, kombu watches the broker's sockets with ``select()``, which cannot
+watch a descriptor numbered 1024 or more. A worker with a thousand calls in flight that
+reconnects to its broker gets such a socket, and the consumer dies ("filedescriptor out of
+range in select()": "Unrecoverable error"; seen at 1,024 in flight, where the exhausted pool
+above made the consumer reconnect). Here kombu polls with gevent's ``poll()``, which
+watches any descriptor and, like its ``select()``, blocks only the calling greenlet.
 """
 
 from __future__ import annotations
@@ -27,6 +38,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.utils import eventio
+from kombu.utils.compat import detect_environment
+
+from producer_tasks.state.client import waiting_pool
 
 
 class Channel(kombu_redis.Channel):
@@ -50,6 +65,11 @@ class Channel(kombu_redis.Channel):
             shared = self._shared = self._create_client()  # type: ignore[no-untyped-call]
         return shared
 
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        params = self._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+        self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+        return waiting_pool(params)
+
     def close(self) -> None:
         transport: Any = self.connection
         if transport is not None and getattr(transport, "client", None) is None:
@@ -60,10 +80,32 @@ class Channel(kombu_redis.Channel):
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        poll_any_descriptor()  # before kombu makes its poller
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
-    """The same repair on kombu's Sentinel channel (``REDIS_SENTINELS``)."""
+    """The same repairs on kombu's Sentinel channel (``REDIS_SENTINELS``), whose pool is
+    the Sentinel's own (it follows the master)."""
+
+    _get_pool = kombu_redis.SentinelChannel._get_pool
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        poll_any_descriptor()
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+def poll_any_descriptor() -> bool:
+    """Under gevent (monkey-patched, as ``celery worker -P gevent`` does before anything
+    is imported), kombu's pollers use gevent's ``poll()`` instead of ``select()``; True
+    when they now do."""
+    gevent_poll = getattr(eventio.xpoll, "__module__", "").startswith("gevent")
+    if detect_environment() != "gevent" or not gevent_poll:  # type: ignore[no-untyped-call]
+        return False
+    eventio._get_poller = lambda: eventio._poll
+    return True

@@ -1,0 +1,133 @@
+"""Connections to a real redis-server at the concurrency of a busy worker: pools that wait
+for a connection instead of failing, and a gevent consumer whose broker socket is numbered
+above select()'s limit of 1024 (a worker with a thousand calls in flight that reconnects)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
+
+from producer_tasks.settings import load_settings
+from producer_tasks.state.client import POOL_SIZE, connect
+from producer_tasks.worker.transport import Transport
+
+HELD_S = 0.5  # how long the test keeps every connection busy before giving one back
+
+
+def _waits_for_a_connection(pool: Any, operation: Any, size: int) -> float:
+    """Every connection of ``pool`` busy, one given back after ``HELD_S``; ``operation``
+    (which needs one) meanwhile. Its duration."""
+    held = [pool.get_connection() for _ in range(size)]
+    timer = threading.Timer(HELD_S, pool.release, args=(held[0],))
+    timer.start()
+    started = time.monotonic()
+    try:
+        operation()
+    finally:
+        timer.join()
+        for connection in held[1:]:
+            pool.release(connection)
+    return time.monotonic() - started
+
+
+def test_a_busy_broker_channel_waits_for_a_connection_instead_of_failing_an_ack(redis_url: str) -> None:
+    """kombu's channel pool (10 connections by default; 2 here) raises "Too many
+    connections" as soon as all are busy: at 256 cycles in flight dozens of acks a run
+    failed, thousands at 1,024. Ours waits for one."""
+
+    def fetch_and_ack(transport: type) -> float:
+        connection = Connection(redis_url, transport=transport, transport_options={"max_connections": 2})
+        try:
+            queue = connection.SimpleQueue("pool-test")
+            queue.put({"cycle": 1})
+            channel = connection.default_channel
+            message = channel.basic_get("pool-test", no_ack=False)
+            assert message is not None
+            return _waits_for_a_connection(channel.pool, lambda: channel.basic_ack(message.delivery_tag), 2)
+        finally:
+            connection.release()
+
+    with pytest.raises(redis.ConnectionError, match="Too many connections"):
+        fetch_and_ack(kombu_redis.Transport)
+    waited = fetch_and_ack(Transport)
+    assert waited >= HELD_S * 0.8  # it waited for the connection given back, then acked
+
+
+def test_the_state_client_waits_for_a_connection_instead_of_failing(redis_url: str) -> None:
+    client = connect(load_settings({"REDIS_URL": redis_url}))
+    try:
+        assert client.connection_pool.max_connections == POOL_SIZE
+        waited = _waits_for_a_connection(
+            client.connection_pool, lambda: client.set("pool-test", "1"), POOL_SIZE
+        )
+        assert waited >= HELD_S * 0.8 and client.get("pool-test") == "1"
+    finally:
+        client.close()
+
+
+CONSUMER = textwrap.dedent(
+    """
+    from gevent import monkey
+
+    monkey.patch_all()  # as `celery worker -P gevent` does first
+
+    import json, os, resource, socket, sys
+
+    url, ours = sys.argv[1], sys.argv[2] == "ours"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # a thousand calls in flight
+    probe = socket.socket()
+    assert probe.fileno() >= 1024, probe.fileno()
+    probe.close()
+
+    from kombu import Connection
+    from kombu.transport import redis as kombu_redis
+
+    if ours:
+        from producer_tasks.worker.transport import Transport
+    else:
+        Transport = kombu_redis.Transport
+    connection = Connection(url, transport=Transport)
+    queue = connection.SimpleQueue("gevent-fd-test")
+    queue.put({"cycle": 7})
+    try:
+        message = queue.get(timeout=10)
+    except ValueError as exc:
+        print(json.dumps({"error": str(exc)}))
+    else:
+        message.ack()
+        print(json.dumps({"payload": message.payload}))
+    """
+)
+
+
+@pytest.mark.skipif(
+    resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1200, reason="needs more than 1024 open files"
+)
+def test_a_gevent_consumer_receives_on_a_socket_numbered_above_1024(redis_url: str) -> None:
+    def consume(transport: str) -> dict[str, Any]:
+        result = subprocess.run(
+            [sys.executable, "-c", CONSUMER, redis_url, transport],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        found: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return found
+
+    theirs = consume("kombu")
+    assert "filedescriptor out of range" in theirs.get("error", ""), theirs  # the consumer dies
+    assert consume("ours") == {"payload": {"cycle": 7}}
