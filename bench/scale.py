@@ -48,6 +48,8 @@ class Row:
     rss_mib: float = 0.0
     peak_in_flight: int = 0
     commands: str = ""  # redis-server's busiest commands, µs per cycle
+    failed_acks: int = 0  # the worker's "Couldn't ack" over the whole run
+    pool_exhausted: int = 0  # its "Too many connections" / "No connection available"
 
 
 class StalledError(Exception):
@@ -235,6 +237,7 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
                 log.close()
             orchestrator.close()
             fleet.close()
+    worker_log = (workdir / f"worker-{pool}-{in_flight}.log").read_text(errors="replace")
     return Row(
         f"fleet, `-P {pool}`",
         in_flight,
@@ -245,6 +248,8 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
         redis_ms=1000 * used[2] / max(1, cycles),
         rss_mib=rss / 2**20,
         peak_in_flight=peak.peak,
+        failed_acks=worker_log.count("Couldn't ack"),
+        pool_exhausted=worker_log.count("Too many connections") + worker_log.count("No connection available"),
         commands=", ".join(
             f"{name} {usec / max(1, cycles):.0f} µs ({calls / max(1, cycles):.1f})"
             for name, (calls, usec) in sorted(commands.items(), key=lambda kv: -kv[1][1])[:8]
@@ -289,15 +294,18 @@ def report(rows: list[Row]) -> str:
         cpu_ratio = row.cpu_ms / base.cpu_ms
         if row.commands.startswith("stalled"):
             table.append(
-                f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | {row.commands} | | | | | | |"
+                f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | {row.commands} | | | | | | | |"
             )
             notes.append(f"- {row.name}, {row.in_flight} in flight: {row.commands}")
             continue
         if row is base:
-            extra = "| | | "
+            extra = "| | | | "
         else:
-            extra = f"| {row.bridge_ms:.2f} | {row.redis_ms:.2f} | {row.rss_mib:.0f} MiB "
-            notes.append(f"- {row.name}, {row.in_flight} in flight: {row.commands}")
+            extra = f"| {row.bridge_ms:.2f} | {row.redis_ms:.2f} | {row.rss_mib:.0f} MiB | {row.failed_acks} "
+            notes.append(
+                f"- {row.name}, {row.in_flight} in flight: {row.commands}; a connection pool was"
+                f" exhausted {row.pool_exhausted} times"
+            )
         table.append(
             f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | {row.peak_in_flight} "
             f"| {row.rate:.1f} | {ratio:.2f} | {row.cpu_ms:.1f} ({cpu_ratio:.2f}×) {extra}|"
@@ -312,11 +320,12 @@ loop keeps N `AsyncOpenAI` calls in flight and parses each answer; the fleet is 
 process with N slots (`-c N`), the bridge and a reference orchestrator, bloom filter on,
 N lanes. CPU is each process's own user + system time over the measurement, per cycle
 (per batch for the bridge). "Peak at server" is the most requests the fake server was
-answering at once (sampled each second). Everything shares 2 cores, so at 1,024 in flight
+answering at once (sampled each second). "Failed acks" counts the worker's "Couldn't ack"
+over the whole run (such a message comes back after the visibility timeout, as a no-op). Everything shares 2 cores, so at 1,024 in flight
 the fake server itself is the limit for both sides.
 
-| run | N | latency | peak at server | cycles/s | / asyncio | worker CPU ms/cycle (/ asyncio) | bridge CPU ms/batch | redis CPU ms/cycle | worker RSS |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| run | N | latency | peak at server | cycles/s | / asyncio | worker CPU ms/cycle (/ asyncio) | bridge CPU ms/batch | redis CPU ms/cycle | worker RSS | failed acks |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {lines}
 
 redis-server's own account (`INFO commandstats`), µs per cycle (calls per cycle):
