@@ -116,3 +116,22 @@ def test_facets_are_asked_for_once_per_topic_and_each_later_prompt_focuses_on_on
     rt.lanes.reconcile()
     run_next(rec)
     assert FACETS_MARK in prompts(fake_llm)[-1] and "towns" in prompts(fake_llm)[-1]
+
+
+def test_a_large_delivery_is_recorded_whole_and_the_record_keeps_its_cap(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM
+) -> None:
+    """The record takes a cycle's delivered items in one ZADD per 500 (Lua's unpack has a
+    limit): 1,203 items all recorded, new ones at 0, known ones keep their repeat count;
+    beyond the cap the least repeated go first."""
+    rt, _ = running(redis_url, installed_runtime, fake_llm, PRODUCER_FACETS="0")
+    epoch = rt.fleet.read_state().epoch
+    known, items = rt.fleet.keys.known, [f"cheese {i}" for i in range(1203)]
+    rt.fleet.run(novelty.remember_call(rt.fleet, epoch=epoch, delivered=items[:2], repeated=items[:1]))
+    assert rt.fleet.run(novelty.remember_call(rt.fleet, epoch=epoch, delivered=items, repeated=[])) == [1203]
+    assert rt.fleet.redis.zcard(known) == 1203
+    assert rt.fleet.redis.zscore(known, items[0]) == 1 and rt.fleet.redis.zscore(known, items[1202]) == 0
+    more = [f"cheese {i}" for i in range(1203, 1203 + novelty.CAP)]
+    rt.fleet.run(novelty.remember_call(rt.fleet, epoch=epoch, delivered=more, repeated=[]))
+    assert rt.fleet.redis.zcard(known) == novelty.CAP
+    assert rt.fleet.redis.zscore(known, items[0]) == 1  # the repeated one stays

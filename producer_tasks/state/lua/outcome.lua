@@ -17,7 +17,6 @@ local now = now_ms
 local request = counts_as_request == '1'
 if request then
   redis.call('HINCRBY', stats_key, 'total_requests', 1)
-  redis.call('HSET', stats_key, 'last_used_ms', now)
   -- latency histograms of every call, successful ('latency_le_') and failed ('failed_latency_le_'),
   -- as non-cumulative buckets (orchestrator_bridge.metrics adds them up)
   local ms = tonumber(response_ms)
@@ -31,7 +30,19 @@ if request then
     redis.call('HINCRBY', stats_key, 'failed_latency_le_' .. bucket, 1)
     redis.call('HINCRBYFLOAT', stats_key, 'failed_response_ms', response_ms)
   end
+  -- the moving averages of success and novelty, and the last use: one read, one write
+  local a = tonumber(alpha)
+  local ema = redis.call('HMGET', stats_key, 'ema_success', 'ema_novelty')
+  local ok = 0
+  if success then ok = 1 end
+  local fields = {'last_used_ms', now, 'ema_success', tonumber(ema[1] or '1') * (1 - a) + a * ok}
+  if success and tonumber(candidates) > 0 then
+    fields[5] = 'ema_novelty'
+    fields[6] = tonumber(ema[2] or '1') * (1 - a) + a * tonumber(unique) / tonumber(candidates)
+  end
+  redis.call('HSET', stats_key, unpack(fields))
 end
+local status
 if success then
   if request then
     redis.call('HINCRBY', stats_key, 'successful_requests', 1)
@@ -47,18 +58,18 @@ if success then
     redis.call('HINCRBY', health_key, 'successes', 1)
     redis.call('HINCRBYFLOAT', health_key, 'total_response_ms', response_ms)
   end
+  status = 'healthy'
   redis.call('HSET', health_key, 'consecutive_failures', 0, 'last_success_ms', now,
-             'status', 'healthy', 'last_error', '')
+             'status', status, 'last_error', '')
 elseif rate_limited == '1' then
   if request then redis.call('HINCRBY', stats_key, 'failed_requests', 1) end
-  if redis.call('HGET', health_key, 'status') ~= 'unhealthy' then
-    redis.call('HSET', health_key, 'status', 'degraded')
-  end
-  redis.call('HSET', health_key, 'last_failure_ms', now, 'last_error', error)
+  status = redis.call('HGET', health_key, 'status')
+  if status ~= 'unhealthy' then status = 'degraded' end
+  redis.call('HSET', health_key, 'last_failure_ms', now, 'status', status, 'last_error', error)
 else
   if request then redis.call('HINCRBY', stats_key, 'failed_requests', 1) end
   local failures = redis.call('HINCRBY', health_key, 'consecutive_failures', 1)
-  local status = 'degraded'
+  status = 'degraded'
   if failures >= tonumber(unhealthy_after) then status = 'unhealthy' end
   redis.call('HSET', health_key, 'last_failure_ms', now, 'status', status, 'last_error', error)
 end
@@ -69,19 +80,8 @@ if not success then
     if cooldown > previous then redis.call('HSET', health_key, 'cooldown_until_ms', cooldown) end
   end
 end
-if request then
-  local alpha = tonumber(alpha)
-  local s = tonumber(redis.call('HGET', stats_key, 'ema_success') or '1')
-  local ok = 0
-  if success then ok = 1 end
-  redis.call('HSET', stats_key, 'ema_success', s * (1 - alpha) + alpha * ok)
-  if success and tonumber(candidates) > 0 then
-    local n = tonumber(redis.call('HGET', stats_key, 'ema_novelty') or '1')
-    redis.call('HSET', stats_key, 'ema_novelty', n * (1 - alpha) + alpha * tonumber(unique) / tonumber(candidates))
-  end
-end
 if history_json ~= '' then
   redis.call('LPUSH', history_key, history_json)
   redis.call('LTRIM', history_key, 0, tonumber(history_size) - 1)
 end
-return redis.call('HGET', health_key, 'status')
+return status

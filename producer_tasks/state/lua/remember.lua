@@ -6,8 +6,14 @@
 local state_key, known_key, facets_key, yield_key = unpack(KEYS)
 local epoch, delivered_json, repeated_json, facet, brought, proposed_json, cap, ttl_ms = unpack(ARGV)
 if redis.call('HGET', state_key, 'epoch') ~= epoch then return 0 end
-for _, item in ipairs(cjson.decode(delivered_json)) do
-  redis.call('ZADD', known_key, 'NX', 0, item)
+local delivered = cjson.decode(delivered_json)
+for first = 1, #delivered, 500 do  -- one ZADD per 500 items (Lua's unpack has a limit)
+  local members = {}
+  for i = first, math.min(first + 499, #delivered) do
+    members[#members + 1] = 0
+    members[#members + 1] = delivered[i]
+  end
+  redis.call('ZADD', known_key, 'NX', unpack(members))
 end
 for _, item in ipairs(cjson.decode(repeated_json)) do
   redis.call('ZINCRBY', known_key, 1, item)
