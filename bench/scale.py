@@ -361,10 +361,14 @@ JSON is checked by us), kombu's publish of the lane's next message (7 %: the ass
 script now pushes the JSON `send_task` would write, in the delivery's round trip, when the
 broker is the fleet's Redis), and the garbage collector walking the startup objects and
 the hundreds of calls in flight (6.6 % → 2.3 %: startup objects frozen, young
-generations collected at 10,000/50/50). kombu's channel pool of 10 connections made
-acknowledgements fail ("Couldn't ack", up to thousands per run) at these concurrencies:
-the workers' pool is 1,024. A cycle makes 3 round trips of its own (view and claim,
-bloom check, delivery with the next message) plus Celery's receive and ack. The bridge
+generations collected at 10,000/50/50). kombu's channel pool of 10 connections failed
+acknowledgements ("Couldn't ack": 47 a run at 256 in flight, thousands at 1,024) and the
+state client's pool of 100 failed calls (retried) whenever they were all busy: both now
+wait for a connection. Under gevent that failure also killed the worker at 1,024 in
+flight (the consumer reconnected on a socket numbered above 1024, which kombu's
+`select()` cannot watch): kombu now polls with gevent's `poll()` there. A cycle makes 3
+round trips of its own (view and claim, bloom check, delivery with the next message) plus
+Celery's receive and ack. The bridge
 reads the topic's epoch with the entries, trims its resend window in the
 acknowledgement's transaction and polls the phase alone. What remains is spread over
 Celery's receive and ack (kombu's unacked bookkeeping alone is 10 %), redis-py's
