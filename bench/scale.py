@@ -321,8 +321,9 @@ process with N slots (`-c N`), the bridge and a reference orchestrator, bloom fi
 N lanes. CPU is each process's own user + system time over the measurement, per cycle
 (per batch for the bridge). "Peak at server" is the most requests the fake server was
 answering at once (sampled each second). "Failed acks" counts the worker's "Couldn't ack"
-over the whole run (such a message comes back after the visibility timeout, as a no-op). Everything shares 2 cores, so at 1,024 in flight
-the fake server itself is the limit for both sides.
+over the whole run (such a message comes back after the visibility timeout, as a no-op).
+Everything shares 2 cores, so at 1,024 in flight the fake server itself is the limit for
+both sides.
 
 | run | N | latency | peak at server | cycles/s | / asyncio | worker CPU ms/cycle (/ asyncio) | bridge CPU ms/batch | redis CPU ms/cycle | worker RSS | failed acks |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -368,11 +369,10 @@ wait for a connection. Under gevent that failure also killed the worker at 1,024
 flight (the consumer reconnected on a socket numbered above 1024, which kombu's
 `select()` cannot watch): kombu now polls with gevent's `poll()` there. A cycle makes 3
 round trips of its own (view and claim, bloom check, delivery with the next message) plus
-Celery's receive and ack. The bridge
-reads the topic's epoch with the entries, trims its resend window in the
-acknowledgement's transaction and polls the phase alone. What remains is spread over
-Celery's receive and ack (kombu's unacked bookkeeping alone is 10 %), redis-py's
-per-call costs and the bloom check's hashing.
+Celery's receive and ack. The bridge reads the topic's epoch with the entries, trims its
+resend window in the acknowledgement's transaction and polls the phase alone. What
+remains is spread over Celery's receive and ack (kombu's unacked bookkeeping alone is
+10 %), redis-py's per-call costs and the bloom check's hashing.
 """
 
 
