@@ -20,8 +20,8 @@ SOCKET_TIMEOUT_S = 10
 CONNECT_TIMEOUT_S = 5
 HEALTH_CHECK_INTERVAL_S = 30
 # redis-py's pool raises "Too many connections" the moment all of its connections are busy,
-# which a worker with hundreds of cycles in flight reaches in bursts (thousands of failed
-# acks and retried state calls per minute at 1,024 in flight). Ours wait for one instead.
+# which a worker with hundreds of cycles in flight reaches in bursts (at 1,024 in flight,
+# thousands of failed acks and retried state calls a run). Ours wait for one instead.
 POOL_SIZE = 100  # the state client's (redis-py's default size); kombu's is its own (10)
 POOL_WAIT_S = SOCKET_TIMEOUT_S  # then "No connection available": a Redis error like any other
 

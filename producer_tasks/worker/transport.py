@@ -20,8 +20,9 @@ connection error, which Celery logs ("Couldn't ack") and survives; the message s
 unacked and is restored as above.
 
 Third: kombu's channel pool fails an operation ("Too many connections") the moment its
-connections are all busy; with hundreds of cycles acknowledging at once, thousands of acks
-a minute failed. Here the pool waits for a connection (``state.client.waiting_pool``).
+connections are all busy; with hundreds of cycles acknowledging at once, dozens of acks a
+run failed at 256 cycles in flight, thousands at 1,024. Here the pool waits for a
+connection (``state.client.waiting_pool``).
 
 Fourth: under gevent, kombu watches the broker's sockets with ``select()``, which cannot
 watch a descriptor numbered 1024 or more. A worker with a thousand calls in flight that
