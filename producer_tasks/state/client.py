@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from producer_tasks.errors import StateError
 from producer_tasks.settings import Settings
@@ -77,6 +77,28 @@ def waiting_pool(params: dict[str, Any]) -> redis.ConnectionPool:
     return redis.BlockingConnectionPool(timeout=POOL_WAIT_S, **params)  # type: ignore[no-untyped-call]
 
 
+class WaitingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """The master's pool when the Sentinels name it (it follows a failover), waiting for a
+    busy connection as the direct pools do (redis-py has no such class of its own)."""
+
+
+def waiting_sentinel_pool(pool: SentinelConnectionPool) -> WaitingSentinelPool:
+    """kombu's Sentinel channel pool (built by ``master_for``, not yet connected) remade as a
+    waiting one with the same Sentinels, master and connection settings."""
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.pop("connection_pool", None)  # the old pool's proxy; the new pool sets its own
+    return WaitingSentinelPool(  # type: ignore[no-untyped-call]
+        pool.service_name,
+        pool.sentinel_manager,
+        is_master=pool.is_master,
+        check_connection=pool.check_connection,
+        max_connections=pool.max_connections,
+        timeout=POOL_WAIT_S,
+        connection_class=pool.connection_class,
+        **kwargs,
+    )
+
+
 def _sentinel_master(settings: Settings) -> redis.Redis:
     parts = urlsplit(settings.redis_url)
     timeouts = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
@@ -92,6 +114,9 @@ def _sentinel_master(settings: Settings) -> redis.Redis:
     master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         settings.redis_sentinel_master,
         redis_class=redis.Redis,
+        connection_pool_class=WaitingSentinelPool,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT_S,
         decode_responses=True,
         db=int(parts.path.strip("/") or 0),
         username=parts.username or None,

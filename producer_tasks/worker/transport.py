@@ -22,7 +22,7 @@ unacked and is restored as above.
 Third: kombu's channel pool fails an operation ("Too many connections") the moment its
 connections are all busy; with hundreds of cycles acknowledging at once, dozens of acks a
 run failed at 256 cycles in flight, thousands at 1,024. Here the pool waits for a
-connection (``state.client.waiting_pool``).
+connection (``state.client.waiting_pool``; ``waiting_sentinel_pool`` through Sentinel).
 
 Fourth: under gevent, kombu watches the broker's sockets with ``select()``, which cannot
 watch a descriptor numbered 1024 or more. A worker with a thousand calls in flight that
@@ -42,7 +42,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils import eventio
 from kombu.utils.compat import detect_environment
 
-from producer_tasks.state.client import waiting_pool
+from producer_tasks.state.client import waiting_pool, waiting_sentinel_pool
 
 
 class Channel(kombu_redis.Channel):
@@ -88,9 +88,11 @@ class Transport(kombu_redis.Transport):
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
     """The same repairs on kombu's Sentinel channel (``REDIS_SENTINELS``), whose pool is
-    the Sentinel's own (it follows the master)."""
+    the Sentinel's own (it follows the master), made to wait like the other."""
 
-    _get_pool = kombu_redis.SentinelChannel._get_pool
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        sentinels_pool = kombu_redis.SentinelChannel._get_pool(self, asynchronous)  # type: ignore[no-untyped-call]
+        return waiting_sentinel_pool(sentinels_pool)
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

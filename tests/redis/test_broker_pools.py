@@ -19,8 +19,9 @@ from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
 from producer_tasks.settings import load_settings
-from producer_tasks.state.client import POOL_SIZE, connect
-from producer_tasks.worker.transport import Transport
+from producer_tasks.state.client import POOL_SIZE, WaitingSentinelPool, connect
+from producer_tasks.worker.transport import SentinelTransport, Transport
+from tests.sentinel import SentinelSetup
 
 HELD_S = 0.5  # how long the test keeps every connection busy before giving one back
 
@@ -41,27 +42,28 @@ def _waits_for_a_connection(pool: Any, operation: Any, size: int) -> float:
     return time.monotonic() - started
 
 
+def _ack_waits(url: str, transport: type, **options: Any) -> float:
+    """A message fetched, then acknowledged while the channel's pool (2 connections) is busy:
+    how long the ack took (kombu's own pool raises "Too many connections" instead)."""
+    connection = Connection(url, transport=transport, transport_options={"max_connections": 2, **options})
+    try:
+        queue = connection.SimpleQueue("pool-test")
+        queue.put({"cycle": 1})
+        channel = connection.default_channel
+        message = channel.basic_get("pool-test", no_ack=False)
+        assert message is not None
+        return _waits_for_a_connection(channel.pool, lambda: channel.basic_ack(message.delivery_tag), 2)
+    finally:
+        connection.release()
+
+
 def test_a_busy_broker_channel_waits_for_a_connection_instead_of_failing_an_ack(redis_url: str) -> None:
-    """kombu's channel pool (10 connections by default; 2 here) raises "Too many
-    connections" as soon as all are busy: at 256 cycles in flight dozens of acks a run
-    failed, thousands at 1,024. Ours waits for one."""
-
-    def fetch_and_ack(transport: type) -> float:
-        connection = Connection(redis_url, transport=transport, transport_options={"max_connections": 2})
-        try:
-            queue = connection.SimpleQueue("pool-test")
-            queue.put({"cycle": 1})
-            channel = connection.default_channel
-            message = channel.basic_get("pool-test", no_ack=False)
-            assert message is not None
-            return _waits_for_a_connection(channel.pool, lambda: channel.basic_ack(message.delivery_tag), 2)
-        finally:
-            connection.release()
-
+    """kombu's channel pool (10 connections by default) raises "Too many connections" as
+    soon as all are busy: at 256 cycles in flight dozens of acks a run failed, thousands at
+    1,024. Ours waits for one."""
     with pytest.raises(redis.ConnectionError, match="Too many connections"):
-        fetch_and_ack(kombu_redis.Transport)
-    waited = fetch_and_ack(Transport)
-    assert waited >= HELD_S * 0.8  # it waited for the connection given back, then acked
+        _ack_waits(redis_url, kombu_redis.Transport)
+    assert _ack_waits(redis_url, Transport) >= HELD_S * 0.8  # waited for the one given back
 
 
 def test_the_state_client_waits_for_a_connection_instead_of_failing(redis_url: str) -> None:
@@ -74,6 +76,29 @@ def test_the_state_client_waits_for_a_connection_instead_of_failing(redis_url: s
         assert waited >= HELD_S * 0.8 and client.get("pool-test") == "1"
     finally:
         client.close()
+
+
+def test_through_sentinel_both_pools_wait_too() -> None:
+    """``REDIS_SENTINELS``: the broker channel's pool and the state client's are the
+    master's pools the Sentinels name; they wait for a busy connection as well."""
+    setup = SentinelSetup().start()
+    try:
+        settings = load_settings(setup.env)
+        options = {"master_name": settings.redis_sentinel_master}
+        with pytest.raises(redis.ConnectionError, match="Too many connections"):
+            _ack_waits(settings.broker_url, kombu_redis.SentinelTransport, **options)
+        assert _ack_waits(settings.broker_url, SentinelTransport, **options) >= HELD_S * 0.8
+        client = connect(settings)
+        try:
+            pool = client.connection_pool
+            assert isinstance(pool, WaitingSentinelPool) and pool.max_connections == POOL_SIZE
+            waited = _waits_for_a_connection(pool, lambda: client.set("pool-test", "2"), POOL_SIZE)
+            assert waited >= HELD_S * 0.8 and client.get("pool-test") == "2"
+            assert pool.get_master_address()[1] == setup.master.port
+        finally:
+            client.close()
+    finally:
+        setup.stop()
 
 
 CONSUMER = textwrap.dedent(
