@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from kombu.transport import TRANSPORT_ALIASES as _TRANSPORT_ALIASES
 
 from producer_tasks.settings import get_settings
 from producer_tasks.state.client import CONNECT_TIMEOUT_S, HEALTH_CHECK_INTERVAL_S, SOCKET_TIMEOUT_S, is_tcp
@@ -16,16 +19,35 @@ from producer_tasks.state.keys import Keys
 
 _settings = get_settings()
 
-broker_url = _settings.broker_url
-result_backend = _settings.result_backend
-broker_connection_retry_on_startup = True
-# kombu's Redis transport with a repair: a lost broker connection never ends a worker.
-# (A ``redis+socket://`` URL, as `producer run` uses, names kombu's own transport.)
+# kombu's Redis transport with repairs (worker/transport.py): a lost broker connection never
+# ends a worker, a busy pool waits, one client per pool, gevent polls any socket.
 broker_transport = (
     "producer_tasks.worker.transport:SentinelTransport"
     if _settings.sentinels and not _settings.celery_broker_url
     else "producer_tasks.worker.transport:Transport"
 )
+# A Unix socket (`producer run`'s embedded Redis): kombu and Celery do not read redis-py's
+# ``unix:///path?db=N``; they read ``redis+socket:///path?virtual_host=N``, whose prefix makes
+# kombu pick its own transport whatever ``broker_transport`` says, so the broker gets the
+# same URL under an alias of ours. (A ``redis+socket://`` URL given in CELERY_BROKER_URL
+# still means kombu's own transport. Credentials carry over in the ``user:password@`` part.)
+_SOCKET_ALIAS = "producer-redis"
+
+
+def _socket_url(url: str, transport: str) -> str:
+    parts = urlsplit(url)
+    db = dict(parse_qsl(parts.query)).get("db", "0")
+    return f"{transport}+socket://{parts.netloc}{parts.path}?virtual_host={db}"
+
+
+broker_url = _settings.broker_url
+if broker_url.startswith("unix://"):
+    _TRANSPORT_ALIASES[_SOCKET_ALIAS] = broker_transport
+    broker_url = _socket_url(broker_url, _SOCKET_ALIAS)
+result_backend = _settings.result_backend
+if result_backend.startswith("unix://"):
+    result_backend = _socket_url(result_backend, "redis")
+broker_connection_retry_on_startup = True
 
 
 # Socket timeouts, keepalive (TCP only: a Unix socket, as `producer run` uses, takes none)

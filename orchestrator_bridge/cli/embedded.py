@@ -39,7 +39,8 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A private redis-server process; ``url`` for redis-py, ``broker_url`` for Celery."""
+    """A private redis-server process at ``url`` (celeryconfig turns a socket's URL into
+    Celery's form)."""
 
     def __init__(
         self, *, unix_socket: bool = True, port: int | None = None, extra_args: tuple[str, ...] = ()
@@ -56,12 +57,6 @@ class EmbeddedRedis:
         if self.unix_socket:
             return f"unix://{self.socket_path}?db=0"
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def broker_url(self) -> str:
-        if self.unix_socket:
-            return f"redis+socket://{self.socket_path}"
-        return self.url
 
     def start(self, *, timeout_s: float = 20.0) -> EmbeddedRedis:
         args = [
@@ -101,15 +96,21 @@ class EmbeddedRedis:
         self.stop()
         raise StateError(f"redis-server did not answer within {timeout_s}s")
 
+    def _connect(self) -> socket.socket:
+        if not self.unix_socket:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.settimeout(0.5)
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()  # the server does not listen yet
+            raise
+        return sock
+
     def _answers(self) -> bool:
         try:
-            if self.unix_socket:
-                sock = socket.socket(socket.AF_UNIX)
-                sock.settimeout(0.5)
-                sock.connect(str(self.socket_path))
-            else:
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
-            with sock:
+            with self._connect() as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:

@@ -116,11 +116,7 @@ def redis_for_run(environ: dict[str, str]) -> Iterator[dict[str, str]]:
         return
     server = EmbeddedRedis(unix_socket=True).start()
     try:
-        yield {
-            "REDIS_URL": server.url,
-            "CELERY_BROKER_URL": server.broker_url,
-            "CELERY_RESULT_BACKEND": server.broker_url,
-        }
+        yield {"REDIS_URL": server.url}  # celeryconfig names the socket for Celery
     finally:
         server.stop()
 

@@ -5,6 +5,7 @@ above select()'s limit of 1024 (a worker with a thousand calls in flight that re
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
+from orchestrator_bridge.cli.embedded import EmbeddedRedis
 from producer_tasks.settings import load_settings
 from producer_tasks.state.client import POOL_SIZE, WaitingSentinelPool, connect
 from producer_tasks.worker.transport import SentinelTransport, Transport
@@ -156,3 +158,35 @@ def test_a_gevent_consumer_receives_on_a_socket_numbered_above_1024(redis_url: s
     theirs = consume("kombu")
     assert "filedescriptor out of range" in theirs.get("error", ""), theirs  # the consumer dies
     assert consume("ours") == {"payload": {"cycle": 7}}
+
+
+def test_a_unix_socket_broker_gets_our_transport() -> None:
+    """`producer run`'s embedded Redis listens on a Unix socket (``REDIS_URL=unix://…``):
+    celeryconfig names it for Celery (``redis+socket://``, whose prefix would make kombu pick
+    its own transport whatever ``broker_transport`` says, under an alias of ours), and
+    messages go through our transport."""
+    code = textwrap.dedent(
+        """
+        import json
+        from producer_tasks.worker.app import app
+
+        with app.connection_for_write() as connection:
+            queue = connection.SimpleQueue("socket-test")
+            queue.put({"cycle": 3})
+            message = queue.get(timeout=10)
+            message.ack()
+            transport = type(connection.transport)
+            print(json.dumps([app.conf.broker_url, app.conf.result_backend, transport.__module__, message.payload]))
+        """
+    )
+    with EmbeddedRedis(unix_socket=True) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PRODUCER_", "REDIS_", "CELERY_"))}
+        env["REDIS_URL"] = server.url
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        broker, backend, module, payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert broker == f"producer-redis+socket://{server.socket_path}?virtual_host=0"
+    assert backend == f"redis+socket://{server.socket_path}?virtual_host=0"
+    assert module == "producer_tasks.worker.transport" and payload == {"cycle": 3}
