@@ -49,6 +49,7 @@ class Row:
     peak_in_flight: int = 0
     commands: str = ""  # redis-server's busiest commands, µs per cycle
     failed_acks: int = 0  # the worker's "Couldn't ack" over the whole run
+    stalled: str = ""  # why the fleet made no progress (the row has no measurements)
     pool_exhausted: int = 0  # its "Too many connections" / "No connection available"
 
 
@@ -270,11 +271,7 @@ def run(pools: tuple[str, ...] = POOLS, points: tuple[tuple[int, int], ...] = PO
                 try:
                     rows.append(fleet_row(port, in_flight, latency_ms, pool, workdir))
                 except StalledError as exc:
-                    rows.append(
-                        Row(
-                            f"fleet, `-P {pool}`", in_flight, latency_ms, 0.0, 0.0, commands=f"stalled: {exc}"
-                        )
-                    )
+                    rows.append(Row(f"fleet, `-P {pool}`", in_flight, latency_ms, 0.0, 0.0, stalled=str(exc)))
         finally:
             fake.terminate()
             fake.wait(timeout=10)
@@ -292,11 +289,11 @@ def report(rows: list[Row]) -> str:
         assert base is not None
         ratio = row.rate / base.rate
         cpu_ratio = row.cpu_ms / base.cpu_ms
-        if row.commands.startswith("stalled"):
+        if row.stalled:
             table.append(
-                f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | {row.commands} | | | | | | | |"
+                f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | stalled: {row.stalled} | | | | | | | |"
             )
-            notes.append(f"- {row.name}, {row.in_flight} in flight: {row.commands}")
+            notes.append(f"- {row.name}, {row.in_flight} in flight: stalled: {row.stalled}")
             continue
         if row is base:
             extra = "| | | | "

@@ -78,12 +78,20 @@ class Channel(kombu_redis.Channel):
         super().close()  # type: ignore[no-untyped-call]
 
 
-class Transport(kombu_redis.Transport):
-    Channel = Channel
+class _PollsAnyDescriptor:
+    """Mixed into both transports: under gevent (monkey-patched, as ``celery worker -P
+    gevent`` does before anything is imported), kombu's pollers use gevent's ``poll()``
+    instead of ``select()``; set before kombu makes the transport's poller."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        poll_any_descriptor()  # before kombu makes its poller
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        gevent_poll = getattr(eventio.xpoll, "__module__", "").startswith("gevent")
+        if detect_environment() == "gevent" and gevent_poll:  # type: ignore[no-untyped-call]
+            eventio._get_poller = lambda: eventio._poll
+        super().__init__(*args, **kwargs)
+
+
+class Transport(_PollsAnyDescriptor, kombu_redis.Transport):
+    Channel = Channel
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
@@ -95,20 +103,5 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
         return waiting_sentinel_pool(sentinels_pool)
 
 
-class SentinelTransport(kombu_redis.SentinelTransport):
+class SentinelTransport(_PollsAnyDescriptor, kombu_redis.SentinelTransport):
     Channel = SentinelChannel
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        poll_any_descriptor()
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
-
-
-def poll_any_descriptor() -> bool:
-    """Under gevent (monkey-patched, as ``celery worker -P gevent`` does before anything
-    is imported), kombu's pollers use gevent's ``poll()`` instead of ``select()``; True
-    when they now do."""
-    gevent_poll = getattr(eventio.xpoll, "__module__", "").startswith("gevent")
-    if detect_environment() != "gevent" or not gevent_poll:  # type: ignore[no-untyped-call]
-        return False
-    eventio._get_poller = lambda: eventio._poll
-    return True
