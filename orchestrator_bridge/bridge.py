@@ -123,10 +123,11 @@ class Bridge:
         health = {p: health_to_wire(h) for p, h in self.fleet.read_healths(configured).items()}
         return ProducerStatus(self.settings.id, status, health)
 
-    async def phase_status(self) -> ProducerStatusType:
-        """The phase's status; once, when PRODUCER_BUDGET_USD stopped the fleet, an Error
-        saying so (then the phase's status again: Stopping, Stopped)."""
-        phase = await self.in_thread(self.fleet.read_phase)
+    async def phase_status(self, phase: Phase | None = None) -> ProducerStatusType:
+        """The phase's status (read unless given); once, when PRODUCER_BUDGET_USD stopped the
+        fleet, an Error saying so (then the phase's status again: Stopping, Stopped)."""
+        if phase is None:
+            phase = await self.in_thread(self.fleet.read_phase)
         status: ProducerStatusType = PHASE_STATUS[phase]
         if self.settings.budget_usd is not None and phase in (Phase.STOPPING, Phase.STOPPED):
             spend = await self.in_thread(self.fleet.read_spend)

@@ -25,6 +25,7 @@ from orchestrator_bridge.protocol.messages import (
 )
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ProducerError
+from producer_tasks.records import Phase
 from producer_tasks.state import stream
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ READ_COUNT = 200
 # round trip) instead of one each. A full read (a backlog) is followed at once. Idle, the
 # read blocks as before; it adds at most this much to a batch's way to the orchestrator.
 LINGER_S = 0.25
+PHASE_POLL_S = 1.0  # the status loop reads the phase itself when no stream read brought it
 FLUSH_TIMEOUT_S = 5.0  # how long a Stopped status waits for the batches before it
 WRITE_STALL_S = 30.0
 
@@ -56,6 +58,8 @@ class Connection:
         self.drained_through = -1  # the last read after which nothing was left to forward
         self.drained = asyncio.Event()  # set when drained_through moves
         self.wake = asyncio.Event()  # cuts the forward loop's linger short
+        self.phase_read: Phase | None = None  # what the forward loop's last stream read saw
+        self.phase_event = asyncio.Event()  # set by each stream read
 
     async def send(self, *messages: ProducerMessage) -> None:
         """Write frames and wait until the socket has taken them."""
@@ -112,8 +116,7 @@ class Connection:
                 bridge.counters.bad_frames += 1
                 bridge.counters.last_error = f"malformed frame: {exc}"
                 log.error("malformed frame from the orchestrator (%d bytes): %s", len(payload), exc)
-                error = ErrorStatus(f"malformed frame: {exc}")
-                await self.send_status(await asyncio.to_thread(bridge.status_message, error))
+                await self.answer(ErrorStatus(f"malformed frame: {exc}"))
                 continue
             log.info("orchestrator: %s", type(message).__name__)
             try:
@@ -123,18 +126,43 @@ class Connection:
             if reason is not None:
                 bridge.counters.rejected_configurations += 1
                 log.warning("rejected %s: %s", type(message).__name__, reason)
-                await self.send_status(await asyncio.to_thread(bridge.status_message, ErrorStatus(reason)))
+                await self.answer(ErrorStatus(reason))
             else:
-                await self.send_status(await bridge.current_status())
+                await self.answer(None)
+
+    async def answer(self, error: ErrorStatus | None) -> None:
+        """The status that answers a control frame: the error, or (None) the phase's. When
+        Redis cannot say (health, phase) the answer is skipped: the status loop reports
+        once it can, and the connection stays up."""
+        bridge = self.bridge
+        try:
+            status = await bridge.phase_status() if error is None else error
+            message = await bridge.in_thread(bridge.status_message, status)
+        except ProducerError as exc:
+            log.warning("no status sent in answer: %s", exc)
+            return
+        await self.send_status(message)
+
+    async def next_phase(self) -> Phase:
+        """The phase as the forward loop's next stream read sees it (read in the same round
+        trip, after the entries, at least every ``READ_BLOCK_MS``): never one read before
+        this call. When no read comes for ``PHASE_POLL_S`` (the loop is busy forwarding or
+        retrying), the phase is read here."""
+        self.phase_event.clear()
+        try:
+            await asyncio.wait_for(self.phase_event.wait(), PHASE_POLL_S)
+        except TimeoutError:
+            return await self.bridge.in_thread(self.bridge.fleet.read_phase)
+        assert self.phase_read is not None
+        return self.phase_read
 
     async def status_loop(self) -> None:
         bridge = self.bridge
         interval = bridge.settings.status_interval_s
         next_periodic = time.monotonic() + interval
         while True:
-            await asyncio.sleep(0.25)
             try:
-                status = await bridge.phase_status()  # polled cheaply; health only when sent
+                status = await bridge.phase_status(await self.next_phase())  # health only when sent
                 if await bridge.restore_if_lost(status):
                     continue
                 # a change (an Error report is followed by the phase's status again), or periodic
@@ -144,6 +172,7 @@ class Connection:
                     next_periodic = time.monotonic() + interval
             except ProducerError as exc:
                 log.warning("status: %s", exc)
+                await asyncio.sleep(PHASE_POLL_S)
 
     async def forward_loop(self) -> None:
         """Pending entries first (re-sent after a crash), then new ones, acked after writing."""
@@ -151,17 +180,20 @@ class Connection:
         fleet = bridge.fleet
         pending = True
         while True:
-            read = self.reads
+            number = self.reads
             self.reads += 1
             try:
-                entries, epoch = await bridge.in_thread(
-                    stream.read_with_epoch,
+                read = await bridge.in_thread(
+                    stream.read_with_state,
                     fleet,
                     bridge.consumer,
                     pending=pending,
                     count=READ_COUNT,
                     block_ms=READ_BLOCK_MS,
                 )
+                entries, epoch = read.entries, read.epoch
+                self.phase_read = read.phase
+                self.phase_event.set()
                 if pending and not entries:
                     entries = await bridge.in_thread(
                         stream.claim_orphans, fleet, bridge.consumer, idle_ms=PENDING_RESEND_IDLE_MS
@@ -178,7 +210,7 @@ class Connection:
                 await self.forward(entries, epoch)
             if pending or len(entries) >= READ_COUNT:
                 continue  # a full read: more to read at once
-            self.drained_through = read  # everything appended before this read is written
+            self.drained_through = number  # everything appended before this read is written
             self.drained.set()
             if entries:
                 with contextlib.suppress(TimeoutError):  # a flush cuts it short
@@ -249,4 +281,5 @@ class Connection:
             except ProducerError as exc:  # not acked yet: they stay pending and are re-sent
                 log.warning("acknowledge: %s; retrying", exc)
                 await asyncio.sleep(1)
-        bridge.window.add(zip(ids, (len(e.data) for e in written), strict=True))
+        kept = zip(ids, (len(e.data) for e in written), strict=True)
+        bridge.window.add((i, size) for i, size in kept if i)  # "": deleted meanwhile

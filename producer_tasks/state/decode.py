@@ -20,6 +20,14 @@ def parse_state(data: str | None, phase: str | None, epoch: str | None) -> Topic
     return state.model_copy(update={"phase": Phase(phase or state.phase), "epoch": int(epoch or state.epoch)})
 
 
+def phase_of(phase: str | None, data_length: int) -> Phase | None:
+    """The phase from the state hash's ``phase`` field and its topic's length: Idle without
+    a topic; None when only the topic record has it (read the state then)."""
+    if not data_length:
+        return Phase.IDLE
+    return Phase(phase) if phase else None
+
+
 @dataclass(frozen=True, slots=True)
 class Spend:
     """What this producer id spent (US$), and when and at which budget it stopped."""

@@ -30,7 +30,7 @@ from producer_tasks.records import (
 from producer_tasks.settings import PROVIDERS, Settings
 from producer_tasks.state import scripts
 from producer_tasks.state.client import connect, redis_errors, translated
-from producer_tasks.state.decode import Spend, parse_health, parse_spend, parse_state, parse_stats
+from producer_tasks.state.decode import Spend, parse_health, parse_spend, parse_state, parse_stats, phase_of
 from producer_tasks.state.keys import Keys
 from producer_tasks.state.scripts import CommandCall, QueuedMessage, ScriptCall
 
@@ -154,9 +154,8 @@ class Fleet:
         phase, data_length = self.run(
             CommandCall(("HGET", self.keys.state, "phase")), CommandCall(("HSTRLEN", self.keys.state, "data"))
         )
-        if not data_length:
-            return Phase.IDLE
-        return Phase(phase) if phase else self.read_state().phase
+        known = phase_of(phase, data_length)
+        return self.read_state().phase if known is None else known
 
     def view(
         self,

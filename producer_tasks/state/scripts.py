@@ -212,7 +212,29 @@ class Lease(Script):
     ttl_ms: int
 
 
-WRAPPERS: tuple[type[Script], ...] = (Assign, Transition, Deliver, Outcome, RateLimit, Lease, Remember)
+@dataclass(frozen=True, slots=True)
+class Settle(Script):
+    """Acknowledge and delete the entries the bridge handled, copying those it wrote to the
+    resend window; their window ids ("" for an entry gone meanwhile)."""
+
+    batches_key: str
+    window_key: str
+    group: str
+    written_json: str  # ids of the entries written to the orchestrator, in order
+    done_json: str  # ids of every handled entry (written, stale or unreadable)
+    trim_to: str  # the window forgets entries older than this id; "" = none
+
+
+WRAPPERS: tuple[type[Script], ...] = (
+    Assign,
+    Transition,
+    Deliver,
+    Outcome,
+    RateLimit,
+    Lease,
+    Remember,
+    Settle,
+)
 
 
 def script_files() -> dict[str, str]:

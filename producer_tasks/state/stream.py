@@ -9,19 +9,21 @@ a reconnect the window is re-sent, oldest first.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
 from producer_tasks.clock import now_ms
-from producer_tasks.records import BatchRecord
+from producer_tasks.records import BatchRecord, Phase
 from producer_tasks.state.client import redis_errors
+from producer_tasks.state.decode import phase_of
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.keys import STREAM_GROUP
-from producer_tasks.state.scripts import ONCE_TTL_MS, CommandCall, Deliver, ScriptCall
+from producer_tasks.state.scripts import ONCE_TTL_MS, CommandCall, Deliver, ScriptCall, Settle
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +131,28 @@ def _entries(raw: list[tuple[str, dict[str, str]]]) -> list[Entry]:
     return entries
 
 
+@dataclass(frozen=True)
+class StreamRead:
+    """One read of the bridge: the entries, and the topic's epoch and phase read just after
+    them in the same round trip (what each entry's epoch is compared with; the phase spares
+    the bridge a poll of its own)."""
+
+    entries: list[Entry]
+    epoch: int
+    phase: Phase
+
+
 def read(
     fleet: Fleet, consumer: str, *, pending: bool, count: int = 100, block_ms: int | None = None
 ) -> list[Entry]:
     """Pending entries of this consumer (``pending=True``), or new ones."""
-    return read_with_epoch(fleet, consumer, pending=pending, count=count, block_ms=block_ms)[0]
+    return read_with_state(fleet, consumer, pending=pending, count=count, block_ms=block_ms).entries
 
 
-def read_with_epoch(
+def read_with_state(
     fleet: Fleet, consumer: str, *, pending: bool, count: int = 100, block_ms: int | None = None
-) -> tuple[list[Entry], int]:
-    """``read``, and the topic's epoch read just after the entries in the same round trip
-    (what the bridge compares each entry's epoch with)."""
+) -> StreamRead:
+    """``read``, and the topic's epoch and phase read after the entries."""
     with redis_errors("read stream"):
         pipe = fleet.redis.pipeline(transaction=False)
         pipe.xreadgroup(
@@ -150,19 +162,22 @@ def read_with_epoch(
             count=count,
             block=None if pending else block_ms,
         )
-        pipe.hget(fleet.keys.state, "epoch")
+        pipe.hmget(fleet.keys.state, ["epoch", "phase"])
+        pipe.hstrlen(fleet.keys.state, "data")
         try:
-            result, epoch = pipe.execute()
+            result, (epoch, phase), data_length = pipe.execute()
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             log.warning("the batch stream's consumer group was gone (Redis lost its data?): recreated")
             ensure_group(fleet)
-            return [], 0
+            return StreamRead([], 0, fleet.read_phase())
+    known = phase_of(phase, data_length)
+    state = StreamRead([], int(epoch or 0), fleet.read_phase() if known is None else known)
     if not result:
-        return [], int(epoch or 0)
+        return state
     ((_, raw),) = result
-    return _entries(raw), int(epoch or 0)
+    return replace(state, entries=_entries(raw))
 
 
 def claim_orphans(fleet: Fleet, consumer: str, *, idle_ms: int, count: int = 100) -> list[Entry]:
@@ -174,23 +189,31 @@ def claim_orphans(fleet: Fleet, consumer: str, *, idle_ms: int, count: int = 100
     return _entries(result[1])
 
 
+def settle_call(
+    fleet: Fleet, entry_ids: Sequence[str], *, written: Sequence[Entry] = (), trim_to: str | None = None
+) -> ScriptCall:
+    """Acknowledge and delete handled entries; those ``written`` to the orchestrator move to
+    the resend window in the same script (Redis copies them: their data does not travel
+    back), which also forgets window entries older than ``trim_to``. The script returns the
+    window ids of the written ones, in order."""
+    return Settle(
+        batches_key=fleet.keys.batches,
+        window_key=fleet.keys.window,
+        group=STREAM_GROUP,
+        written_json=json.dumps([entry.id for entry in written]),
+        done_json=json.dumps(list(entry_ids)),
+        trim_to=trim_to or "",
+    ).call()
+
+
 def acknowledge(
     fleet: Fleet, entry_ids: list[str], *, written: Sequence[Entry] = (), trim_to: str | None = None
 ) -> list[str]:
-    """Acknowledge and delete handled entries; those ``written`` to the orchestrator move to
-    the resend window in the same transaction, which also forgets window entries older than
-    ``trim_to``. Returns the window ids of the written ones."""
+    """``settle_call`` in a round trip of its own; the window ids of the written entries."""
     if not entry_ids:
         return []
-    with redis_errors("acknowledge stream entries"):
-        pipe = fleet.redis.pipeline(transaction=True)
-        pipe.xack(fleet.keys.batches, STREAM_GROUP, *entry_ids)
-        pipe.xdel(fleet.keys.batches, *entry_ids)
-        for entry in written:
-            pipe.xadd(fleet.keys.window, {"epoch": entry.epoch, "data": entry.data})
-        if trim_to is not None:
-            pipe.execute_command("XTRIM", fleet.keys.window, "MINID", trim_to)
-        return [str(i) for i in pipe.execute()[2 : 2 + len(written)]]
+    (ids,) = fleet.run(settle_call(fleet, entry_ids, written=written, trim_to=trim_to))
+    return [str(i) for i in ids]
 
 
 def window(fleet: Fleet) -> list[Entry]:
@@ -198,4 +221,3 @@ def window(fleet: Fleet) -> list[Entry]:
     with redis_errors("read resend window"):
         raw = fleet.redis.xrange(fleet.keys.window)
     return _entries(raw)
-

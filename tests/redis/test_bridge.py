@@ -7,6 +7,7 @@ import contextlib
 import logging
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -463,12 +464,56 @@ async def test_a_redis_outage_is_survived(caplog: pytest.LogCaptureFixture) -> N
         fleet.heartbeat("w1@test", ["mock"])
         # nothing is re-sent and nothing recreated by hand: the bridge re-applies its last
         # StartTopic and recreates the consumer group itself
+        deadline = time.monotonic() + 15
+        while fleet.read_state().topic != START.topic:
+            assert time.monotonic() < deadline, "the topic was not re-applied"
+            await asyncio.sleep(0.1)
         await status_matching(reader, ProducerState.RUNNING)
-        assert fleet.read_state().topic == START.topic
         assert any("re-applying the orchestrator's last StartTopic" in r.getMessage() for r in caplog.records)
         stream.append(fleet, batch(fleet.read_state().epoch, 7))
         received = await next_message(reader, AttributeBatch, timeout=15)
         assert isinstance(received, AttributeBatch) and received.attributes[0] == "Cheese 7-0"
+    finally:
+        bridge.stopping.set()
+        await asyncio.wait_for(task, timeout=10)
+        await orchestrator.close()
+        redis_server.stop()
+
+
+async def test_a_control_frame_while_redis_is_down_leaves_the_connection_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    port = free_port()
+    redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+    orchestrator = FakeOrchestrator()
+    orchestrator_port = await orchestrator.start()
+    settings = load_settings(
+        {"REDIS_URL": redis_server.url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{orchestrator_port}"}
+    )
+    fleet = open_fleet(settings)
+    serving = asyncio.Event()
+
+    async def on_connected() -> None:
+        serving.set()
+
+    bridge = Bridge(settings, fleet, RecordingDispatcher(), on_connected=on_connected)
+    task = asyncio.create_task(bridge.run())
+    try:
+        reader, writer = await orchestrator.connection()
+        await status_matching(reader, ProducerState.IDLE)
+        await asyncio.wait_for(serving.wait(), timeout=10)  # greeted: the loops run
+        redis_server.stop()
+        send(writer, frame(encode(START)))  # not applied, and no status can be built to say so
+        deadline = time.monotonic() + 10
+        while not any("no status sent in answer" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the frame was not answered"
+            await asyncio.sleep(0.1)
+        redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+        fleet.heartbeat("w1@test", ["mock"])
+        send(writer, frame(encode(START)))  # the same connection takes it once Redis is back
+        await status_matching(reader, ProducerState.RUNNING)
+        assert bridge.counters.connects == 1 and fleet.read_state().topic == START.topic
     finally:
         bridge.stopping.set()
         await asyncio.wait_for(task, timeout=10)

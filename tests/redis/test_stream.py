@@ -3,9 +3,9 @@ group's pending and new entries, orphan claims, acknowledgement."""
 
 from __future__ import annotations
 
-from producer_tasks.records import BatchRecord, MetadataRecord, ProviderStatus
+from producer_tasks.records import BatchRecord, MetadataRecord, Phase, ProviderStatus
 from producer_tasks.settings import load_settings
-from producer_tasks.state import bloom, stream
+from producer_tasks.state import bloom, control, stream
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.scripts import Deliver
 from tests.conftest import open_fleet, start_topic
@@ -54,8 +54,10 @@ def test_read_entries_stay_pending_until_acknowledged_then_are_deleted(redis_url
     assert stream.read(fleet, "bridge-a", pending=False, block_ms=10) == []  # nothing new
     assert [e.id for e in stream.read(fleet, "bridge-a", pending=True)] == ids  # a restart re-reads
     # the bridge's read: the entries and the topic's epoch, read after them in the same trip
-    assert epoch > 0 and stream.read_with_epoch(fleet, "bridge-a", pending=True)[1] == epoch
-    assert stream.read_with_epoch(fleet, "bridge-a", pending=False, block_ms=10) == ([], epoch)
+    assert epoch > 0 and stream.read_with_state(fleet, "bridge-a", pending=True).epoch == epoch
+    assert stream.read_with_state(fleet, "bridge-a", pending=False, block_ms=10) == stream.StreamRead(
+        [], epoch, Phase.RUNNING
+    )
     kept = stream.acknowledge(fleet, [e.id for e in fresh[:2]], written=fresh[:2])
     assert [e.id for e in stream.read(fleet, "bridge-a", pending=True)] == ids[2:]
     assert fleet.backlog() == 1  # acknowledged entries are deleted
@@ -64,6 +66,29 @@ def test_read_entries_stay_pending_until_acknowledged_then_are_deleted(redis_url
     (last,) = stream.acknowledge(fleet, [fresh[2].id], written=fresh[2:], trim_to=kept[1])
     assert [e.id for e in stream.window(fleet)] == [kept[1], last]
     assert [e.batch for e in stream.window(fleet)] == [e.batch for e in fresh[1:]]
+
+
+def test_settling_copies_what_is_left_and_skips_an_entry_deleted_meanwhile(redis_url: str) -> None:
+    fleet = fleet_for(redis_url)
+    epoch = fleet.read_state().epoch
+    ids = [stream.append(fleet, batch(epoch, f"Cheese {i}")) for i in range(3)]
+    fresh = stream.read(fleet, "bridge-a", pending=False, block_ms=10)
+    fleet.redis.xdel(fleet.keys.batches, ids[1])  # e.g. trimmed by hand while in flight
+    kept = stream.acknowledge(fleet, [e.id for e in fresh], written=fresh)
+    assert kept[1] == "" and all(kept[::2])
+    window = stream.window(fleet)
+    assert [e.id for e in window] == [kept[0], kept[2]]
+    assert [e.batch.attributes for e in window if e.batch] == [["Cheese 0"], ["Cheese 2"]]
+    assert stream.read(fleet, "bridge-a", pending=True) == [] and fleet.backlog() == 0
+
+
+def test_the_read_brings_the_phase_so_the_bridge_need_not_poll_it(redis_url: str) -> None:
+    fleet = fleet_for(redis_url)
+    assert stream.read_with_state(fleet, "bridge-a", pending=False, block_ms=10).phase is Phase.RUNNING
+    control.stop(fleet)
+    assert stream.read_with_state(fleet, "bridge-a", pending=False, block_ms=10).phase is fleet.read_phase()
+    fleet.redis.delete(fleet.keys.state)
+    assert stream.read_with_state(fleet, "bridge-a", pending=False, block_ms=10).phase is Phase.IDLE
 
 
 def test_another_consumer_claims_what_a_dead_one_left_pending(redis_url: str) -> None:
