@@ -58,8 +58,12 @@ class Connection:
         self.drained_through = -1  # the last read after which nothing was left to forward
         self.drained = asyncio.Event()  # set when drained_through moves
         self.wake = asyncio.Event()  # cuts the forward loop's linger short
-        self.phase_read: Phase | None = None  # what the forward loop's last stream read saw
+        # the phase the forward loop's last stream read saw, and when that read started
+        self.phase_read: tuple[Phase, float] = (Phase.IDLE, 0.0)
         self.phase_event = asyncio.Event()  # set by each stream read
+        # statuses are decided one at a time: the status loop's and the answers to frames
+        self.deciding = asyncio.Lock()
+        self.answered_at = 0.0  # when the last answer began reading the phase
 
     async def send(self, *messages: ProducerMessage) -> None:
         """Write frames and wait until the socket has taken them."""
@@ -135,25 +139,27 @@ class Connection:
         Redis cannot say (health, phase) the answer is skipped: the status loop reports
         once it can, and the connection stays up."""
         bridge = self.bridge
-        try:
-            status = await bridge.phase_status() if error is None else error
-            message = await bridge.in_thread(bridge.status_message, status)
-        except ProducerError as exc:
-            log.warning("no status sent in answer: %s", exc)
-            return
-        await self.send_status(message)
+        async with self.deciding:
+            self.answered_at = time.monotonic()
+            try:
+                status = await bridge.phase_status() if error is None else error
+                message = await bridge.in_thread(bridge.status_message, status)
+            except ProducerError as exc:
+                log.warning("no status sent in answer: %s", exc)
+                return
+            await self.send_status(message)
 
-    async def next_phase(self) -> Phase:
+    async def next_phase(self) -> tuple[Phase, float]:
         """The phase as the forward loop's next stream read sees it (read in the same round
-        trip, after the entries, at least every ``READ_BLOCK_MS``): never one read before
-        this call. When no read comes for ``PHASE_POLL_S`` (the loop is busy forwarding or
-        retrying), the phase is read here."""
+        trip, after the entries, at least every ``READ_BLOCK_MS``), and when that read
+        started: never a read before this call. When no read comes for ``PHASE_POLL_S`` (the
+        loop is busy forwarding or retrying), the phase is read here."""
         self.phase_event.clear()
         try:
             await asyncio.wait_for(self.phase_event.wait(), PHASE_POLL_S)
         except TimeoutError:
-            return await self.bridge.in_thread(self.bridge.fleet.read_phase)
-        assert self.phase_read is not None
+            started = time.monotonic()
+            return await self.bridge.in_thread(self.bridge.fleet.read_phase), started
         return self.phase_read
 
     async def status_loop(self) -> None:
@@ -162,14 +168,18 @@ class Connection:
         next_periodic = time.monotonic() + interval
         while True:
             try:
-                status = await bridge.phase_status(await self.next_phase())  # health only when sent
-                if await bridge.restore_if_lost(status):
-                    continue
-                # a change (an Error report is followed by the phase's status again), or periodic
-                if status != self.last_status or time.monotonic() >= next_periodic:
-                    await self.send_status(await bridge.in_thread(bridge.status_message, status))
-                    await bridge.publish_counters()
-                    next_periodic = time.monotonic() + interval
+                phase, read_at = await self.next_phase()
+                async with self.deciding:
+                    if read_at < self.answered_at:
+                        continue  # read before an answer's own reading: it may be older
+                    status = await bridge.phase_status(phase)  # health only when sent
+                    if await bridge.restore_if_lost(status):
+                        continue
+                    # a change (an Error report is followed by the phase's status again), or periodic
+                    if status != self.last_status or time.monotonic() >= next_periodic:
+                        await self.send_status(await bridge.in_thread(bridge.status_message, status))
+                        await bridge.publish_counters()
+                        next_periodic = time.monotonic() + interval
             except ProducerError as exc:
                 log.warning("status: %s", exc)
                 await asyncio.sleep(PHASE_POLL_S)
@@ -182,6 +192,7 @@ class Connection:
         while True:
             number = self.reads
             self.reads += 1
+            started = time.monotonic()
             try:
                 read = await bridge.in_thread(
                     stream.read_with_state,
@@ -192,7 +203,7 @@ class Connection:
                     block_ms=READ_BLOCK_MS,
                 )
                 entries, epoch = read.entries, read.epoch
-                self.phase_read = read.phase
+                self.phase_read = (read.phase, started)
                 self.phase_event.set()
                 if pending and not entries:
                     entries = await bridge.in_thread(

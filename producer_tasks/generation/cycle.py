@@ -37,7 +37,7 @@ from producer_tasks.records import BatchRecord, LLMResponse, MetadataRecord, Pha
 from producer_tasks.runtime import Runtime
 from producer_tasks.state import bloom, control, novelty, outcomes, ratelimit, stream
 from producer_tasks.state.fleet import FleetView
-from producer_tasks.state.scripts import ScriptCall
+from producer_tasks.state.scripts import Acknowledgement, CommandCall, ScriptCall
 
 log = logging.getLogger(__name__)
 BUDGET_SPENT = -2  # the claim's answer when PRODUCER_BUDGET_USD is reached
@@ -108,7 +108,18 @@ def _preflight(
     return None
 
 
-def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, worker: str) -> Outcome:
+def run_cycle(
+    rt: Runtime,
+    *,
+    provider: str,
+    epoch: int,
+    lane: int,
+    token: str,
+    worker: str,
+    acknowledgement: Acknowledgement | None = None,
+) -> Outcome:
+    """One cycle; ``acknowledgement``: of the cycle's own message, run in the delivery's round
+    trip when the cycle gets that far (else the broker's acknowledgement does it)."""
     fleet, settings = rt.fleet, rt.settings
     steering = settings.prompt_strategy == "novelty"  # its record is read with the view
     claim = rt.lanes.claim_call(lane=lane, token=token, worker=worker, epoch=epoch, provider=provider)
@@ -164,7 +175,16 @@ def run_cycle(rt: Runtime, *, provider: str, epoch: int, lane: int, token: str, 
         steer = replace(steer, proposed=candidates)
         candidates = []
     return _deliver(
-        rt, view, response, candidates, provider=provider, prompt=prompt, lane=lane, token=token, steer=steer
+        rt,
+        view,
+        response,
+        candidates,
+        provider=provider,
+        prompt=prompt,
+        lane=lane,
+        token=token,
+        steer=steer,
+        acknowledgement=acknowledgement,
     )
 
 
@@ -204,6 +224,7 @@ def _deliver(
     lane: int,
     token: str,
     steer: Steering,
+    acknowledgement: Acknowledgement | None,
 ) -> Outcome:
     """Steps 6-8 for a response that was paid for: kept through a Redis outage (retried until
     Redis answers, up to ``PERSIST_DEADLINE_S``), never bought twice; the lane token makes a
@@ -241,6 +262,7 @@ def _deliver(
                 token=token,
                 steer=steer,
                 planned=planned,
+                acknowledgement=acknowledgement,
             )
             break
         except StateError as exc:
@@ -272,14 +294,15 @@ def _persist(
     token: str,
     steer: Steering,
     planned: PlannedDispatch | None,
+    acknowledgement: Acknowledgement | None,
 ) -> tuple[list[object], list[str]]:
-    """Health, statistics, history, the bloom counters, the batch and the lane's next token in
-    one round trip."""
+    """Health, statistics, history, the bloom counters, the batch, the lane's next token and
+    the acknowledgement of this cycle's message in one round trip."""
     fleet = rt.fleet
     candidates = batch.attributes
     if checked is not None:
         batch = batch.model_copy(update={"attributes": checked.passed, "bloom": checked.counts})
-    calls: list[ScriptCall] = [
+    calls: list[ScriptCall | CommandCall] = [
         outcomes.outcome_call(
             fleet,
             rt.settings,
@@ -318,9 +341,14 @@ def _persist(
                 proposed=steer.proposed,
             )
         )
+    if acknowledgement is not None:
+        calls.extend(acknowledgement.calls)
     if planned is not None:  # last: the lane's next token, once this cycle's outcome is recorded
         calls.append(planned.call)
-    return fleet.run(*calls), batch.attributes
+    results = fleet.run(*calls)
+    if acknowledgement is not None:
+        acknowledgement.done()
+    return results, batch.attributes
 
 
 def _failed(

@@ -324,8 +324,11 @@ class Fleet:
         others (1: assigned); ``message`` is pushed by the script when it assigns."""
         token = token or new_token()
         keys = self.keys
+        queue, unacked, index = (
+            (message.list_key, message.unacked_key, message.unacked_index_key) if message else ("", "", "")
+        )
         assign = scripts.Assign(
-            keys.state, keys.lanes, message.list_key if message else "", lane, expected, token,
+            keys.state, keys.lanes, queue, unacked, index, lane, expected, token,
             provider, epoch, now_ms(), failures, message.payload if message else "",
         )  # fmt: skip
         return token, assign.call()

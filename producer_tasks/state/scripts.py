@@ -10,6 +10,7 @@ pastes a helper file (``_*.lua``, never loaded on its own) in its place.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any, ClassVar
@@ -35,10 +36,25 @@ class CommandCall:
 
 @dataclass(frozen=True, slots=True)
 class QueuedMessage:
-    """A message the assign script pushes onto a broker list when it assigns the token."""
+    """A message the assign script pushes onto a broker list when it assigns the token, and
+    registers where kombu registers a delivered message (its unacked hash and index, keyed
+    by the token, which is its delivery tag): the consumer then makes no round trip of its
+    own to do so (``producer_tasks.worker.transport``)."""
 
     list_key: str
     payload: str
+    unacked_key: str
+    unacked_index_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """A delivered cycle message acknowledged in the cycle's delivery round trip: the
+    commands that remove its unacked entry, and ``done``, called once they ran (the
+    broker's own acknowledgement then skips that round trip)."""
+
+    calls: tuple[CommandCall, ...]
+    done: Callable[[], None]
 
 
 ONCE_TTL_MS = 600_000  # how long a resent delivery or outcome is recognised as one
@@ -93,6 +109,8 @@ class Assign(Script):
     state_key: str
     lanes_key: str
     queue_key: str  # the broker list ``message`` goes to
+    unacked_key: str  # kombu's unacked hash and index, where ``message`` is registered
+    unacked_index_key: str
     lane: int
     expected: str  # "" = the lane must be absent
     token: str

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import threading
 import uuid
+from functools import partial
 
 from celery import Celery
 
 from producer_tasks.runtime import Runtime
 from producer_tasks.settings import Settings, get_settings
 from producer_tasks.state.client import broker_is_fleet
-from producer_tasks.state.scripts import QueuedMessage
+from producer_tasks.state.scripts import Acknowledgement, CommandCall, QueuedMessage
 from producer_tasks.worker.app import app
 from producer_tasks.worker.messages import CycleMessages, cycle_kwargs
 from producer_tasks.worker.routing import CYCLE_TASK
+from producer_tasks.worker.transport import SETTLED
 
 _lock = threading.Lock()
 # This worker process's life: pool children inherit it (forked after import), a restarted
@@ -51,6 +53,21 @@ class CeleryDispatcher:
         if self.messages is None:
             return None
         return self.messages.build(provider=provider, epoch=epoch, lane=lane, token=token)
+
+    def acknowledgement(self, delivery_tag: str | None) -> Acknowledgement | None:
+        """The acknowledgement of a delivered cycle message, to run in the cycle's delivery
+        round trip (``producer_tasks.worker.transport``); None unless the broker is the
+        fleet's Redis and the message has a tag (not eager)."""
+        messages = self.messages
+        if messages is None or not delivery_tag:
+            return None
+        return Acknowledgement(
+            calls=(
+                CommandCall(("ZREM", messages.unacked_index_key, delivery_tag)),
+                CommandCall(("HDEL", messages.unacked_key, delivery_tag)),
+            ),
+            done=partial(SETTLED.add, delivery_tag),
+        )
 
     def send(self, *, provider: str, epoch: int, lane: int, token: str) -> None:
         kwargs = cycle_kwargs(provider=provider, epoch=epoch, lane=lane, token=token)

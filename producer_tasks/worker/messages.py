@@ -7,7 +7,10 @@ queue (under ``global_keyprefix``). At hundreds of cycles in flight that is a te
 worker's CPU and one more round trip per cycle. Built here, the same JSON goes into the
 assign call that gives the lane its token, in the cycle's delivery round trip: the message
 exists exactly when the token does (a worker that dies between the two leaves no lane
-without its message), and a retried assign pushes nothing twice.
+without its message), and a retried assign pushes nothing twice. The script also writes
+the message's unacked entry, which kombu writes when it delivers a message (a round trip
+on the consumer's thread): the message's ``unacked_registered`` property tells our
+transport it exists (``producer_tasks.worker.transport``).
 
 Only when the broker is the fleet's own Redis (``CELERY_BROKER_URL`` unset or naming the
 same server and database): otherwise ``CeleryDispatcher`` sends through Celery as before.
@@ -28,6 +31,7 @@ from producer_tasks.state.scripts import QueuedMessage
 from producer_tasks.worker.routing import CYCLE_TASK
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+REGISTERED = "unacked_registered"  # a property of ours: see producer_tasks.worker.transport
 
 
 def cycle_kwargs(*, provider: str, epoch: int, lane: int, token: str) -> dict[str, Any]:
@@ -41,6 +45,8 @@ class CycleMessages:
     def __init__(self, app: Celery) -> None:
         options: dict[str, Any] = app.conf.broker_transport_options or {}
         self.prefix = str(options.get("global_keyprefix", ""))
+        self.unacked_key = self.prefix + str(options.get("unacked_key", "unacked"))  # kombu's names
+        self.unacked_index_key = self.prefix + str(options.get("unacked_index_key", "unacked_index"))
         self.origin = str(anon_nodename())  # the origin send_task writes
         self.reply_to = uuid()  # Celery's per-thread oid; nobody replies (results are ignored)
 
@@ -84,6 +90,12 @@ class CycleMessages:
                 "priority": 0,
                 "body_encoding": "base64",
                 "delivery_tag": token,  # unique per message, as kombu's own uuid4
+                REGISTERED: True,  # the assign script registers it as delivered (its unacked entry)
             },
         }
-        return QueuedMessage(list_key=self.prefix + provider, payload=json.dumps(message))
+        return QueuedMessage(
+            list_key=self.prefix + provider,
+            payload=json.dumps(message),
+            unacked_key=self.unacked_key,
+            unacked_index_key=self.unacked_index_key,
+        )

@@ -13,7 +13,7 @@ from producer_tasks.generation.cycle import run_cycle
 from producer_tasks.records import ProviderStatus
 from producer_tasks.state import outcomes
 from producer_tasks.worker.app import app
-from producer_tasks.worker.current import get_runtime, incarnation
+from producer_tasks.worker.current import CeleryDispatcher, get_runtime, incarnation
 from producer_tasks.worker.routing import CYCLE_TASK, HEALTH_CHECK_TASK
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,20 @@ UNEXPECTED_ERROR_PAUSE_MS = 5000
 )
 def cycle(self: Any, *, provider: str, epoch: int, lane: int, token: str) -> str:
     """One generation cycle of a lane on ``provider`` (routed to that provider's queue)."""
+    rt = get_runtime()
+    dispatcher = rt.lanes.dispatcher
+    properties = self.request.properties or {}
     try:
         outcome = run_cycle(
-            get_runtime(),
+            rt,
             provider=provider,
             epoch=epoch,
             lane=lane,
             token=token,
             worker=incarnation(self.request.hostname),
+            acknowledgement=dispatcher.acknowledgement(properties.get("delivery_tag"))
+            if isinstance(dispatcher, CeleryDispatcher)
+            else None,
         )
     except StateError as exc:  # a Redis blip: retried by Celery (autoretry_for)
         log.warning("cycle of lane %d: %s; retrying", lane, exc)

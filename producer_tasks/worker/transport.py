@@ -1,5 +1,6 @@
-"""kombu's Redis transports, with two repairs (a worker survives its broker going away) and
-one Redis client per channel instead of one per operation.
+"""kombu's Redis transports, with repairs (a worker survives its broker going away), one
+Redis client per channel instead of one per operation, and cycle messages whose unacked
+bookkeeping rides on the cycle's own round trips (``QoS``).
 
 When the broker connection is lost with messages delivered but not acknowledged (every
 running cycle: late acks), Celery collects the connection, which detaches the transport
@@ -34,18 +35,76 @@ watches any descriptor and, like its ``select()``, blocks only the calling green
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils import eventio
 from kombu.utils.compat import detect_environment
 
 from producer_tasks.state.client import waiting_pool, waiting_sentinel_pool
+from producer_tasks.worker.messages import REGISTERED
+
+
+class SettledTags:
+    """Delivery tags whose unacked entry a cycle already removed in its own round trip
+    (``CeleryDispatcher.acknowledgement``): the broker's acknowledgement of them is only
+    kombu's bookkeeping in memory. Bounded: under a pool whose acknowledgements are sent by
+    another process (prefork) nothing here is ever taken, and the oldest are forgotten
+    (their acknowledgement then removes the entry again: harmless)."""
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self.limit = limit
+        self._tags: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, tag: str) -> None:
+        with self._lock:
+            self._tags[tag] = None
+            if len(self._tags) > self.limit:
+                self._tags.popitem(last=False)
+
+    def take(self, tag: str) -> bool:
+        with self._lock:
+            if tag not in self._tags:
+                return False
+            del self._tags[tag]
+            return True
+
+
+SETTLED = SettledTags()
+
+
+class QoS(kombu_redis.QoS):
+    """kombu writes every delivered message to its unacked hash and index in a round trip
+    of the consumer's thread, and removes it on acknowledgement in another. A cycle message
+    the assign script pushed is registered there by the same script (its property
+    ``unacked_registered``), and a cycle that delivered its batch removes its own entry in
+    that round trip (``SETTLED``): both round trips are skipped, the rest is kombu's.
+
+    The entry's time is the push's, not the delivery's: a message that waited in its queue
+    longer than the visibility timeout is restored as a copy; by then its lane was given a
+    new token (``PRODUCER_QUEUED_TIMEOUT_S``), so both copies are stale no-ops."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if message.properties.get(REGISTERED):
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+        else:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def ack(self, delivery_tag: str) -> None:
+        if SETTLED.take(delivery_tag):
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+        else:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
 
 
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     _shared: Any = None  # the client of conn_or_acquire, on the channel's current pool
 
     @contextmanager

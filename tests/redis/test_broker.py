@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 from unittest.mock import ANY
 
@@ -94,7 +95,9 @@ def test_a_channel_uses_one_redis_client_per_pool(redis_url: str) -> None:
 def test_a_cycle_message_reaches_an_undeclared_queue_with_its_arguments_written_out(redis_url: str) -> None:
     """Sent without declaring its queue (the workers consuming it declare it): the message
     still lands in the list named after the queue, with the kwargs Flower shows."""
-    app = Celery("broker-test", broker=redis_url, broker_transport="producer_tasks.worker.transport:Transport")
+    app = Celery(
+        "broker-test", broker=redis_url, broker_transport="producer_tasks.worker.transport:Transport"
+    )
     CeleryDispatcher(app).send(provider="never-declared", epoch=3, lane=7, token="t" * 32)
     raw = redis.Redis.from_url(redis_url).lpop("never-declared")
     assert raw is not None
@@ -105,15 +108,18 @@ def test_a_cycle_message_reaches_an_undeclared_queue_with_its_arguments_written_
 
 
 def _pushing_app(redis_url: str) -> Celery:
-    app = Celery("broker-test", broker=redis_url, broker_transport="producer_tasks.worker.transport:Transport")
+    app = Celery(
+        "broker-test", broker=redis_url, broker_transport="producer_tasks.worker.transport:Transport"
+    )
     app.conf.broker_transport_options = {"global_keyprefix": "prod:t:broker:"}
     return app
 
 
 def test_the_message_a_script_pushes_is_the_one_send_task_writes(redis_url: str) -> None:
     """Built by ``CycleMessages`` for the assign script, a cycle message is the JSON Celery
-    and kombu write (same headers, body, properties), but for the reply-to oid and the
-    delivery tag (kombu's own uuid4; ours the token, as unique)."""
+    and kombu write (same headers, body, properties), but for the reply-to oid, the
+    delivery tag (kombu's own uuid4; ours the token, as unique) and our property saying the
+    script wrote its unacked entry."""
     app = _pushing_app(redis_url)
     kwargs = {"provider": "openai", "epoch": 3, "lane": 7, "token": "t" * 32}
     CeleryDispatcher(app).send(**kwargs)  # type: ignore[arg-type]
@@ -124,6 +130,7 @@ def test_the_message_a_script_pushes_is_the_one_send_task_writes(redis_url: str)
     assert built.list_key == "prod:t:broker:openai"
     ours = json.loads(built.payload)
     assert ours["properties"].pop("delivery_tag") == "t" * 32
+    assert ours["properties"].pop("unacked_registered") is True  # its unacked entry is written too
     for message in (ours, by_celery):
         message["properties"].pop("reply_to")
         message["properties"].pop("delivery_tag", None)
@@ -153,9 +160,13 @@ def test_the_assign_script_pushes_a_lanes_message_exactly_when_it_assigns_the_to
     [first] = pushed()
     assert first["token"] == rt.fleet.view().lanes[0].token and first["provider"] == "mock"
     assert rt.lanes.reconcile().dispatched == []  # queued, not lost: nothing more
-    planned = rt.lanes._plan(lane=0, expected="not-the-token", provider="mock", epoch=first["epoch"], failures=0)
+    planned = rt.lanes._plan(
+        lane=0, expected="not-the-token", provider="mock", epoch=first["epoch"], failures=0
+    )
     assert rt.fleet.run(planned.call) == [0] and len(pushed()) == 1  # stale: nothing pushed
-    planned = rt.lanes._plan(lane=0, expected=first["token"], provider="mock", epoch=first["epoch"], failures=0)
+    planned = rt.lanes._plan(
+        lane=0, expected=first["token"], provider="mock", epoch=first["epoch"], failures=0
+    )
     assert rt.fleet.run(planned.call) == [1] and rt.fleet.run(planned.call) == [1]  # the retry
     assert [m["token"] for m in pushed()] == [first["token"], planned.token]
     rt.fleet.redis.delete(queue)
@@ -167,4 +178,75 @@ def test_the_assign_script_pushes_a_lanes_message_exactly_when_it_assigns_the_to
 
 
 def pushed_message(planned: PlannedDispatch) -> dict[str, Any]:
-    return {"provider": planned.provider, "epoch": planned.epoch, "lane": planned.lane, "token": planned.token}
+    return {
+        "provider": planned.provider,
+        "epoch": planned.epoch,
+        "lane": planned.lane,
+        "token": planned.token,
+    }
+
+
+def _writes(client: redis.Redis) -> dict[str, int]:
+    """How often redis-server ran each command that writes kombu's unacked entries."""
+    stats = client.info("commandstats")
+    return {
+        name: stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("zadd", "hset", "zrem", "hdel")
+    }
+
+
+def test_a_pushed_cycle_message_carries_its_unacked_entry_and_a_delivering_cycle_removes_it(
+    redis_url: str,
+) -> None:
+    """The assign script writes a pushed message's unacked entry as kombu writes it on
+    delivery: a consumer on our transport receives the message without writing it (kombu's
+    own writes it again), kombu's restore (a lost worker, the visibility timeout) puts the
+    very message back on its queue, and a cycle that removed the entry in its delivery round
+    trip is acknowledged without a write (an ordinary acknowledgement still removes it)."""
+    rt, _ = make_runtime(redis_url, PRODUCER_CONCURRENCY="1")
+    app = _pushing_app(redis_url)
+    dispatcher = rt.lanes.dispatcher = CeleryDispatcher(app, broker_is_fleet=True)
+    serve(rt, "mock")
+    start(rt)
+    assert rt.lanes.reconcile().dispatched == [0]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    token = rt.fleet.view().lanes[0].token
+    [pushed] = client.lrange("prod:t:broker:mock", 0, -1)
+    entry, exchange, routing_key = json.loads(client.hget("prod:t:broker:unacked", token) or "")
+    assert (entry, exchange, routing_key) == (json.loads(pushed), "", "mock")
+    assert abs((client.zscore("prod:t:broker:unacked_index", token) or 0) - time.time()) < 60
+
+    def receive(transport: type) -> Any:
+        connection = Connection(
+            redis_url, transport=transport, transport_options=app.conf.broker_transport_options
+        )
+        message = connection.default_channel.basic_get("mock", no_ack=False)
+        assert message is not None and message.delivery_tag == token
+        return message
+
+    before = _writes(client)
+    message = receive(Transport)
+    assert _writes(client) == before  # received: nothing written
+    message.channel.qos.restore_by_tag(token)  # what kombu does for a message whose worker was lost
+    restored = json.loads(client.lpop("prod:t:broker:mock") or "")
+    assert restored["headers"].pop("redelivered") and restored["properties"]["delivery_info"].pop("redelivered")
+    assert restored == json.loads(pushed)
+    assert not client.hexists("prod:t:broker:unacked", token)
+    client.lpush("prod:t:broker:mock", pushed)
+    receive(kombu_redis.Transport)  # kombu's own registers it on delivery: a write per message
+    assert _writes(client)["zadd"] == before["zadd"] + 1 and _writes(client)["hset"] == before["hset"] + 1
+
+    client.lpush("prod:t:broker:mock", pushed)
+    message = receive(Transport)
+    acknowledgement = dispatcher.acknowledgement(token)
+    assert acknowledgement is not None
+    rt.fleet.run(*acknowledgement.calls)  # in the cycle's delivery round trip
+    acknowledgement.done()
+    assert not client.hexists("prod:t:broker:unacked", token)
+    assert client.zscore("prod:t:broker:unacked_index", token) is None
+    before = _writes(client)
+    message.ack()
+    assert _writes(client) == before  # acknowledged without a round trip
+    client.lpush("prod:t:broker:mock", pushed)
+    receive(Transport).ack()  # not settled by a cycle: kombu's own removal
+    assert _writes(client)["zrem"] == before["zrem"] + 1
+    assert CeleryDispatcher(app).acknowledgement(token) is None  # a broker elsewhere: kombu's way
