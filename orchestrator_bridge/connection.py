@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orchestrator_bridge.convert import batch_message
@@ -27,6 +28,7 @@ from producer_tasks.clock import now_ms
 from producer_tasks.errors import ProducerError
 from producer_tasks.records import Phase
 from producer_tasks.state import stream
+from producer_tasks.state.scripts import ScriptCall
 
 if TYPE_CHECKING:
     from orchestrator_bridge.bridge import Bridge
@@ -185,10 +187,12 @@ class Connection:
                 await asyncio.sleep(PHASE_POLL_S)
 
     async def forward_loop(self) -> None:
-        """Pending entries first (re-sent after a crash), then new ones, acked after writing."""
+        """Pending entries first (re-sent after a crash), then new ones; each read first
+        settles (acknowledges) what the previous one brought and was written."""
         bridge = self.bridge
         fleet = bridge.fleet
         pending = True
+        handled: Handled | None = None  # written or dropped, not yet acknowledged
         while True:
             number = self.reads
             self.reads += 1
@@ -201,7 +205,11 @@ class Connection:
                     pending=pending,
                     count=READ_COUNT,
                     block_ms=READ_BLOCK_MS,
+                    settle=self.settle_call(handled),
                 )
+                if handled is not None:
+                    self.settled(handled, read.settled)
+                    handled = None
                 entries, epoch = read.entries, read.epoch
                 self.phase_read = (read.phase, started)
                 self.phase_event.set()
@@ -212,13 +220,13 @@ class Connection:
                     pending = bool(entries)
                     if entries:  # read after the read above: the topic may have changed since
                         epoch = (await bridge.in_thread(fleet.read_state)).epoch
-            except ProducerError as exc:
+            except ProducerError as exc:  # what was handled stays pending: settled by a later read
                 bridge.counters.last_error = str(exc)
                 log.warning("batch stream: %s; retrying", exc)
                 await asyncio.sleep(1)
                 continue
             if entries:
-                await self.forward(entries, epoch)
+                handled = await self.forward(entries, epoch)
             if pending or len(entries) >= READ_COUNT:
                 continue  # a full read: more to read at once
             self.drained_through = number  # everything appended before this read is written
@@ -227,6 +235,20 @@ class Connection:
                 with contextlib.suppress(TimeoutError):  # a flush cuts it short
                     await asyncio.wait_for(self.wake.wait(), LINGER_S)
                 self.wake.clear()
+
+    def settle_call(self, handled: Handled | None) -> ScriptCall | None:
+        """The acknowledgement of ``handled``, with the resend window's trim, for the next read."""
+        if handled is None:
+            return None
+        bridge = self.bridge
+        cut = bridge.window.trim(now_ms())
+        return stream.settle_call(bridge.fleet, handled.done, written=handled.written, trim_to=cut)
+
+    def settled(self, handled: Handled, window_ids: list[str]) -> None:
+        """The window ids of the entries written (copied by the settle script, in order)."""
+        sizes = (len(entry.data) for entry in handled.written)
+        kept = zip(window_ids, sizes, strict=True)
+        self.bridge.window.add((i, size) for i, size in kept if i)  # "": deleted meanwhile
 
     async def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
         """Write every batch appended until now before what comes next: a Stopped status must
@@ -260,7 +282,8 @@ class Connection:
             bridge.counters.batches_resent += len(messages)
             log.info("re-sent %d batches of the resend window", len(messages))
 
-    async def forward(self, entries: list[stream.Entry], epoch: int) -> None:
+    async def forward(self, entries: list[stream.Entry], epoch: int) -> Handled:
+        """Write the current topic's batches; what to acknowledge (with the next read)."""
         bridge = self.bridge
         messages: list[AttributeBatch] = []
         written: list[stream.Entry] = []
@@ -280,17 +303,13 @@ class Connection:
             await self.send(*messages)  # written to the socket: now they may be acknowledged
             bridge.counters.batches_forwarded += len(messages)
             bridge.counters.attributes_forwarded += sum(len(m.attributes) for m in messages)
-        if not bridge.window.enabled:
-            written = []
-        cut = bridge.window.trim(now_ms())  # in the acknowledgement's transaction
-        while True:
-            try:
-                ids = await bridge.in_thread(
-                    stream.acknowledge, bridge.fleet, done, written=written, trim_to=cut
-                )
-                break
-            except ProducerError as exc:  # not acked yet: they stay pending and are re-sent
-                log.warning("acknowledge: %s; retrying", exc)
-                await asyncio.sleep(1)
-        kept = zip(ids, (len(e.data) for e in written), strict=True)
-        bridge.window.add((i, size) for i, size in kept if i)  # "": deleted meanwhile
+        return Handled(done, written if bridge.window.enabled else [])
+
+
+@dataclass(frozen=True)
+class Handled:
+    """Entries the forward loop is done with: ``done`` all of them (acknowledged and
+    deleted), ``written`` those written to the orchestrator (copied to the resend window)."""
+
+    done: list[str]
+    written: list[stream.Entry]

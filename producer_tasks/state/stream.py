@@ -13,9 +13,10 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import redis
+from redis.exceptions import NoScriptError
 
 from producer_tasks.clock import now_ms
 from producer_tasks.records import BatchRecord, Phase
@@ -135,11 +136,12 @@ def _entries(raw: list[tuple[str, dict[str, str]]]) -> list[Entry]:
 class StreamRead:
     """One read of the bridge: the entries, and the topic's epoch and phase read just after
     them in the same round trip (what each entry's epoch is compared with; the phase spares
-    the bridge a poll of its own)."""
+    the bridge a poll of its own); ``settled``: the reply of the settle call it ran first."""
 
     entries: list[Entry]
     epoch: int
     phase: Phase
+    settled: list[str] = field(default_factory=list)
 
 
 def read(
@@ -150,11 +152,21 @@ def read(
 
 
 def read_with_state(
-    fleet: Fleet, consumer: str, *, pending: bool, count: int = 100, block_ms: int | None = None
+    fleet: Fleet,
+    consumer: str,
+    *,
+    pending: bool,
+    count: int = 100,
+    block_ms: int | None = None,
+    settle: ScriptCall | None = None,
 ) -> StreamRead:
-    """``read``, and the topic's epoch and phase read after the entries."""
+    """``read``, and the topic's epoch and phase read after the entries; first, in the same
+    round trip, ``settle`` (``settle_call``: what the previous read brought and the bridge
+    handled), so that a pending read never brings those again."""
     with redis_errors("read stream"):
         pipe = fleet.redis.pipeline(transaction=False)
+        if settle is not None:
+            pipe.evalsha(fleet.scripts[settle.name].sha, len(settle.keys), *settle.keys, *settle.args)
         pipe.xreadgroup(
             STREAM_GROUP,
             consumer,
@@ -164,16 +176,27 @@ def read_with_state(
         )
         pipe.hmget(fleet.keys.state, ["epoch", "phase"])
         pipe.hstrlen(fleet.keys.state, "data")
-        try:
-            result, (epoch, phase), data_length = pipe.execute()
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            log.warning("the batch stream's consumer group was gone (Redis lost its data?): recreated")
-            ensure_group(fleet)
-            return StreamRead([], 0, fleet.read_phase())
+        replies = pipe.execute(raise_on_error=False)
+        settled = replies.pop(0) if settle is not None else []
+        if isinstance(settled, NoScriptError):  # not loaded yet (a new server, a restart)
+            assert settle is not None
+            (settled,) = fleet.run(settle)  # loads it
+            if pending:  # read again: this read may have brought what is settled now
+                again = read_with_state(fleet, consumer, pending=True, count=count)
+                return replace(again, settled=[str(i) for i in settled])
+        result, state_fields, data_length = replies
+        for reply in (settled, result, state_fields, data_length):
+            if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
+                log.warning("the batch stream's consumer group was gone (Redis lost its data?): recreated")
+                ensure_group(fleet)
+                return StreamRead([], 0, fleet.read_phase())
+            if isinstance(reply, Exception):
+                raise reply
+    epoch, phase = state_fields
     known = phase_of(phase, data_length)
-    state = StreamRead([], int(epoch or 0), fleet.read_phase() if known is None else known)
+    state = StreamRead(
+        [], int(epoch or 0), fleet.read_phase() if known is None else known, [str(i) for i in settled]
+    )
     if not result:
         return state
     ((_, raw),) = result
@@ -204,16 +227,6 @@ def settle_call(
         done_json=json.dumps(list(entry_ids)),
         trim_to=trim_to or "",
     ).call()
-
-
-def acknowledge(
-    fleet: Fleet, entry_ids: list[str], *, written: Sequence[Entry] = (), trim_to: str | None = None
-) -> list[str]:
-    """``settle_call`` in a round trip of its own; the window ids of the written entries."""
-    if not entry_ids:
-        return []
-    (ids,) = fleet.run(settle_call(fleet, entry_ids, written=written, trim_to=trim_to))
-    return [str(i) for i in ids]
 
 
 def window(fleet: Fleet) -> list[Entry]:

@@ -7,7 +7,7 @@ from producer_tasks.records import BatchRecord, MetadataRecord, Phase, ProviderS
 from producer_tasks.settings import load_settings
 from producer_tasks.state import bloom, control, stream
 from producer_tasks.state.fleet import Fleet
-from producer_tasks.state.scripts import Deliver
+from producer_tasks.state.scripts import Deliver, ScriptCall
 from tests.conftest import open_fleet, start_topic
 
 
@@ -58,14 +58,26 @@ def test_read_entries_stay_pending_until_acknowledged_then_are_deleted(redis_url
     assert stream.read_with_state(fleet, "bridge-a", pending=False, block_ms=10) == stream.StreamRead(
         [], epoch, Phase.RUNNING
     )
-    kept = stream.acknowledge(fleet, [e.id for e in fresh[:2]], written=fresh[:2])
-    assert [e.id for e in stream.read(fleet, "bridge-a", pending=True)] == ids[2:]
+    # the next read settles what the bridge handled first: a pending read no longer brings it,
+    # also when the server has not loaded the script yet (a new or restarted server)
+    fleet.redis.script_flush()
+    settle = stream.settle_call(fleet, [e.id for e in fresh[:2]], written=fresh[:2])
+    read = stream.read_with_state(fleet, "bridge-a", pending=True, settle=settle)
+    assert [e.id for e in read.entries] == ids[2:]
     assert fleet.backlog() == 1  # acknowledged entries are deleted
+    kept = read.settled
     assert [e.id for e in stream.window(fleet)] == kept  # written: moved to the resend window
-    # the window is trimmed in the acknowledgement's transaction (XTRIM MINID keeps ids >= it)
-    (last,) = stream.acknowledge(fleet, [fresh[2].id], written=fresh[2:], trim_to=kept[1])
+    # the window is trimmed in the settle script (XTRIM MINID keeps ids >= it)
+    (last,) = settle_alone(
+        fleet, stream.settle_call(fleet, [fresh[2].id], written=fresh[2:], trim_to=kept[1])
+    )
     assert [e.id for e in stream.window(fleet)] == [kept[1], last]
     assert [e.batch for e in stream.window(fleet)] == [e.batch for e in fresh[1:]]
+
+
+def settle_alone(fleet: Fleet, call: ScriptCall) -> list[str]:
+    (ids,) = fleet.run(call)
+    return [str(i) for i in ids]
 
 
 def test_settling_copies_what_is_left_and_skips_an_entry_deleted_meanwhile(redis_url: str) -> None:
@@ -74,7 +86,7 @@ def test_settling_copies_what_is_left_and_skips_an_entry_deleted_meanwhile(redis
     ids = [stream.append(fleet, batch(epoch, f"Cheese {i}")) for i in range(3)]
     fresh = stream.read(fleet, "bridge-a", pending=False, block_ms=10)
     fleet.redis.xdel(fleet.keys.batches, ids[1])  # e.g. trimmed by hand while in flight
-    kept = stream.acknowledge(fleet, [e.id for e in fresh], written=fresh)
+    kept = settle_alone(fleet, stream.settle_call(fleet, [e.id for e in fresh], written=fresh))
     assert kept[1] == "" and all(kept[::2])
     window = stream.window(fleet)
     assert [e.id for e in window] == [kept[0], kept[2]]
