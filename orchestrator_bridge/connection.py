@@ -65,7 +65,7 @@ class Connection:
         self.phase_event = asyncio.Event()  # set by each stream read
         # statuses are decided one at a time: the status loop's and the answers to frames
         self.deciding = asyncio.Lock()
-        self.answered_at = 0.0  # when the last answer began reading the phase
+        self.answered_at = 0.0  # when the handling of the last control frame began
 
     async def send(self, *messages: ProducerMessage) -> None:
         """Write frames and wait until the socket has taken them."""
@@ -116,40 +116,46 @@ class Connection:
         bridge = self.bridge
         while True:
             payload = await read_frame(self.reader, max_frame_bytes=bridge.settings.max_frame_bytes)
-            try:
-                message = codec.decode(payload)
-            except ProtocolError as exc:
-                bridge.counters.bad_frames += 1
-                bridge.counters.last_error = f"malformed frame: {exc}"
-                log.error("malformed frame from the orchestrator (%d bytes): %s", len(payload), exc)
-                await self.answer(ErrorStatus(f"malformed frame: {exc}"))
-                continue
-            log.info("orchestrator: %s", type(message).__name__)
-            try:
-                reason = await bridge.handle(message)
-            except ProducerError as exc:  # Redis unavailable: nothing was applied
-                reason = f"not applied: {exc}"
-            if reason is not None:
-                bridge.counters.rejected_configurations += 1
-                log.warning("rejected %s: %s", type(message).__name__, reason)
-                await self.answer(ErrorStatus(reason))
-            else:
-                await self.answer(None)
+            # a frame is handled and answered before the status loop reports again, and what
+            # it read before is dropped: no status reflects a frame half applied, or older
+            async with self.deciding:
+                self.answered_at = time.monotonic()
+                await self.handle(payload)
+
+    async def handle(self, payload: bytes) -> None:
+        bridge = self.bridge
+        try:
+            message = codec.decode(payload)
+        except ProtocolError as exc:
+            bridge.counters.bad_frames += 1
+            bridge.counters.last_error = f"malformed frame: {exc}"
+            log.error("malformed frame from the orchestrator (%d bytes): %s", len(payload), exc)
+            await self.answer(ErrorStatus(f"malformed frame: {exc}"))
+            return
+        log.info("orchestrator: %s", type(message).__name__)
+        try:
+            reason = await bridge.handle(message)
+        except ProducerError as exc:  # Redis unavailable: nothing was applied
+            reason = f"not applied: {exc}"
+        if reason is not None:
+            bridge.counters.rejected_configurations += 1
+            log.warning("rejected %s: %s", type(message).__name__, reason)
+            await self.answer(ErrorStatus(reason))
+        else:
+            await self.answer(None)
 
     async def answer(self, error: ErrorStatus | None) -> None:
         """The status that answers a control frame: the error, or (None) the phase's. When
         Redis cannot say (health, phase) the answer is skipped: the status loop reports
         once it can, and the connection stays up."""
         bridge = self.bridge
-        async with self.deciding:
-            self.answered_at = time.monotonic()
-            try:
-                status = await bridge.phase_status() if error is None else error
-                message = await bridge.in_thread(bridge.status_message, status)
-            except ProducerError as exc:
-                log.warning("no status sent in answer: %s", exc)
-                return
-            await self.send_status(message)
+        try:
+            status = await bridge.phase_status() if error is None else error
+            message = await bridge.in_thread(bridge.status_message, status)
+        except ProducerError as exc:
+            log.warning("no status sent in answer: %s", exc)
+            return
+        await self.send_status(message)
 
     async def next_phase(self) -> tuple[Phase, float]:
         """The phase as the forward loop's next stream read sees it (read in the same round
@@ -173,7 +179,7 @@ class Connection:
                 phase, read_at = await self.next_phase()
                 async with self.deciding:
                     if read_at < self.answered_at:
-                        continue  # read before an answer's own reading: it may be older
+                        continue  # read before a control frame was handled: it may be older
                     status = await bridge.phase_status(phase)  # health only when sent
                     if await bridge.restore_if_lost(status):
                         continue

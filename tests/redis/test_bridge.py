@@ -36,7 +36,7 @@ from orchestrator_bridge.errors import ConnectionClosedError
 from orchestrator_bridge.protocol.framing import frame
 from producer_tasks.bloomhash import BloomFilter
 from producer_tasks.records import BatchRecord, BloomCounts, MetadataRecord, Phase, ProviderStatus
-from producer_tasks.settings import load_settings
+from producer_tasks.settings import Settings, load_settings
 from producer_tasks.state import bloom, control, outcomes, stream
 from producer_tasks.state.fleet import Fleet
 from tests.conftest import RecordingDispatcher, open_fleet
@@ -439,16 +439,39 @@ async def test_tls_to_the_orchestrator(redis_url: str, tmp_path: Path) -> None:
     await server.wait_closed()
 
 
+@dataclass
+class OwnRedis:
+    """A redis-server of the test's own on a fixed port (to stop and start it again) and an
+    orchestrator socket: what a bridge needs for an outage."""
+
+    port: int
+    server: EmbeddedRedis
+    orchestrator: FakeOrchestrator
+    settings: Settings
+    fleet: Fleet
+
+    @classmethod
+    async def start(cls) -> OwnRedis:
+        port = free_port()
+        server = EmbeddedRedis(unix_socket=False, port=port).start()
+        orchestrator = FakeOrchestrator()
+        orchestrator_port = await orchestrator.start()
+        settings = load_settings(
+            {"REDIS_URL": server.url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{orchestrator_port}"}
+        )
+        return cls(port, server, orchestrator, settings, open_fleet(settings))
+
+
 async def test_a_redis_outage_is_survived(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    port = free_port()
-    redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
-    orchestrator = FakeOrchestrator()
-    orchestrator_port = await orchestrator.start()
-    settings = load_settings(
-        {"REDIS_URL": redis_server.url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{orchestrator_port}"}
+    own = await OwnRedis.start()
+    port, redis_server, orchestrator, settings, fleet = (
+        own.port,
+        own.server,
+        own.orchestrator,
+        own.settings,
+        own.fleet,
     )
-    fleet = open_fleet(settings)
     fleet.heartbeat("w1@test", ["mock"])
     bridge = Bridge(settings, fleet, RecordingDispatcher())
     task = asyncio.create_task(bridge.run())
@@ -484,14 +507,14 @@ async def test_a_control_frame_while_redis_is_down_leaves_the_connection_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    port = free_port()
-    redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
-    orchestrator = FakeOrchestrator()
-    orchestrator_port = await orchestrator.start()
-    settings = load_settings(
-        {"REDIS_URL": redis_server.url, "ORCHESTRATOR_ADDR": f"127.0.0.1:{orchestrator_port}"}
+    own = await OwnRedis.start()
+    port, redis_server, orchestrator, settings, fleet = (
+        own.port,
+        own.server,
+        own.orchestrator,
+        own.settings,
+        own.fleet,
     )
-    fleet = open_fleet(settings)
     serving = asyncio.Event()
 
     async def on_connected() -> None:
