@@ -465,25 +465,19 @@ class OwnRedis:
 async def test_a_redis_outage_is_survived(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     own = await OwnRedis.start()
-    port, redis_server, orchestrator, settings, fleet = (
-        own.port,
-        own.server,
-        own.orchestrator,
-        own.settings,
-        own.fleet,
-    )
+    fleet = own.fleet
     fleet.heartbeat("w1@test", ["mock"])
-    bridge = Bridge(settings, fleet, RecordingDispatcher())
+    bridge = Bridge(own.settings, fleet, RecordingDispatcher())
     task = asyncio.create_task(bridge.run())
     try:
-        reader, writer = await orchestrator.connection()
+        reader, writer = await own.orchestrator.connection()
         send(writer, frame(encode(START)))
         await status_matching(reader, ProducerState.RUNNING)
-        redis_server.stop()  # the blip: Redis is gone (and, without persistence, forgets everything)
+        own.server.stop()  # the blip: Redis is gone (and, without persistence, forgets everything)
         await asyncio.sleep(3)
         assert not task.done()  # the bridge is still alive and connected
         assert any("batch stream" in r.getMessage() for r in caplog.records)
-        redis_server = EmbeddedRedis(unix_socket=False, port=port).start()  # back, but empty
+        own.server = EmbeddedRedis(unix_socket=False, port=own.port).start()  # back, but empty
         fleet.heartbeat("w1@test", ["mock"])
         # nothing is re-sent and nothing recreated by hand: the bridge re-applies its last
         # StartTopic and recreates the consumer group itself
@@ -499,8 +493,8 @@ async def test_a_redis_outage_is_survived(caplog: pytest.LogCaptureFixture) -> N
     finally:
         bridge.stopping.set()
         await asyncio.wait_for(task, timeout=10)
-        await orchestrator.close()
-        redis_server.stop()
+        await own.orchestrator.close()
+        own.server.stop()
 
 
 async def test_a_control_frame_while_redis_is_down_leaves_the_connection_up(
@@ -508,31 +502,25 @@ async def test_a_control_frame_while_redis_is_down_leaves_the_connection_up(
 ) -> None:
     caplog.set_level(logging.WARNING)
     own = await OwnRedis.start()
-    port, redis_server, orchestrator, settings, fleet = (
-        own.port,
-        own.server,
-        own.orchestrator,
-        own.settings,
-        own.fleet,
-    )
+    fleet = own.fleet
     serving = asyncio.Event()
 
     async def on_connected() -> None:
         serving.set()
 
-    bridge = Bridge(settings, fleet, RecordingDispatcher(), on_connected=on_connected)
+    bridge = Bridge(own.settings, fleet, RecordingDispatcher(), on_connected=on_connected)
     task = asyncio.create_task(bridge.run())
     try:
-        reader, writer = await orchestrator.connection()
+        reader, writer = await own.orchestrator.connection()
         await status_matching(reader, ProducerState.IDLE)
         await asyncio.wait_for(serving.wait(), timeout=10)  # greeted: the loops run
-        redis_server.stop()
+        own.server.stop()
         send(writer, frame(encode(START)))  # not applied, and no status can be built to say so
         deadline = time.monotonic() + 10
         while not any("no status sent in answer" in r.getMessage() for r in caplog.records):
             assert time.monotonic() < deadline, "the frame was not answered"
             await asyncio.sleep(0.1)
-        redis_server = EmbeddedRedis(unix_socket=False, port=port).start()
+        own.server = EmbeddedRedis(unix_socket=False, port=own.port).start()
         fleet.heartbeat("w1@test", ["mock"])
         send(writer, frame(encode(START)))  # the same connection takes it once Redis is back
         await status_matching(reader, ProducerState.RUNNING)
@@ -540,8 +528,8 @@ async def test_a_control_frame_while_redis_is_down_leaves_the_connection_up(
     finally:
         bridge.stopping.set()
         await asyncio.wait_for(task, timeout=10)
-        await orchestrator.close()
-        redis_server.stop()
+        await own.orchestrator.close()
+        own.server.stop()
 
 
 async def test_a_bridge_started_before_redis_serves_once_redis_is_up(
