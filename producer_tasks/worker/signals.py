@@ -16,6 +16,7 @@ from producer_tasks.generation.providers import sdk
 from producer_tasks.settings import Settings
 from producer_tasks.worker.current import get_runtime, incarnation, set_runtime
 from producer_tasks.worker.heartbeat import Heartbeat
+from producer_tasks.worker.transport import SETTLED
 
 log = logging.getLogger(__name__)
 _heartbeats: list[Heartbeat] = []
@@ -75,3 +76,4 @@ def _stop_heartbeat(**_: Any) -> None:
 @signals.worker_process_init.connect
 def _fresh_runtime_after_fork(**_: Any) -> None:
     set_runtime(None)
+    SETTLED.kept = False  # a pool child: its parent acknowledges, the tags would only pile up

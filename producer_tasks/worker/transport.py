@@ -53,16 +53,19 @@ from producer_tasks.worker.messages import REGISTERED
 class SettledTags:
     """Delivery tags whose unacked entry a cycle already removed in its own round trip
     (``CeleryDispatcher.acknowledgement``): the broker's acknowledgement of them is only
-    kombu's bookkeeping in memory. Bounded: under a pool whose acknowledgements are sent by
-    another process (prefork) nothing here is ever taken, and the oldest are forgotten
-    (their acknowledgement then removes the entry again: harmless)."""
+    kombu's bookkeeping in memory. A prefork pool's children keep none (``kept``): their
+    parent sends the acknowledgements, which then remove the entry again (harmless).
+    Bounded all the same: the oldest are forgotten, with the same effect."""
 
     def __init__(self, limit: int = 65_536) -> None:
         self.limit = limit
+        self.kept = True  # False in a prefork pool's child: its parent acknowledges
         self._tags: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, tag: str) -> None:
+        if not self.kept:
+            return
         with self._lock:
             self._tags[tag] = None
             if len(self._tags) > self.limit:
