@@ -136,13 +136,19 @@ class Fleet:
     def _pipelined(self, calls: Sequence[ScriptCall | CommandCall], *, load: bool) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         for call in calls:
-            if isinstance(call, CommandCall):
-                pipe.execute_command(*call.args)
-            elif load:  # registered with the pipeline: loaded first if missing
-                self.scripts[call.name](keys=call.keys, args=call.args, client=pipe)
-            else:
-                pipe.evalsha(self.scripts[call.name].sha, len(call.keys), *call.keys, *call.args)
+            self.queue(pipe, call, load=load)
         return list(pipe.execute(raise_on_error=False))
+
+    def queue(self, pipe: Any, call: ScriptCall | CommandCall, *, load: bool = False) -> None:
+        """Add ``call`` to a pipeline: a script by EVALSHA alone (its reply a ``NoScriptError``
+        when the server lost it; ``run`` then loads it), or registered (``load``: loaded first
+        if missing)."""
+        if isinstance(call, CommandCall):
+            pipe.execute_command(*call.args)
+        elif load:
+            self.scripts[call.name](keys=call.keys, args=call.args, client=pipe)
+        else:
+            pipe.evalsha(self.scripts[call.name].sha, len(call.keys), *call.keys, *call.args)
 
     # --- reads ------------------------------------------------------------------------
     @translated("read state")

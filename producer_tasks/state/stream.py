@@ -166,7 +166,7 @@ def read_with_state(
     with redis_errors("read stream"):
         pipe = fleet.redis.pipeline(transaction=False)
         if settle is not None:
-            pipe.evalsha(fleet.scripts[settle.name].sha, len(settle.keys), *settle.keys, *settle.args)
+            fleet.queue(pipe, settle)
         pipe.xreadgroup(
             STREAM_GROUP,
             consumer,
@@ -178,12 +178,10 @@ def read_with_state(
         pipe.hstrlen(fleet.keys.state, "data")
         replies = pipe.execute(raise_on_error=False)
         settled = replies.pop(0) if settle is not None else []
-        if isinstance(settled, NoScriptError):  # not loaded yet (a new server, a restart)
+        unloaded = isinstance(settled, NoScriptError)  # not loaded yet (a new server, a restart)
+        if unloaded:
             assert settle is not None
             (settled,) = fleet.run(settle)  # loads it
-            if pending:  # read again: this read may have brought what is settled now
-                again = read_with_state(fleet, consumer, pending=True, count=count)
-                return replace(again, settled=[str(i) for i in settled])
         result, state_fields, data_length = replies
         for reply in (settled, result, state_fields, data_length):
             if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
@@ -197,6 +195,8 @@ def read_with_state(
     state = StreamRead(
         [], int(epoch or 0), fleet.read_phase() if known is None else known, [str(i) for i in settled]
     )
+    if unloaded and pending:  # this read came before the settle: it may bring what is settled now
+        return replace(read_with_state(fleet, consumer, pending=True, count=count), settled=state.settled)
     if not result:
         return state
     ((_, raw),) = result
