@@ -183,24 +183,31 @@ def read_with_state(
             assert settle is not None
             (settled,) = fleet.run(settle)  # loads it
         result, state_fields, data_length = replies
-        for reply in (settled, result, state_fields, data_length):
-            if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
-                log.warning("the batch stream's consumer group was gone (Redis lost its data?): recreated")
-                ensure_group(fleet)
-                return StreamRead([], 0, fleet.read_phase())
+        gone = any(_no_group(reply) for reply in (settled, *replies))
+        if gone:
+            log.warning("the batch stream's consumer group was gone (Redis lost its data?): recreated")
+            ensure_group(fleet)
+        if isinstance(settled, Exception):
+            raise settled  # nothing was settled: the same call goes with a later read
+        window_ids = [str(i) for i in settled]
+        if gone:
+            return StreamRead([], 0, fleet.read_phase(), window_ids)  # what the settle did stands
+        for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
     epoch, phase = state_fields
     known = phase_of(phase, data_length)
-    state = StreamRead(
-        [], int(epoch or 0), fleet.read_phase() if known is None else known, [str(i) for i in settled]
-    )
+    state = StreamRead([], int(epoch or 0), fleet.read_phase() if known is None else known, window_ids)
     if unloaded and pending:  # this read came before the settle: it may bring what is settled now
         return replace(read_with_state(fleet, consumer, pending=True, count=count), settled=state.settled)
     if not result:
         return state
     ((_, raw),) = result
     return replace(state, entries=_entries(raw))
+
+
+def _no_group(reply: object) -> bool:
+    return isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply)
 
 
 def claim_orphans(fleet: Fleet, consumer: str, *, idle_ms: int, count: int = 100) -> list[Entry]:

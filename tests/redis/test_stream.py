@@ -7,6 +7,7 @@ from producer_tasks.records import BatchRecord, MetadataRecord, Phase, ProviderS
 from producer_tasks.settings import load_settings
 from producer_tasks.state import bloom, control, stream
 from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.keys import STREAM_GROUP
 from producer_tasks.state.scripts import Deliver, ScriptCall
 from tests.conftest import open_fleet, start_topic
 
@@ -92,6 +93,26 @@ def test_settling_copies_what_is_left_and_skips_an_entry_deleted_meanwhile(redis
     assert [e.id for e in window] == [kept[0], kept[2]]
     assert [e.batch.attributes for e in window if e.batch] == [["Cheese 0"], ["Cheese 2"]]
     assert stream.read(fleet, "bridge-a", pending=True) == [] and fleet.backlog() == 0
+
+
+def test_a_settle_sent_after_redis_lost_everything_still_answers_for_each_written_entry(
+    redis_url: str,
+) -> None:
+    """Redis restarted empty between a read and the settle of what it brought (no stream,
+    no group, no scripts): the read recreates the group and still says, for each written
+    entry, that it is gone (the bridge pairs them one to one)."""
+    fleet = fleet_for(redis_url)
+    epoch = fleet.read_state().epoch
+    for i in range(3):
+        stream.append(fleet, batch(epoch, f"Cheese {i}"))
+    fresh = stream.read(fleet, "bridge-a", pending=False, block_ms=10)
+    settle = stream.settle_call(fleet, [e.id for e in fresh], written=fresh)
+    for pending in (False, True):  # the forward loop's next read, and a reconnected bridge's first
+        fleet.redis.flushall()
+        fleet.redis.script_flush()
+        read = stream.read_with_state(fleet, "bridge-a", pending=pending, block_ms=10, settle=settle)
+        assert (read.entries, read.settled) == ([], ["", "", ""])
+        assert [g["name"] for g in fleet.redis.xinfo_groups(fleet.keys.batches)] == [STREAM_GROUP]
 
 
 def test_the_read_brings_the_phase_so_the_bridge_need_not_poll_it(redis_url: str) -> None:
