@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 import xxhash
 
+from producer_tasks.canonical import canonical
+
 _MASK64 = (1 << 64) - 1
 # Unicode White_Space, as Rust's char::is_whitespace (Python's str.split() would also
 # split on U+001C..U+001F, which Rust does not).
@@ -38,8 +40,39 @@ def hash_pair(text: str) -> tuple[int, int]:
 
 def bit_indices(text: str, num_bits: int, num_hashes: int) -> list[int]:
     """The ``num_hashes`` bit indices of an attribute in a filter of ``num_bits`` bits."""
-    h1, h2 = hash_pair(text)
+    return key_indices(normalize(text), num_bits, num_hashes)
+
+
+def key_indices(key: str, num_bits: int, num_hashes: int) -> list[int]:
+    """``bit_indices`` of a key that is normalised already (``normalize(text)``)."""
+    h = xxhash.xxh3_128_intdigest(key.encode(), seed=0)
+    h1, h2 = h & _MASK64, h >> 64
     return [((h1 + i * h2) & _MASK64) % num_bits for i in range(num_hashes)]
+
+
+def check_keys(candidates: list[str], *, near_duplicates: bool) -> tuple[list[str], list[int]]:
+    """The normalised keys a batch sets: each candidate's exact form, then (near-duplicate
+    check) its canonical form where that is another key; and how many keys each candidate
+    has (1 or 2).
+
+    Canonical forms share the exact forms' key space: a candidate whose canonical form is
+    an item's exact form (the orchestrator's filter holds exact forms) is a near-duplicate
+    of it, and a canonical form equal to the exact one (most names: "Cheddar") is one key,
+    set once. This merges nothing the canonical check would not merge anyway: the exact
+    form of A being the canonical form of B means A and B have one canonical form.
+    """
+    keys = [normalize(candidate) for candidate in candidates]
+    if not near_duplicates:
+        return keys, [1] * len(keys)
+    both: list[str] = []
+    counts: list[int] = []
+    for candidate, exact in zip(candidates, keys, strict=True):
+        folded = normalize(canonical(candidate))
+        both.append(exact)
+        if folded != exact:
+            both.append(folded)
+        counts.append(1 if folded == exact else 2)
+    return both, counts
 
 
 def optimal_parameters(capacity: int, error_rate: float) -> tuple[int, int]:

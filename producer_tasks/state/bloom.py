@@ -26,8 +26,7 @@ from typing import Any
 
 import redis
 
-from producer_tasks.bloomhash import bit_indices, optimal_parameters
-from producer_tasks.canonical import canonical
+from producer_tasks.bloomhash import bit_indices, check_keys, key_indices, optimal_parameters
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, StateError
 from producer_tasks.records import BloomCounts
@@ -102,8 +101,9 @@ def ensure_filter(fleet: Fleet, settings: Settings) -> FilterShape:
     shape = read_shape(fleet)
     if shape is not None:
         return shape
-    # the near-duplicate check adds a canonical form per item, and a new item passes only if
-    # neither form is a false positive: twice the items at half the rate keep the target
+    # the near-duplicate check adds at most one canonical form per item (none where it is the
+    # exact form), and a new item passes only if neither form is a false positive: sized for
+    # twice the items at half the rate, the target holds
     forms = 2 if settings.near_duplicates else 1
     num_bits, num_hashes = optimal_parameters(
         settings.bloom_capacity * forms, settings.bloom_error_rate / forms
@@ -208,20 +208,7 @@ def _command(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
 
 
-CANONICAL_DOMAIN = "\x1f"  # canonical forms hash apart from exact ones, in the same bitmap
-
-
-def _keys(candidates: list[str], near_duplicates: bool) -> list[str]:
-    """What each candidate sets: its exact form, then (near-duplicate check) its canonical one."""
-    if not near_duplicates:
-        return candidates
-    keys: list[str] = []
-    for candidate in candidates:
-        keys += (candidate, CANONICAL_DOMAIN + canonical(candidate))
-    return keys
-
-
-def _bitfield_command(key: str, candidates: list[str], shape: FilterShape) -> bytes:
+def _bitfield_command(key: str, normalized: list[str], shape: FilterShape) -> bytes:
     """``BITFIELD key SET u1 <offset> 1 …`` as RESP bytes.
 
     Built directly: with 140+ arguments per batch, redis-py's generic argument packing
@@ -229,8 +216,8 @@ def _bitfield_command(key: str, candidates: list[str], shape: FilterShape) -> by
     """
     ops: list[str] = []
     append = ops.append
-    for candidate in candidates:
-        for offset in bit_indices(candidate, shape.num_bits, shape.num_hashes):
+    for item in normalized:
+        for offset in key_indices(item, shape.num_bits, shape.num_hashes):
             digits = str(offset)
             append(f"$3\r\nSET\r\n$2\r\nu1\r\n${len(digits)}\r\n{digits}\r\n$1\r\n1\r\n")
     head = f"*{2 + 4 * len(ops)}\r\n$8\r\nBITFIELD\r\n"
@@ -281,7 +268,7 @@ def check_and_add(
     cycle's append counts them), they are applied here in a second round trip.
     """
     meta = fleet.keys.bloom_meta
-    near = settings.near_duplicates
+    keys, forms = check_keys(candidates, near_duplicates=settings.near_duplicates)
     retried = False
     for _ in range(5):
         shape = _shapes.get(meta) or ensure_filter(fleet, settings)
@@ -295,7 +282,7 @@ def check_and_add(
                 journal.call_id.encode(),
                 journal.entry.encode(),
             )
-        payload += _bitfield_command(key, _keys(candidates, near), shape) + _command(
+        payload += _bitfield_command(key, keys, shape) + _command(
             b"HMGET", meta.encode(), b"generation", b"loaded_ms", b"total_candidates", b"filtered_candidates"
         )
         if journal is not None:
@@ -327,11 +314,12 @@ def check_and_add(
         # in one batch sees the first one's bits
         k = shape.num_hashes
         seen = [all(old_bits[i * k : (i + 1) * k]) for i in range(len(old_bits) // k)]
-        if near:
-            new = [not (seen[2 * i] or seen[2 * i + 1]) for i in range(len(candidates))]
-        else:
-            new = [not s for s in seen]
-        passed = [c for c, is_new in zip(candidates, new, strict=True) if is_new]
+        passed = []
+        first = 0  # the candidate's first key among ``keys``
+        for candidate, count in zip(candidates, forms, strict=True):
+            if not any(seen[first : first + count]):
+                passed.append(candidate)
+            first += count
         filtered = len(candidates) - len(passed)
         result = FilterResult(
             passed,

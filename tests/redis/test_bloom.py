@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator_bridge.convert import filter_from_wire, filter_to_load, filter_to_wire
 from orchestrator_bridge.protocol import BloomFilterWire, DecodeError
-from producer_tasks.bloomhash import BloomFilter, normalize, optimal_parameters
+from producer_tasks.bloomhash import BloomFilter, bit_indices, normalize, optimal_parameters
 from producer_tasks.settings import Settings, load_settings
 from producer_tasks.state import bloom
 from producer_tasks.state.fleet import Fleet
@@ -252,3 +252,30 @@ def test_near_duplicates_reach_the_orchestrator_once_in_the_first_form_seen(redi
     assert bloom.check_and_add(fleet, settings, LOOKALIKES).passed == [
         name for name in LOOKALIKES if name not in ("Gouda", "Brie de Meaux", "Gouda Reserve")
     ]  # look-alike names: no false merge (those three were delivered above)
+
+
+def test_canonical_forms_share_the_exact_forms_keys(redis_url: str) -> None:
+    """A name whose canonical form is its exact form sets its bits once; a variant of an item
+    the orchestrator's filter holds (exact forms only) is a near-duplicate of it when that
+    item's exact form is canonical already ("Cheddar", not "Comté")."""
+    fleet, settings = make(redis_url)
+    fleet.redis.flushdb()
+    assert bloom.check_and_add(fleet, settings, ["Gouda", "Brie"]).passed == ["Gouda", "Brie"]
+    shape = bloom.read_shape(fleet)
+    assert shape is not None
+
+    def bits(*keys: str) -> set[int]:
+        return {i for key in keys for i in bit_indices(key, shape.num_bits, shape.num_hashes)}
+
+    # "gouda" is both forms of "Gouda"; "Brie" has two ("brie", and "bry" canonically)
+    assert int(fleet.redis.bitcount(bloom.bits_key(fleet, shape.generation))) == len(
+        bits("gouda", "brie", "bry")
+    )
+    assert bloom.contains(fleet, ["Bry", "Bries"]) == [True, False]  # one key space, exact probes
+    assert bloom.check_and_add(fleet, settings, ["Bries", "Goudas"]).passed == []
+
+    orchestrator = BloomFilter.with_capacity(1_000, 0.001)
+    orchestrator.update(["Cheddar", "Roquefort", "Comté"])
+    bloom.load(fleet, filter_to_load(filter_to_wire(orchestrator)))
+    batch = ["Cheddars", "The Roquefort AOP", "Comte", "Gouda"]
+    assert bloom.check_and_add(fleet, settings, batch).passed == ["Comte", "Gouda"]
