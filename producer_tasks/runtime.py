@@ -13,6 +13,7 @@ from producer_tasks.generation.providers import Clients
 from producer_tasks.lanes import Dispatcher, Lanes
 from producer_tasks.settings import Settings
 from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.outcomes import HistorySampler
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Runtime:
     fleet: Fleet
     clients: Clients
     lanes: Lanes
+    history: HistorySampler  # which successful attempts this process records
 
     @classmethod
     def create(
@@ -37,6 +39,7 @@ class Runtime:
             fleet=fleet,
             clients=Clients(settings),
             lanes=Lanes(fleet, dispatcher, settings, rng=rng),
+            history=HistorySampler(settings.history_sample_s),
         )
 
     @property

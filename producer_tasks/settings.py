@@ -191,11 +191,10 @@ class Settings(BaseSettings):
     bloom_capacity: int = Field(1_000_000, ge=1, description="Items the producer's own filter is sized for")
     bloom_error_rate: float = Field(0.01, gt=0, lt=1, description="Target false-positive rate of that filter")
     selection: Literal["static", "adaptive", "adaptive-cost"] = Field(
-        "static",
-        description="`adaptive` scales weights by recent novelty and success; `adaptive-cost` by "
-        "novelty per dollar",
+        "static", description="`adaptive`: weights by recent novelty and success; `adaptive-cost` per dollar"
     )
     history_size: int = Field(100, ge=1, le=100_000, description="Generation attempts kept in Redis")
+    history_sample_s: float = Field(1.0, ge=0, le=3600, description="Seconds between sampled successes")
     max_response_chars: int = Field(
         100_000, ge=100, description="Longest model answer that is parsed (the rest is ignored)"
     )

@@ -313,7 +313,9 @@ def _persist(
             unique=len(batch.attributes),
             attempt=outcomes.make_attempt(
                 provider=provider, prompt=prompt, response=response, candidates=batch.attributes, success=True
-            ),
+            )
+            if rt.history.due(provider)
+            else None,
             call_id=token,
         )
     ]

@@ -6,6 +6,8 @@ those of ``producer_tasks.health`` and tests check that both agree.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -100,3 +102,24 @@ def make_attempt(
         success=success,
         error=error[:300],
     )
+
+
+class HistorySampler:
+    """Which successful attempts of this process enter the history: at most one per
+    ``every_s`` and provider (a busy fleet would otherwise overwrite the whole bounded
+    history every second, paying Redis for each entry); failures always do."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def due(self, provider: str) -> bool:
+        if self.every_s <= 0:
+            return True
+        now = time.monotonic()
+        with self.lock:
+            if now - self.last.get(provider, -self.every_s) < self.every_s:
+                return False
+            self.last[provider] = now
+            return True

@@ -44,7 +44,7 @@ def test_continuous_loop_delivers_and_dispatches_the_next_cycle(mock_rt: Any) ->
     assert (stats.total_requests, stats.successful_requests) == (6, 6)
     assert stats.unique_contributions == sum(len(b.attributes) for b in delivered)
     history = rt.fleet.read_history()
-    assert len(history) == 6 and history[0]["success"] is True
+    assert len(history) == 1 and history[0]["success"] is True  # successes: one a second and provider
     # a second reconcile finds every lane accounted for
     assert rt.lanes.reconcile().dispatched == []
 
@@ -78,6 +78,21 @@ def test_three_failures_make_a_provider_unhealthy_and_a_health_check_restores_it
     assert run_next(rec) == Outcome.DELIVERED
     stats = rt.fleet.read_stats("openai")
     assert (stats.total_requests, stats.failed_requests, stats.successful_requests) == (4, 3, 1)
+    # every failure entered the history, and the success (the first within its second)
+    assert [a["success"] for a in rt.fleet.read_history()] == [True, False, False, False]
+
+
+def test_with_history_sampling_off_every_attempt_enters_the_history(
+    redis_url: str, installed_runtime: Any
+) -> None:
+    rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", PRODUCER_HISTORY_SAMPLE_S="0")
+    installed_runtime(rt)
+    serve(rt, "mock")
+    start(rt)
+    rt.lanes.reconcile()
+    for _ in range(4):
+        assert run_next(rec) == Outcome.DELIVERED
+    assert [a["success"] for a in rt.fleet.read_history()] == [True] * 4
 
 
 def test_outcome_script_follows_the_pure_health_rules(mock_rt: Any) -> None:

@@ -12,8 +12,7 @@ local state_key, lanes_key, queue_key, unacked_key, unacked_index_key = unpack(K
 local lane, expected, token, provider, epoch, now_ms, failures, message = unpack(ARGV)
 --!include _release_lane.lua
 failures = tonumber(failures)
-local phase = redis.call('HGET', state_key, 'phase')
-local current_epoch = redis.call('HGET', state_key, 'epoch')
+local phase, current_epoch = unpack(redis.call('HMGET', state_key, 'phase', 'epoch'))
 local raw = redis.call('HGET', lanes_key, lane)
 local current = raw and cjson.decode(raw) or nil
 local current_token = current and current.token or ''

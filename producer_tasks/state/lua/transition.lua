@@ -18,8 +18,7 @@ if not raw then return -1 end
 local record = cjson.decode(raw)
 if record.token ~= token then return -1 end
 if status == 'running' or status == 'waiting' then
-  local phase = redis.call('HGET', state_key, 'phase')
-  local current_epoch = redis.call('HGET', state_key, 'epoch')
+  local phase, current_epoch = unpack(redis.call('HMGET', state_key, 'phase', 'epoch'))
   if phase ~= 'running' or (epoch ~= '' and current_epoch ~= epoch) then
     release_lane(state_key, lanes_key, lane, now_ms)
     return 0
