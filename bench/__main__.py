@@ -6,7 +6,7 @@ import importlib
 import json
 import sys
 
-ALL = ("codec", "fleet", "scale", "bridge", "bloom", "adaptive", "startup", "neardup", "novelty")
+ALL = ("codec", "fleet", "scale", "rediscost", "bridge", "bloom", "adaptive", "startup", "neardup", "novelty")
 
 
 def main(argv: list[str]) -> int:
