@@ -34,7 +34,11 @@ def normalize(text: str) -> str:
 
 def hash_pair(text: str) -> tuple[int, int]:
     """``(h1, h2)``: the low and high 64 bits of xxh3_128 of the normalised key."""
-    h = xxhash.xxh3_128_intdigest(normalize(text).encode(), seed=0)
+    return _key_pair(normalize(text))
+
+
+def _key_pair(key: str) -> tuple[int, int]:
+    h = xxhash.xxh3_128_intdigest(key.encode(), seed=0)
     return h & _MASK64, h >> 64
 
 
@@ -45,8 +49,7 @@ def bit_indices(text: str, num_bits: int, num_hashes: int) -> list[int]:
 
 def key_indices(key: str, num_bits: int, num_hashes: int) -> list[int]:
     """``bit_indices`` of a key that is normalised already (``normalize(text)``)."""
-    h = xxhash.xxh3_128_intdigest(key.encode(), seed=0)
-    h1, h2 = h & _MASK64, h >> 64
+    h1, h2 = _key_pair(key)
     return [((h1 + i * h2) & _MASK64) % num_bits for i in range(num_hashes)]
 
 
@@ -68,9 +71,7 @@ def check_keys(candidates: list[str], *, near_duplicates: bool) -> tuple[list[st
     counts: list[int] = []
     for candidate, exact in zip(candidates, keys, strict=True):
         folded = normalize(canonical(candidate))
-        both.append(exact)
-        if folded != exact:
-            both.append(folded)
+        both += (exact,) if folded == exact else (exact, folded)
         counts.append(1 if folded == exact else 2)
     return both, counts
 

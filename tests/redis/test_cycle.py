@@ -22,7 +22,7 @@ from producer_tasks.worker.tasks import cycle, health_check
 from tests.conftest import RecordingDispatcher, make_runtime, provider_env
 from tests.fakellm import FakeLLM
 from tests.netfault import FaultProxy
-from tests.redis.eager import batches, call_during_request, run_next, serve, start
+from tests.redis.eager import batches, begin, call_during_request, run_next, serve, start
 
 pytestmark = pytest.mark.usefixtures("eager")
 
@@ -87,9 +87,7 @@ def test_with_history_sampling_off_every_attempt_enters_the_history(
 ) -> None:
     rt, rec = make_runtime(redis_url, PRODUCER_CONCURRENCY="1", PRODUCER_HISTORY_SAMPLE_S="0")
     installed_runtime(rt)
-    serve(rt, "mock")
-    start(rt)
-    rt.lanes.reconcile()
+    begin(rt, "mock")
     for _ in range(4):
         assert run_next(rec) == Outcome.DELIVERED
     assert [a["success"] for a in rt.fleet.read_history()] == [True] * 4
