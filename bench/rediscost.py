@@ -27,6 +27,7 @@ from redis.connection import Connection
 
 import producer_tasks
 from bench.report import write_section
+from bench.scale import cpu_s
 from orchestrator_bridge.cli.embedded import EmbeddedRedis
 from producer_tasks.generation.cycle import run_cycle
 from producer_tasks.runtime import Runtime
@@ -101,11 +102,6 @@ class Cycles:
             assert outcome in ("delivered", "empty"), outcome
 
 
-def cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 def cycle_pass(server: EmbeddedRedis, process: psutil.Process) -> tuple[float, float]:
     """Server CPU µs and round trips per cycle."""
     cycles = Cycles(server)
@@ -155,7 +151,6 @@ def floor_pass(server: EmbeddedRedis, process: psutil.Process, trips: int) -> tu
 
 
 def run() -> dict[str, object]:
-    results: dict[str, Any] = {}
     with EmbeddedRedis(unix_socket=False) as server:
         assert server.process is not None
         process = psutil.Process(server.process.pid)
@@ -163,7 +158,6 @@ def run() -> dict[str, object]:
         trip_us, kernel = floor_pass(server, process, round(trips * CYCLES))
     with EmbeddedRedis(unix_socket=False) as server:
         split = split_pass(server)
-    results.update(cycle_us=cycle_us, trips=trips, trip_us=trip_us, kernel=kernel, split=split)
     rows = "\n".join(f"| {name} | {usec:.1f} | {n:.2f} |" for name, (usec, n) in list(split.items())[:14])
     write_section(
         "rediscost",
@@ -193,4 +187,4 @@ their own names too):
 {rows}
 """,
     )
-    return results
+    return {"cycle_us": cycle_us, "trips": trips, "trip_us": trip_us, "kernel": kernel, "split": split}

@@ -71,8 +71,9 @@ def check_keys(candidates: list[str], *, near_duplicates: bool) -> tuple[list[st
     counts: list[int] = []
     for candidate, exact in zip(candidates, keys, strict=True):
         folded = normalize(canonical(candidate))
-        both += (exact,) if folded == exact else (exact, folded)
-        counts.append(1 if folded == exact else 2)
+        own = (exact,) if folded == exact else (exact, folded)
+        both += own
+        counts.append(len(own))
     return both, counts
 
 
