@@ -265,13 +265,14 @@ def run(pools: tuple[str, ...] = POOLS, points: tuple[tuple[int, int], ...] = PO
     for in_flight, latency_ms in points:
         port = free_port()
         fake = start_fake(port, latency_ms=latency_ms, vocabulary=VOCABULARY)
-        try:
+        try:  # each fleet row between two runs of the loop: the machine's speed drifts
             rows.append(baseline(port, in_flight, latency_ms))
             for pool in pools:
                 try:
                     rows.append(fleet_row(port, in_flight, latency_ms, pool, workdir))
                 except StalledError as exc:
                     rows.append(Row(f"fleet, `-P {pool}`", in_flight, latency_ms, 0.0, 0.0, stalled=str(exc)))
+                rows.append(baseline(port, in_flight, latency_ms))
         finally:
             fake.terminate()
             fake.wait(timeout=10)
@@ -279,33 +280,52 @@ def run(pools: tuple[str, ...] = POOLS, points: tuple[tuple[int, int], ...] = PO
     return {"rows": [row.__dict__ for row in rows]}
 
 
+def mean_row(rows: list[Row]) -> Row:
+    """The asyncio loop's runs at one point as one row: their mean rate and CPU."""
+    first = rows[0]
+    return Row(
+        first.name,
+        first.in_flight,
+        first.latency_ms,
+        sum(r.rate for r in rows) / len(rows),
+        sum(r.cpu_ms for r in rows) / len(rows),
+        peak_in_flight=max(r.peak_in_flight for r in rows),
+    )
+
+
 def report(rows: list[Row]) -> str:
+    """Each fleet row against the mean of the loop's runs just before and just after it."""
     table = []
     notes = []
-    base: Row | None = None
-    for row in rows:
+    for i, row in enumerate(rows):
         if row.name == "asyncio loop":
-            base = row
-        assert base is not None
-        ratio = row.rate / base.rate
-        cpu_ratio = row.cpu_ms / base.cpu_ms
+            if i == 0 or rows[i - 1].in_flight != row.in_flight:  # the point's first row
+                runs = [r for r in rows if r.name == row.name and r.in_flight == row.in_flight]
+                base = mean_row(runs)
+                spread = (
+                    f" ({len(runs)} runs: {min(r.rate for r in runs):.1f}–{max(r.rate for r in runs):.1f}/s,"
+                    f" {min(r.cpu_ms for r in runs):.1f}–{max(r.cpu_ms for r in runs):.1f} ms)"
+                )
+                table.append(
+                    f"| {row.name}{spread} | {row.in_flight} | {row.latency_ms / 1000:g} s "
+                    f"| {base.peak_in_flight} | {base.rate:.1f} | 1.00 | {base.cpu_ms:.1f} (1.00×) | | | | |"
+                )
+            continue
         if row.stalled:
             table.append(
                 f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | stalled: {row.stalled} | | | | | | | |"
             )
             notes.append(f"- {row.name}, {row.in_flight} in flight: stalled: {row.stalled}")
             continue
-        if row is base:
-            extra = "| | | | "
-        else:
-            extra = f"| {row.bridge_ms:.2f} | {row.redis_ms:.2f} | {row.rss_mib:.0f} MiB | {row.failed_acks} "
-            notes.append(
-                f"- {row.name}, {row.in_flight} in flight: {row.commands}; a connection pool was"
-                f" exhausted {row.pool_exhausted} times"
-            )
+        base = mean_row([r for r in (rows[i - 1], rows[i + 1]) if r.name == "asyncio loop"])
+        notes.append(
+            f"- {row.name}, {row.in_flight} in flight: {row.commands}; a connection pool was"
+            f" exhausted {row.pool_exhausted} times"
+        )
         table.append(
             f"| {row.name} | {row.in_flight} | {row.latency_ms / 1000:g} s | {row.peak_in_flight} "
-            f"| {row.rate:.1f} | {ratio:.2f} | {row.cpu_ms:.1f} ({cpu_ratio:.2f}×) {extra}|"
+            f"| {row.rate:.1f} | {row.rate / base.rate:.2f} | {row.cpu_ms:.1f} ({row.cpu_ms / base.cpu_ms:.2f}×) "
+            f"| {row.bridge_ms:.2f} | {row.redis_ms:.2f} | {row.rss_mib:.0f} MiB | {row.failed_acks} |"
         )
     lines = "\n".join(table)
     commands = "\n".join(notes)

@@ -31,6 +31,7 @@ from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, StateError
 from producer_tasks.records import BloomCounts
 from producer_tasks.settings import Settings
+from producer_tasks.state import roundtrip
 from producer_tasks.state.client import redis_errors
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.scripts import CommandCall
@@ -225,17 +226,12 @@ def _bitfield_command(key: str, normalized: list[str], shape: FilterShape) -> by
 
 
 def _raw(fleet: Fleet, payload: bytes, replies: int) -> list[Any]:
-    """Send pre-built commands on one pooled connection and read their replies."""
-    pool = fleet.redis.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_packed_command([payload])
-        return [connection.read_response() for _ in range(replies)]
-    except redis.RedisError:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
+    """Send pre-built commands in one round trip; their replies (an error reply raised)."""
+    read = roundtrip.send(fleet.redis, payload, replies)
+    for reply in read:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return read
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from producer_tasks.records import (
     TopicState,
 )
 from producer_tasks.settings import PROVIDERS, Settings
-from producer_tasks.state import scripts
+from producer_tasks.state import roundtrip, scripts
 from producer_tasks.state.client import connect, redis_errors, translated
 from producer_tasks.state.decode import Spend, parse_health, parse_spend, parse_state, parse_stats, phase_of
 from producer_tasks.state.keys import Keys
@@ -36,8 +37,11 @@ from producer_tasks.state.scripts import CommandCall, QueuedMessage, ScriptCall
 
 
 def new_token() -> str:
-    """A lane's dispatch token (the cycle message's task id): never repeats."""
-    return uuid.uuid4().hex
+    """A lane's dispatch token (the cycle message's task id): never repeats. A version-4 UUID
+    from ``random`` (seeded from the OS, and again in a forked child): ``uuid4`` reads
+    ``os.urandom``, a system call that lets go of the GIL, once per cycle; a token must be
+    unique, not secret."""
+    return uuid.UUID(int=random.getrandbits(128), version=4).hex
 
 
 @dataclass(frozen=True)
@@ -134,10 +138,17 @@ class Fleet:
             return results
 
     def _pipelined(self, calls: Sequence[ScriptCall | CommandCall], *, load: bool) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for call in calls:
-            self.queue(pipe, call, load=load)
-        return list(pipe.execute(raise_on_error=False))
+        if load:  # rare: redis-py's registered scripts load what the server is missing
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                self.queue(pipe, call, load=True)
+            return list(pipe.execute(raise_on_error=False))
+        return roundtrip.execute(self.redis, [self._command(call) for call in calls])
+
+    def _command(self, call: ScriptCall | CommandCall) -> roundtrip.Command:
+        if isinstance(call, CommandCall):
+            return call.args
+        return ("EVALSHA", self.scripts[call.name].sha, len(call.keys), *call.keys, *call.args)
 
     def queue(self, pipe: Any, call: ScriptCall | CommandCall, *, load: bool = False) -> None:
         """Add ``call`` to a pipeline: a script by EVALSHA alone (its reply a ``NoScriptError``
