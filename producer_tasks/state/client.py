@@ -70,7 +70,7 @@ def connect(settings: Settings) -> redis.Redis:
         retry_on_timeout=True,
         **options,
     )
-    return redis.Redis.from_pool(with_kernel_timeouts(pool))
+    return redis.Redis.from_pool(state_connections(pool))
 
 
 class _KernelTimeouts:
@@ -103,7 +103,31 @@ def _kernel_timeouts(connection_class: type) -> type:
     return type(connection_class.__name__, (_KernelTimeouts, connection_class), {})
 
 
+class _NoCheckoutPoll:
+    """A state-client connection the pool hands out without redis-py's readiness poll (one
+    more system call letting go of the GIL per round trip: 95-108 -> 66-93 µs of the
+    thread's CPU per trip while another thread runs Python). The poll finds a connection
+    with unread replies or one the server closed: every caller here reads all its replies or
+    disconnects (``state.roundtrip``, redis-py's commands), and a connection the server
+    closed fails its next trip, which the connection's retry sends again on a new one.
+    Only for the state client, which never subscribes (PubSub polls with ``can_read``)."""
+
+    def can_read(self, timeout: float = 0) -> bool:
+        return False if timeout == 0 else bool(super().can_read(timeout))  # type: ignore[misc]
+
+
+@functools.cache
+def _state_connection(connection_class: type) -> type:
+    return type(connection_class.__name__, (_NoCheckoutPoll, _kernel_timeouts(connection_class)), {})
+
+
 PoolT = TypeVar("PoolT", bound=redis.ConnectionPool)
+
+
+def state_connections(pool: PoolT) -> PoolT:
+    """The state client's ``pool``: kernel timeouts, no readiness poll at checkout."""
+    pool.connection_class = _state_connection(pool.connection_class)
+    return pool
 
 
 def with_kernel_timeouts(pool: PoolT) -> PoolT:
@@ -167,7 +191,7 @@ def _sentinel_master(settings: Settings) -> redis.Redis:
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         retry_on_timeout=True,
     )
-    with_kernel_timeouts(master.connection_pool)
+    state_connections(master.connection_pool)
     return master
 
 
