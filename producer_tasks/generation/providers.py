@@ -11,7 +11,6 @@ worker serving ``mock`` never loads them, one serving ``openai`` never loads Ant
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import json
 import logging
@@ -68,25 +67,6 @@ class GenerationRequest:
     batch_size: int
 
 
-_HTTP_CLIENT_CLASSES: dict[str, type] = {}
-
-
-def _owned_http_client(module: ModuleType, tls: Any) -> Any:
-    """The SDK's default HTTP client with a shared TLS context, closed when dropped (as the
-    SDK closes the client it makes itself; one passed in is the caller's to close)."""
-    cls = _HTTP_CLIENT_CLASSES.get(module.__name__)
-    if cls is None:
-
-        class Owned(module.DefaultHttpxClient):  # type: ignore[misc,name-defined]
-            def __del__(self) -> None:
-                if not self.is_closed:
-                    with contextlib.suppress(Exception):
-                        self.close()
-
-        cls = _HTTP_CLIENT_CLASSES[module.__name__] = Owned
-    return cls(verify=tls)
-
-
 class Clients:
     """The SDK clients of one process, per named provider: each call borrows an idle one (or a
     new one when all are busy) and gives it back, so a process holds as many as it has calls
@@ -124,6 +104,8 @@ class Clients:
                     self._idle.setdefault(spec.name, []).append(client)
 
     def _make(self, spec: ProviderSpec) -> Any:
+        from producer_tasks.generation import httpstream  # imports httpcore, as the SDKs do
+
         if not spec.configured:
             raise ProviderNotConfiguredError(f"{spec.name}: {spec.api_key_env} is not set")
         module = sdk(spec.kind)
@@ -134,7 +116,7 @@ class Clients:
             base_url=spec.base_url,
             max_retries=0,
             timeout=spec.timeout_s or self.settings.request_timeout_s,
-            http_client=_owned_http_client(module, self._tls_context()),
+            http_client=httpstream.sdk_http_client(module, self._tls_context()),
         )
         with self._lock:
             self._every.append(client)

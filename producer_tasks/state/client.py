@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import socket
-import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -15,6 +14,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from producer_tasks.errors import StateError
 from producer_tasks.settings import Settings
+from producer_tasks.sockets import is_native, use_kernel_timeouts
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,25 +74,18 @@ def connect(settings: Settings) -> redis.Redis:
 
 
 class _KernelTimeouts:
-    """A connection whose socket blocks, its timeouts kept by the kernel (``SO_RCVTIMEO``,
-    ``SO_SNDTIMEO``) rather than by Python: a socket with a Python timeout polls before
-    every send and receive, and each of those system calls lets go of the GIL; in a worker
-    with hundreds of threads every such hand-off costs CPU (a round trip 80 µs of the
-    thread's CPU instead of 45 while another thread runs Python; docs/benchmarks.md). A
-    timeout then fails the call as a connection error (retried as one) instead of a
-    ``TimeoutError``. Under gevent (its sockets wait in its hub) nothing changes."""
+    """A connection whose socket blocks, its timeouts kept by the kernel (``sockets``): a
+    round trip 80 µs of the thread's CPU instead of 45 while another thread runs Python
+    (docs/benchmarks.md). A timeout then fails the call as a connection error (retried as
+    one) instead of a ``TimeoutError``. Under gevent (its sockets wait in its hub) nothing
+    changes."""
 
     socket_timeout: float | None
 
     def _connect(self) -> socket.socket:
         sock: socket.socket = super()._connect()  # type: ignore[misc]
-        native = type(sock).__module__ == "socket"
-        if self.socket_timeout and native:
-            whole = int(self.socket_timeout)
-            timeval = struct.pack("ll", whole, int((self.socket_timeout - whole) * 1_000_000))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-            sock.settimeout(None)
+        if self.socket_timeout and is_native(sock):
+            use_kernel_timeouts(sock, self.socket_timeout)
         return sock
 
 
