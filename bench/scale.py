@@ -33,7 +33,7 @@ POOLS = ("threads", "gevent")
 VOCABULARY = 10_000_000  # nothing repeats: every cycle's batch reaches the orchestrator
 BATCH = 10
 PROFILE_DIR = Path(os.environ["BENCH_PROFILE"]) if os.environ.get("BENCH_PROFILE") else None
-PROFILE_NOTE = "`py-spy record --gil`, `-P threads`, 256 in flight, 2 s; `BENCH_PROFILE=DIR` records it again"
+PROFILE_NOTE = "`py-spy record --gil`, `-P threads`, 256 in flight, 2 s, 45 s, 2026-12-03; `BENCH_PROFILE=DIR` records it again"
 
 
 @dataclass
@@ -354,14 +354,14 @@ Where a worker's CPU goes ({PROFILE_NOTE}):
 
 | share of the worker's CPU | what |
 | ---: | --- |
-| 32.5 % | the call through the OpenAI SDK client (`post`: request building, httpx; the answer's JSON read by us): the asyncio loop pays more for the same call (`create`'s transformation and models) |
-| 13 % | the bloom check (the exact and the canonical form of each candidate hashed, one `BITFIELD`; since 2026-12-02 one key where both forms are the same) |
-| 12.7 % | Celery receiving the message and running the task: kombu's BRPOP loop (re-arming BRPOP 3.8 %, reading 2.2 %), the tracer 3.3 %; no unacked bookkeeping (it was 5.6 %) |
-| 0.1 % | the late ack (kombu's bookkeeping in memory: the entry went with the delivery round trip; it was 4 %) |
-| 13.4 % | the fleet view and the lane's claim (one round trip) |
-| 10.3 % | the delivery pipeline (outcome, stream append, novelty record, the next token and its message, this message's unacked entry) |
-| 9.5 % | the rest of the cycle (prompt and facet, parsing the answer, planning the next cycle) |
-| 8.7 % | heartbeat thread, garbage collection, thread hand-offs |
+| 39 % | the call through the OpenAI SDK client (`post`: request building, httpx, the socket; the answer's JSON read by us). `--gil` puts the wait to take the GIL back after each receive on the receiving line (18 %): the asyncio loop pays more for the same call (`create`'s transformation and models) |
+| 13 % | the bloom check (the exact and the canonical form of each candidate hashed, one `BITFIELD`; one key where both forms are the same) |
+| 13.5 % | Celery's consumer loop: kombu's BRPOP (waiting in `epoll` 8 %, re-arming BRPOP 3.5 %, reading 1.2 %) |
+| 8 % | the thread pool and Celery's tracer around each task (the late ack is kombu's bookkeeping in memory: its entry goes with the delivery round trip) |
+| 7.4 % | the delivery pipeline (outcome, stream append, novelty record, the next token and its message, this message's unacked entry) |
+| 6.3 % | the fleet view and the lane's claim (one round trip) |
+| 3 % | the rest of the cycle (prompt and facet, parsing the answer, planning the next cycle) |
+| 9 % | heartbeat thread, garbage collection, frames py-spy could not name |
 
 Found and removed on the way (each measured with the same profile): one `httpx` pool
 shared by 256 threads (it scans and polls every connection on each request and response,
@@ -395,6 +395,33 @@ acknowledgement) plus Celery's BRPOP. The bridge reads the topic's epoch and pha
 the entries (it polled the phase 4 times a second), and what it wrote is acknowledged, and
 copied to the resend window inside Redis, by one script in its next read's round trip.
 
+What was left, 2026-12-03, was mostly system calls: a cycle made ~20 that let go of the GIL
+(`perf trace` of a worker: per cycle ~85 `futex`, 7.3 `poll`, 5.5 `sendto`, 5.2 `recvfrom`,
+6 `getpid`), and among 256 threads each such hand-off costs more CPU than the call itself (a
+Redis round trip: 45 µs of the calling thread's CPU alone, 95–108 µs while another thread
+runs Python). Removed: the `poll` Python makes before every send and receive of a socket
+with a timeout (the state client's and kombu's Redis sockets, and the SDK's plain-HTTP
+connections, now block with the kernel keeping the timeouts, `SO_RCVTIMEO`/`SO_SNDTIMEO`;
+TLS and gevent's sockets keep Python's), the HTTP request's head and body sent in two
+writes (one now), redis-py's readiness poll when the state client's pool hands out a
+connection (95–108 → 66–93 µs per round trip under contention), redis-py's pipeline
+machinery for a cycle's pipelined round trips (one packed write, replies read with hiredis:
+`Fleet.run` 251 → 185 µs single-threaded), and an `os.urandom` call for every token (now
+the process's seeded generator). Same-run A/B of the HTTP stream, six alternating pairs:
+worker 2.4–4.6 → 2.3–3.7 ms per cycle, 1.48 → 1.35× the asyncio loop on average, voluntary
+context switches 3.2–4.0 → 2.5–3.0 per cycle. The Redis changes, alternating pairs against
+the commit before them: the raw round trip and tokens 3.38/3.51/3.44 → 2.96/2.92/3.13 ms
+(ratio 1.55–1.78 → 1.43–1.57×), kombu's sockets 3.55/3.69 → 3.26/2.80 ms, the checkout poll
+2.88/3.07/3.35 → 3.14/2.58/3.16 ms (within the noise; kept for the micro-benchmark). Where
+the floor is: the cycle's own machinery in one
+thread without contention costs 0.83–0.89 ms (the view 140–170 µs, the bloom check ~200,
+the delivery ~150), the SDK's `post` over HTTP 1.1–1.2 ms (1.0 for plain httpx), and Celery
+itself (a task that sleeps, same pool and concurrency) 0.57–0.73 ms per task: the rest is
+the GIL's hand-offs between 256 threads. Tried and dropped: a gevent pool as the default
+(table above: slower per cycle at 256 in flight), httpcore's backend with kernel timeouts
+alone measured single-threaded (no difference: 1.297 against 1.307 ms per request; under
+contention, with one write per request, it is what the A/B above measured).
+
 Redis's share, 2026-12-02 (same-run A/B at 256 / 2 s, alternating runs: 1.12 and 1.31 ms per
 cycle before, 0.98 and 1.04 after): the bloom check's canonical forms share the exact forms'
 key space, so a name whose canonical form is its exact form (89 % of this benchmark's names)
@@ -403,7 +430,9 @@ history at most once a second per process and provider (`PRODUCER_HISTORY_SAMPLE
 rate the bounded history was overwritten every second, and each entry was ~40 µs of script
 time). Tried and reverted: the outcome's statistics read with one `HMGET` and written with one
 `HSET` instead of a dozen `HINCRBY`s (the Lua tables and number formatting cost more than the
-calls saved: script time +4 %). Why it stays above the goal of 0.5 ms: the rediscost section
+calls saved: script time +4 %). Where it stands (2026-12-03): at or just under the goal of
+0.5 ms per cycle (the table above; 0.34–0.57 over eight A/B runs, above 0.5 in the machine's
+slower minutes). The rediscost section
 takes a cycle apart: its 4 round trips cost the server ~27 µs each before any command runs
 (three quarters in the kernel), every command a script calls costs 2–4 µs of Lua's argument
 and reply conversion over the command's own work, and what is left is spread over five
