@@ -95,9 +95,7 @@ class Stream(httpcore2.NetworkStream):
     def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore2.NetworkStream:
-        if self._sock is not None:  # the handshake (and TLS after it) keeps Python's timeouts
-            self._sock.settimeout(timeout)
-            self._sock = None
+        self._sock = None  # TLS keeps Python's timeouts: the inner stream's start_tls sets them
         return Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:

@@ -89,13 +89,6 @@ class _KernelTimeouts:
         return sock
 
 
-@functools.cache
-def _kernel_timeouts(connection_class: type) -> type:
-    if issubclass(connection_class, (redis.SSLConnection, _KernelTimeouts)):
-        return connection_class  # TLS keeps Python's timeouts (a TLS read may take several reads)
-    return type(connection_class.__name__, (_KernelTimeouts, connection_class), {})
-
-
 class _NoCheckoutPoll:
     """A state-client connection the pool hands out without redis-py's readiness poll (one
     more system call letting go of the GIL per round trip: 95-108 -> 66-93 µs of the
@@ -110,23 +103,30 @@ class _NoCheckoutPoll:
 
 
 @functools.cache
-def _state_connection(connection_class: type) -> type:
-    return type(connection_class.__name__, (_NoCheckoutPoll, _kernel_timeouts(connection_class)), {})
+def _connection_class(base: type, *mixins: type) -> type:
+    """``base`` with those of ``mixins`` it lacks; TLS keeps Python's timeouts (a TLS read
+    may take several reads)."""
+    tls = issubclass(base, redis.SSLConnection)
+    lacking = tuple(m for m in mixins if not issubclass(base, m) and not (tls and m is _KernelTimeouts))
+    return type(base.__name__, (*lacking, base), {}) if lacking else base
 
 
 PoolT = TypeVar("PoolT", bound=redis.ConnectionPool)
 
 
+def _with_mixins(pool: PoolT, *mixins: type) -> PoolT:
+    pool.connection_class = _connection_class(pool.connection_class, *mixins)
+    return pool
+
+
 def state_connections(pool: PoolT) -> PoolT:
     """The state client's ``pool``: kernel timeouts, no readiness poll at checkout."""
-    pool.connection_class = _state_connection(pool.connection_class)
-    return pool
+    return _with_mixins(pool, _NoCheckoutPoll, _KernelTimeouts)
 
 
 def with_kernel_timeouts(pool: PoolT) -> PoolT:
     """``pool`` making its connections with kernel timeouts (see ``_KernelTimeouts``)."""
-    pool.connection_class = _kernel_timeouts(pool.connection_class)
-    return pool
+    return _with_mixins(pool, _KernelTimeouts)
 
 
 def waiting_pool(params: dict[str, Any]) -> redis.ConnectionPool:
