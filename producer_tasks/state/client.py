@@ -160,9 +160,12 @@ def waiting_sentinel_pool(pool: SentinelConnectionPool) -> WaitingSentinelPool:
 
 def _sentinel_master(settings: Settings) -> redis.Redis:
     parts = urlsplit(settings.redis_url)
-    timeouts = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
+    timeouts: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    }
     sentinel_password = settings.redis_sentinel_password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8
         settings.sentinels,
         sentinel_kwargs={
             **timeouts,
@@ -170,7 +173,7 @@ def _sentinel_master(settings: Settings) -> redis.Redis:
         },
         **timeouts,
     )
-    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
         settings.redis_sentinel_master,
         redis_class=redis.Redis,
         connection_pool_class=WaitingSentinelPool,
