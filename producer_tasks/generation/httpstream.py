@@ -5,13 +5,15 @@ lets go of the GIL costs a hand-off between them (a futex wake and wait, a conte
 more CPU than the call itself on a busy worker). httpcore's stream makes five or six of
 them per request: a write for the request's head, another for its body, and before each
 write and each read a ``poll`` (that is how Python keeps a socket's timeout). This stream,
-installed in each SDK client's connection pool, holds the writes until the request's first
-read and sends them in one, and on a plain TCP socket (not TLS, whose reads Python has to
-drive, nor gevent's sockets, which wait in its hub) it blocks with the kernel keeping the
-timeouts (``SO_RCVTIMEO``, ``SO_SNDTIMEO``) instead of polling. Timeouts and errors stay
-httpcore's own: a read that times out is a ``ReadTimeout``; a failed write is passed over
-for the read, as httpcore does (the server may have answered before it closed), so the SDK
-reports each as it always did.
+made by the network backend of each SDK client's connection pool (``Transport``), holds
+the writes until the request's first read and sends them in one, and on a plain TCP socket
+(not TLS, whose reads Python has to drive, nor gevent's sockets, which wait in its hub) it
+blocks with the kernel keeping the timeouts (``SO_RCVTIMEO``, ``SO_SNDTIMEO``) instead of
+polling. Everything goes through public seams: httpcore's ``ConnectionPool(network_backend=)``
+inside an httpx ``BaseTransport``, given to the SDK as ``DefaultHttpxClient(transport=)``.
+Timeouts and errors stay httpcore's own: a read that times out is a ``ReadTimeout``; a
+failed write is passed over for the read, as httpcore does (the server may have answered
+before it closed), so the SDK reports each as it always did.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
 import httpcore2
+import httpx2
 
 from producer_tasks.sockets import is_native, kernel_timeval
 
 FLUSH_BYTES = 64 * 1024  # a request body larger than this goes out as it is written
+# as the SDKs' own default clients have them (their DEFAULT_CONNECTION_LIMITS)
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 _HTTP_CLIENT_CLASSES: dict[str, type] = {}
 
 
@@ -112,33 +118,106 @@ class Backend(httpcore2.SyncBackend):
         return Stream(super().connect_unix_socket(*args, **kwargs))
 
 
-def install(client: Any) -> bool:
-    """``Backend`` in the connection pool of an SDK's httpx ``client``; False where the
-    client's transport is not httpx's own (a proxy or a transport of the caller's keep
-    theirs)."""
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    if isinstance(pool, httpcore2.ConnectionPool) and type(getattr(pool, "_network_backend", None)) is (
-        httpcore2.SyncBackend
-    ):
-        pool._network_backend = Backend()
-        return True
-    return False
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    """httpcore's exceptions as httpx's of the same name, the most specific first (as httpx's
+    own transport maps them; the SDKs catch httpx's)."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = _httpx_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
 
 
-def sdk_http_client(module: ModuleType, tls: Any) -> Any:
-    """The SDK ``module``'s default HTTP client with a shared TLS context and ``Backend``,
-    closed when dropped (as the SDK closes the client it makes itself; one passed in is the
-    caller's to close)."""
+def _httpx_error(exc: Exception) -> Exception:
+    for cls in type(exc).__mro__:
+        mapped = getattr(httpx2, cls.__name__, None) if cls.__module__.startswith("httpcore2") else None
+        if isinstance(mapped, type) and issubclass(mapped, httpx2.HTTPError):
+            return mapped(str(exc))
+    return exc
+
+
+class _ResponseStream(httpx2.SyncByteStream):
+    def __init__(self, stream: Iterable[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _as_httpx_errors():
+            yield from self._stream
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            with _as_httpx_errors():
+                close()
+
+
+class Transport(httpx2.BaseTransport):
+    """An httpx transport whose connection pool makes its connections through ``Backend``:
+    httpcore's ``ConnectionPool(network_backend=...)`` behind httpx's public transport
+    interface, handed to the SDKs as ``DefaultHttpxClient(transport=...)``. What it does is
+    what httpx's own ``HTTPTransport`` does for a direct connection (no proxy: a fleet that
+    needs one gives the provider's base URL)."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        limits: httpx2.Limits = LIMITS,
+        network_backend: httpcore2.NetworkBackend | None = None,
+    ) -> None:
+        self._pool = httpcore2.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=network_backend or Backend(),
+        )
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        assert isinstance(request.stream, httpx2.SyncByteStream)
+        core = httpcore2.Request(
+            method=request.method,
+            url=httpcore2.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx_errors():
+            response = self._pool.handle_request(core)
+        assert isinstance(response.stream, Iterable)
+        return httpx2.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def sdk_http_client(module: ModuleType, tls: ssl.SSLContext) -> Any:
+    """The SDK ``module``'s default HTTP client on our ``Transport`` with a shared TLS
+    context, closed when dropped (as the SDK closes the client it makes itself; one passed
+    in is the caller's to close)."""
     cls = _HTTP_CLIENT_CLASSES.get(module.__name__)
     if cls is None:
 
         class Owned(module.DefaultHttpxClient):  # type: ignore[misc,name-defined]
             def __del__(self) -> None:
-                if not self.is_closed:
-                    with contextlib.suppress(Exception):
+                # no module-level names here: at interpreter exit they may be gone already
+                try:
+                    if not self.is_closed:
                         self.close()
+                except Exception:
+                    pass
 
         cls = _HTTP_CLIENT_CLASSES[module.__name__] = Owned
-    client = cls(verify=tls)
-    install(client)
-    return client
+    return cls(transport=Transport(tls))

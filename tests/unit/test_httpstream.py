@@ -15,7 +15,6 @@ import httpcore2
 import httpx2
 import pytest
 import trustme
-from httpcore2._backends.sync import SyncStream
 
 from producer_tasks.errors import ProviderUnavailableError
 from producer_tasks.generation import httpstream, providers
@@ -35,8 +34,11 @@ BODIES = {
 
 @pytest.fixture
 def pair() -> Iterator[tuple[httpstream.Stream, socket.socket]]:
-    ours, peer = socket.socketpair()
-    stream = httpstream.Stream(SyncStream(ours))  # what httpcore's backend makes of a socket
+    """Our stream over a real TCP connection, made as the SDKs' pools make theirs, and its peer."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        stream = httpstream.Backend().connect_tcp("127.0.0.1", listener.getsockname()[1], timeout=5)
+        peer, _ = listener.accept()
+    assert isinstance(stream, httpstream.Stream)
     yield stream, peer
     stream.close()
     peer.close()
@@ -164,9 +166,8 @@ def test_tls_keeps_pythons_timeouts_and_sends_one_write() -> None:
     thread.start()
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
-    client = httpx2.Client(verify=client_context, timeout=3)
+    client = httpx2.Client(transport=httpstream.Transport(client_context), timeout=3)
     try:
-        assert httpstream.install(client)
         for n in range(2):  # the second on the kept-alive connection
             response = client.post(f"https://127.0.0.1:{server.server_port}/", content=b"body %d" % n)
             assert response.status_code == 200 and response.content == b"ok"
@@ -195,9 +196,46 @@ def test_only_plain_sockets_are_native() -> None:
             sock.close()
 
 
-def test_a_caller_supplied_transport_is_left_alone() -> None:
-    client = httpx2.Client(transport=httpx2.MockTransport(lambda request: httpx2.Response(200)))
-    try:
-        assert not httpstream.install(client)
-    finally:
-        client.close()
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (httpcore2.ConnectTimeout("t"), httpx2.ConnectTimeout),
+        (httpcore2.ReadTimeout("t"), httpx2.ReadTimeout),
+        (httpcore2.PoolTimeout("t"), httpx2.PoolTimeout),
+        (httpcore2.ConnectError("refused"), httpx2.ConnectError),
+        (httpcore2.ReadError("reset"), httpx2.ReadError),
+        (httpcore2.RemoteProtocolError("garbled"), httpx2.RemoteProtocolError),
+    ],
+)
+def test_httpcores_errors_reach_the_sdk_as_httpxs_own(failure: Exception, expected: type[Exception]) -> None:
+    """The SDKs tell timeouts from connection errors by httpx's classes: our transport maps
+    httpcore's as httpx's own transport does, the most specific class first."""
+
+    class Failing(httpcore2.SyncBackend):
+        def connect_tcp(self, *args: object, **kwargs: object) -> httpcore2.NetworkStream:
+            raise failure
+
+    transport = httpstream.Transport(ssl.create_default_context(), network_backend=Failing())
+    with httpx2.Client(transport=transport) as client, pytest.raises(expected) as raised:
+        client.get("http://127.0.0.1:9/")
+    assert type(raised.value) is expected and raised.value.__cause__ is failure
+
+
+def test_a_client_left_open_at_interpreter_exit_closes_without_a_traceback() -> None:
+    """A warm shutdown leaves the SDK clients to their finaliser, which may run after the
+    interpreter has emptied our module's globals (it printed one traceback a client:
+    ``'NoneType' object has no attribute 'suppress'``). Emptied here as teardown does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import openai, ssl\n"
+        "from producer_tasks.generation import httpstream\n"
+        "clients = [httpstream.sdk_http_client(openai, ssl.create_default_context()) for _ in range(4)]\n"
+        "for name in list(vars(httpstream)):\n"
+        "    if not name.startswith('__'): setattr(httpstream, name, None)\n"
+        "del clients\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
