@@ -149,7 +149,12 @@ def cpu_s(process: psutil.Process) -> float:
     return float(times.user + times.system + times.children_user + times.children_system)
 
 
-def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdir: Path) -> Row:
+def fleet_row(
+    fake_port: int, in_flight: int, latency_ms: int, pool: str, workdir: Path, *, tree: Path = ROOT
+) -> Row:
+    """The fleet's row; its worker and bridge run the code of ``tree`` (another checkout for
+    an A/B, ``BENCH_AB_BASE``), this process the rest."""
+    label = "" if tree == ROOT else f" ({tree.name})"
     base_url = f"http://127.0.0.1:{fake_port}/v1"
     warmup, measure = windows(latency_ms)
     with EmbeddedRedis(unix_socket=False) as redis:
@@ -172,10 +177,14 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
                 ("worker", worker_args(pool=pool, concurrency=in_flight)),
                 ("bridge", ["-m", "orchestrator_bridge"]),
             ):
-                log = (workdir / f"{name}-{pool}-{in_flight}.log").open("wb")
+                log = (workdir / f"{name}-{pool}-{in_flight}{label.strip(' ()')}.log").open("wb")
                 logs.append(log)
                 processes[name] = subprocess.Popen(
-                    [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                    [sys.executable, *args],
+                    cwd=tree,
+                    env={**env, "PYTHONPATH": str(tree)},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             worker = psutil.Process(processes["worker"].pid)
             bridge = psutil.Process(processes["bridge"].pid)
@@ -238,9 +247,9 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
                 log.close()
             orchestrator.close()
             fleet.close()
-    worker_log = (workdir / f"worker-{pool}-{in_flight}.log").read_text(errors="replace")
+    worker_log = (workdir / f"worker-{pool}-{in_flight}{label.strip(' ()')}.log").read_text(errors="replace")
     return Row(
-        f"fleet, `-P {pool}`",
+        f"fleet, `-P {pool}`{label}",
         in_flight,
         latency_ms,
         cycles / elapsed,
@@ -258,7 +267,31 @@ def fleet_row(fake_port: int, in_flight: int, latency_ms: int, pool: str, workdi
     )
 
 
+def ab(base: Path, rounds: int = 3) -> dict[str, object]:
+    """``BENCH_AB_BASE=DIR``: the threads fleet at 256 / 2 s, the code of checkout ``DIR``
+    and ours alternating, each between two runs of the asyncio loop (same run, same fake)."""
+    rows: list[Row] = []
+    workdir = Path(os.environ.get("BENCH_LOGS", "/tmp")) / f"bench-scale-ab-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    in_flight, latency_ms = POINTS[0]
+    port = free_port()
+    fake = start_fake(port, latency_ms=latency_ms, vocabulary=VOCABULARY)
+    try:
+        rows.append(baseline(port, in_flight, latency_ms))
+        for _ in range(rounds):
+            for tree in (base.resolve(), ROOT):
+                rows.append(fleet_row(port, in_flight, latency_ms, "threads", workdir, tree=tree))
+                rows.append(baseline(port, in_flight, latency_ms))
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    print(report(rows))
+    return {"rows": [row.__dict__ for row in rows]}
+
+
 def run(pools: tuple[str, ...] = POOLS, points: tuple[tuple[int, int], ...] = POINTS) -> dict[str, object]:
+    if os.environ.get("BENCH_AB_BASE"):
+        return ab(Path(os.environ["BENCH_AB_BASE"]))
     rows: list[Row] = []
     workdir = Path(os.environ.get("BENCH_LOGS", "/tmp")) / f"bench-scale-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -201,37 +201,53 @@ def load(fleet: Fleet, wire: LoadedFilter) -> FilterShape:
     return FilterShape(generation, wire.num_bits, wire.num_hashes)
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-def _command(*parts: bytes) -> bytes:
-    return b"*%d\r\n" % len(parts) + b"".join(_bulk(p) for p in parts)
-
-
-def _bitfield_command(key: str, normalized: list[str], shape: FilterShape) -> bytes:
-    """``BITFIELD key SET u1 <offset> 1 …`` as RESP bytes.
-
-    Built directly: with 140+ arguments per batch, redis-py's generic argument packing
-    costs more than everything else on the client side.
-    """
-    ops: list[str] = []
-    append = ops.append
+def _bitfield_command(key: str, normalized: list[str], shape: FilterShape) -> roundtrip.Command:
+    """``BITFIELD key SET u1 <offset> 1 …``: every key's bits set, each ``SET`` answering
+    the bit's old value (packed by hiredis, as every round trip's commands are)."""
+    command: list[str | int] = ["BITFIELD", key]
     for item in normalized:
         for offset in key_indices(item, shape.num_bits, shape.num_hashes):
-            digits = str(offset)
-            append(f"$3\r\nSET\r\n$2\r\nu1\r\n${len(digits)}\r\n{digits}\r\n$1\r\n1\r\n")
-    head = f"*{2 + 4 * len(ops)}\r\n$8\r\nBITFIELD\r\n"
-    return head.encode() + _bulk(key.encode()) + "".join(ops).encode()
+            command += ("SET", "u1", offset, 1)
+    return tuple(command)
 
 
-def _raw(fleet: Fleet, payload: bytes, replies: int) -> list[Any]:
-    """Send pre-built commands in one round trip; their replies (an error reply raised)."""
-    read = roundtrip.send(fleet.redis, payload, replies)
+def _check_commands(
+    fleet: Fleet, key: str, keys: list[str], shape: FilterShape, *, journal: Journal | None, retried: bool
+) -> list[roundtrip.Command]:
+    """The check's one round trip: the journal entry (a retry after a filter swap overwrites
+    its own), the bits, the filter's meta, the topic's epoch."""
+    meta = fleet.keys.bloom_meta
+    commands: list[roundtrip.Command] = []
+    if journal is not None:
+        commands.append(("HSET" if retried else "HSETNX", fleet.keys.journal, journal.call_id, journal.entry))
+    commands.append(_bitfield_command(key, keys, shape))
+    commands.append(("HMGET", meta, "generation", "loaded_ms", "total_candidates", "filtered_candidates"))
+    if journal is not None:
+        commands.append(("HGET", fleet.keys.state, "epoch"))
+    return commands
+
+
+def _raw(fleet: Fleet, commands: list[roundtrip.Command]) -> list[Any]:
+    """``commands`` in one round trip; their replies (an error reply raised)."""
+    read = roundtrip.execute(fleet.redis, commands)
     for reply in read:
         if isinstance(reply, redis.ResponseError):
             raise reply
     return read
+
+
+def _unseen(candidates: list[str], forms: list[int], old_bits: list[int], k: int) -> list[str]:
+    """The candidates new to the filter: some bit of its exact form was 0 and (near-duplicate
+    check) some bit of its canonical form too. BITFIELD runs its SETs in order, so the second
+    of two variants in one batch sees the first one's bits."""
+    seen = [all(old_bits[i * k : (i + 1) * k]) for i in range(len(old_bits) // k)]
+    passed = []
+    first = 0  # the candidate's first key among the check's keys
+    for candidate, count in zip(candidates, forms, strict=True):
+        if not any(seen[first : first + count]):
+            passed.append(candidate)
+        first += count
+    return passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,21 +286,8 @@ def check_and_add(
         shape = _shapes.get(meta) or ensure_filter(fleet, settings)
         _shapes.put(meta, shape)
         key = bits_key(fleet, shape.generation)
-        payload = b""
-        if journal is not None:  # a retry after a filter swap overwrites its own entry
-            payload += _command(
-                b"HSET" if retried else b"HSETNX",
-                fleet.keys.journal.encode(),
-                journal.call_id.encode(),
-                journal.entry.encode(),
-            )
-        payload += _bitfield_command(key, keys, shape) + _command(
-            b"HMGET", meta.encode(), b"generation", b"loaded_ms", b"total_candidates", b"filtered_candidates"
-        )
-        if journal is not None:
-            payload += _command(b"HGET", fleet.keys.state.encode(), b"epoch")
         with redis_errors("bloom check-and-add"):
-            replies = _raw(fleet, payload, 4 if journal is not None else 2)
+            replies = _raw(fleet, _check_commands(fleet, key, keys, shape, journal=journal, retried=retried))
             if journal is not None:
                 journalled, old_bits, (generation, loaded_ms, total, filtered_before), epoch = replies
             else:
@@ -305,17 +308,7 @@ def check_and_add(
             continue
         if not journalled and not retried:  # a lost reply: this call's bits may be set already
             return FilterResult(candidates, counts, checked=0, filtered=0)
-        # new = some bit of its exact form was 0 and (near-duplicate check) some bit of its
-        # canonical form too: BITFIELD runs its SETs in order, so the second of two variants
-        # in one batch sees the first one's bits
-        k = shape.num_hashes
-        seen = [all(old_bits[i * k : (i + 1) * k]) for i in range(len(old_bits) // k)]
-        passed = []
-        first = 0  # the candidate's first key among ``keys``
-        for candidate, count in zip(candidates, forms, strict=True):
-            if not any(seen[first : first + count]):
-                passed.append(candidate)
-            first += count
+        passed = _unseen(candidates, forms, old_bits, shape.num_hashes)
         filtered = len(candidates) - len(passed)
         result = FilterResult(
             passed,

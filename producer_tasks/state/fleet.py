@@ -225,10 +225,8 @@ class Fleet:
     @translated("read health")
     def read_healths(self, providers: list[str]) -> dict[str, HealthRecord]:
         """Several providers' health in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for provider in providers:
-            pipe.hgetall(self.keys.health(provider))
-        return {p: parse_health(raw) for p, raw in zip(providers, pipe.execute(), strict=True)}
+        raws = self.run(*(CommandCall(("HGETALL", self.keys.health(p))) for p in providers))
+        return {p: parse_health(raw) for p, raw in zip(providers, raws, strict=True)}
 
     @translated("read stats")
     def read_stats(self, provider: str) -> ProviderStats:
@@ -251,28 +249,21 @@ class Fleet:
     def heartbeat(self, worker: str, queues: list[str], *, slots: int = 0) -> None:
         """The worker is alive and consumes ``queues`` with ``slots`` cycles at once."""
         now = now_ms()
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.keys.workers, {worker: now})
-        if slots > 0:
-            pipe.hset(self.keys.worker_slots, worker, slots)
-        for queue in queues:
-            pipe.zadd(self.keys.queue_workers(queue), {worker: now})
         stale = now - 10 * self.lease_ms
-        pipe.zremrangebyscore(self.keys.workers, "-inf", stale)
-        for provider in self.providers:
-            pipe.zremrangebyscore(self.keys.queue_workers(provider), "-inf", stale)
-        pipe.execute()
+        commands: list[tuple[str | int, ...]] = [("ZADD", self.keys.workers, now, worker)]
+        commands += [("HSET", self.keys.worker_slots, worker, slots)] if slots > 0 else []
+        commands += [("ZADD", self.keys.queue_workers(queue), now, worker) for queue in queues]
+        commands += [("ZREMRANGEBYSCORE", self.keys.workers, "-inf", stale)]
+        commands += [("ZREMRANGEBYSCORE", self.keys.queue_workers(p), "-inf", stale) for p in self.providers]
+        self.run(*(CommandCall(command) for command in commands))
 
     @translated("unregister worker")
     def unregister(self, worker: str, *, queues_only: bool = False) -> None:
         """Forget the worker (or only that it serves its queues: it is draining)."""
-        pipe = self.redis.pipeline(transaction=False)
+        commands = [("ZREM", self.keys.queue_workers(provider), worker) for provider in self.providers]
         if not queues_only:
-            pipe.zrem(self.keys.workers, worker)
-            pipe.hdel(self.keys.worker_slots, worker)
-        for provider in self.providers:
-            pipe.zrem(self.keys.queue_workers(provider), worker)
-        pipe.execute()
+            commands += [("ZREM", self.keys.workers, worker), ("HDEL", self.keys.worker_slots, worker)]
+        self.run(*(CommandCall(command) for command in commands))
 
     @translated("read live workers")
     def live_workers(self) -> set[str]:
@@ -292,11 +283,13 @@ class Fleet:
     def serving_slots(self) -> dict[str, int]:
         """Per provider: the slots (pool concurrency) of live workers consuming its queue."""
         since = now_ms() - self.lease_ms
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.worker_slots)
-        for provider in self.providers:
-            pipe.zrangebyscore(self.keys.queue_workers(provider), since, "+inf")
-        slots, *members = pipe.execute()
+        slots, *members = self.run(
+            CommandCall(("HGETALL", self.keys.worker_slots)),
+            *(
+                CommandCall(("ZRANGEBYSCORE", self.keys.queue_workers(p), since, "+inf"))
+                for p in self.providers
+            ),
+        )
         return {
             p: sum(int(slots.get(w, 1)) for w in workers)  # a worker that did not say: one slot
             for p, workers in zip(self.providers, members, strict=True)
