@@ -20,21 +20,24 @@ from producer_tasks.state.keys import Keys
 _settings = get_settings()
 
 # kombu's Redis transport with repairs (worker/transport.py): a lost broker connection never
-# ends a worker, a busy pool waits, one client per pool, gevent polls any socket.
-broker_transport = (
-    "producer_tasks.worker.transport:SentinelTransport"
-    if _settings.sentinels and not _settings.celery_broker_url
-    else "producer_tasks.worker.transport:Transport"
+# ends a worker, a busy pool waits, one client per pool, gevent polls any socket. It is
+# registered under kombu's own Redis schemes (``TRANSPORT_ALIASES``, kombu's documented
+# mapping of aliases to transport classes), so the broker URL stays ``redis://``,
+# ``rediss://``, ``sentinel://`` or ``redis+socket://`` and every tool that reads the URL's
+# scheme (Flower's Broker tab and /api/queues/length, ``celery inspect|status|purge``) sees a
+# Redis broker. Only this process's aliases change: the processes that load this module.
+_TRANSPORT_ALIASES.update(
+    {
+        "redis": "producer_tasks.worker.transport:Transport",
+        "rediss": "producer_tasks.worker.transport:Transport",
+        "sentinel": "producer_tasks.worker.transport:SentinelTransport",
+    }
 )
-# A Unix socket (`producer run`'s embedded Redis): kombu and Celery do not read redis-py's
-# ``unix:///path?db=N``; they read ``redis+socket:///path?virtual_host=N``, whose prefix makes
-# kombu pick its own transport whatever ``broker_transport`` says, so the broker gets the
-# same URL under an alias of ours. (A ``redis+socket://`` URL given in CELERY_BROKER_URL
-# still means kombu's own transport. Credentials carry over in the ``user:password@`` part.)
-_SOCKET_ALIAS = "producer-redis"
 
 
 def _socket_url(url: str, transport: str) -> str:
+    """kombu and Celery do not read redis-py's ``unix:///path?db=N`` (``producer run``'s
+    embedded Redis); they read ``redis+socket:///path?virtual_host=N``."""
     parts = urlsplit(url)
     db = dict(parse_qsl(parts.query)).get("db", "0")
     return f"{transport}+socket://{parts.netloc}{parts.path}?virtual_host={db}"
@@ -42,8 +45,7 @@ def _socket_url(url: str, transport: str) -> str:
 
 broker_url = _settings.broker_url
 if broker_url.startswith("unix://"):
-    _TRANSPORT_ALIASES[_SOCKET_ALIAS] = broker_transport
-    broker_url = _socket_url(broker_url, _SOCKET_ALIAS)
+    broker_url = _socket_url(broker_url, "redis")
 result_backend = _settings.result_backend
 if result_backend.startswith("unix://"):
     result_backend = _socket_url(result_backend, "redis")

@@ -165,9 +165,8 @@ def test_a_gevent_consumer_receives_on_a_socket_numbered_above_1024(redis_url: s
 
 def test_a_unix_socket_broker_gets_our_transport() -> None:
     """`producer run`'s embedded Redis listens on a Unix socket (``REDIS_URL=unix://…``):
-    celeryconfig names it for Celery (``redis+socket://``, whose prefix would make kombu pick
-    its own transport whatever ``broker_transport`` says, under an alias of ours), and
-    messages go through our transport."""
+    celeryconfig names it for Celery as ``redis+socket://`` (kombu's scheme, which tools such
+    as Flower read), and messages go through our transport (registered under that scheme)."""
     code = textwrap.dedent(
         """
         import json
@@ -190,6 +189,6 @@ def test_a_unix_socket_broker_gets_our_transport() -> None:
         )
         assert result.returncode == 0, result.stderr[-3000:]
         broker, backend, module, payload = json.loads(result.stdout.strip().splitlines()[-1])
-    assert broker == f"producer-redis+socket://{server.socket_path}?virtual_host=0"
+    assert broker == f"redis+socket://{server.socket_path}?virtual_host=0"
     assert backend == f"redis+socket://{server.socket_path}?virtual_host=0"
     assert module == "producer_tasks.worker.transport" and payload == {"cycle": 3}
