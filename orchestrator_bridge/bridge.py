@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from orchestrator_bridge.connection import Connection
+from orchestrator_bridge.connection import BridgeCounters, Connection
 from orchestrator_bridge.convert import PHASE_STATUS, filter_to_load, health_to_wire
 from orchestrator_bridge.errors import DecodeError
 from orchestrator_bridge.metrics import serve_metrics
@@ -66,23 +66,6 @@ def detect_dead_peer(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     if hasattr(socket, "TCP_USER_TIMEOUT"):  # unacknowledged data: give up after this
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_S * 1000)
-
-
-@dataclass
-class BridgeCounters:
-    """What the bridge has done (exported as metrics and to ``producer status``)."""
-
-    connects: int = 0
-    frames_sent: int = 0
-    batches_forwarded: int = 0
-    attributes_forwarded: int = 0
-    stale_batches_dropped: int = 0
-    bad_frames: int = 0
-    rejected_configurations: int = 0
-    state_restores: int = 0
-    batches_resent: int = 0
-    last_error: str = ""
-    connected: bool = False
 
 
 class Bridge:

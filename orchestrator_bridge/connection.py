@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from orchestrator_bridge.convert import batch_message
 from orchestrator_bridge.errors import ConnectionClosedError, FrameTooLargeError, ProtocolError
@@ -31,7 +31,16 @@ from producer_tasks.state import stream
 from producer_tasks.state.scripts import ScriptCall
 
 if TYPE_CHECKING:
-    from orchestrator_bridge.bridge import Bridge
+    from collections.abc import Awaitable, Callable
+    from typing import ParamSpec, TypeVar
+
+    from orchestrator_bridge.protocol.messages import ProducerMessage, ProducerStatus
+    from orchestrator_bridge.resend import ResendWindow
+    from producer_tasks.settings import Settings
+    from producer_tasks.state.fleet import Fleet
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 PENDING_RESEND_IDLE_MS = 30_000
@@ -47,10 +56,48 @@ FLUSH_TIMEOUT_S = 5.0  # how long a Stopped status waits for the batches before 
 WRITE_STALL_S = 30.0
 
 
+@dataclass
+class BridgeCounters:
+    """What the bridge has done (exported as metrics and to ``producer status``)."""
+
+    connects: int = 0
+    frames_sent: int = 0
+    batches_forwarded: int = 0
+    attributes_forwarded: int = 0
+    stale_batches_dropped: int = 0
+    bad_frames: int = 0
+    rejected_configurations: int = 0
+    state_restores: int = 0
+    batches_resent: int = 0
+    last_error: str = ""
+    connected: bool = False
+
+
+class Host(Protocol):
+    """What a connection needs of the bridge that owns it (``bridge.Bridge``): this narrow
+    interface, so that the connection does not import the bridge."""
+
+    settings: Settings
+    fleet: Fleet
+    consumer: str
+    counters: BridgeCounters
+    window: ResendWindow
+    stopping: asyncio.Event
+    on_connected: Callable[[], Awaitable[None]] | None
+
+    async def in_thread(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def status_message(self, status: ProducerStatusType) -> ProducerStatus: ...
+    async def phase_status(self, phase: Phase | None = None) -> ProducerStatusType: ...
+    async def current_status(self) -> ProducerStatus: ...
+    async def publish_counters(self) -> None: ...
+    async def handle(self, message: ProducerMessage) -> str | None: ...
+    async def restore_if_lost(self, phase: ProducerStatusType) -> bool: ...
+
+
 class Connection:
     """The loops of one connection; any of them ending ends the connection."""
 
-    def __init__(self, bridge: Bridge, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, bridge: Host, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.bridge = bridge
         self.reader = reader
         self.writer = writer

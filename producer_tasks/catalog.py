@@ -11,18 +11,17 @@ variable is unset in this process is not configured here (a worker does not serv
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from producer_tasks.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from producer_tasks.settings import Settings
 
 Kind = Literal["openai", "anthropic", "mock"]
 KIND_ALIASES = {"openai-compatible": "openai"}
@@ -99,31 +98,46 @@ def _prices(model: str, entry_in: float | None, entry_out: float | None) -> tupl
     )
 
 
-def builtin_specs(settings: Settings) -> dict[str, ProviderSpec]:
-    """``openai``, ``anthropic`` and ``mock`` from the environment's settings."""
+@dataclass(frozen=True, slots=True)
+class Builtin:
+    """What the settings say of a built-in provider (``openai``, ``anthropic``): the catalog
+    takes these values; it never reads the settings or the environment itself."""
+
+    name: Literal["openai", "anthropic"]
+    model: str
+    api_key: SecretStr | None
+    base_url: str | None
+    rpm: int | None
+    tpm: int | None
+    price_input_per_mtok: float | None
+    price_output_per_mtok: float | None
+
+
+def builtins_from(setting: Callable[[str], Any]) -> list[Builtin]:
+    """The built-ins as the settings describe them: ``setting("openai_model")`` and so on."""
+    fields = [field.name for field in dataclasses.fields(Builtin) if field.name != "name"]
+    names: tuple[Literal["openai", "anthropic"], ...] = ("openai", "anthropic")
+    return [Builtin(name, *(setting(f"{name}_{field}") for field in fields)) for name in names]
+
+
+def builtin_specs(builtins: Sequence[Builtin], *, mock_rpm: int | None) -> dict[str, ProviderSpec]:
+    """``openai``, ``anthropic`` and ``mock`` from the settings' values."""
     specs: dict[str, ProviderSpec] = {}
-    for name, model, key, base_url in (
-        ("openai", settings.openai_model, settings.openai_api_key, settings.openai_base_url),
-        ("anthropic", settings.anthropic_model, settings.anthropic_api_key, settings.anthropic_base_url),
-    ):
-        price_in, price_out = _prices(
-            model,
-            getattr(settings, f"{name}_price_input_per_mtok"),
-            getattr(settings, f"{name}_price_output_per_mtok"),
+    for builtin in builtins:
+        prices = _prices(builtin.model, builtin.price_input_per_mtok, builtin.price_output_per_mtok)
+        specs[builtin.name] = ProviderSpec(
+            name=builtin.name,
+            kind=builtin.name,
+            model=builtin.model,
+            base_url=builtin.base_url,
+            api_key=builtin.api_key,
+            api_key_env=f"{builtin.name.upper()}_API_KEY",
+            rpm=builtin.rpm,
+            tpm=builtin.tpm,
+            price_input_per_mtok=prices[0],
+            price_output_per_mtok=prices[1],
         )
-        specs[name] = ProviderSpec(
-            name=name,
-            kind=name,  # type: ignore[arg-type]  # the two built-in kinds
-            model=model,
-            base_url=base_url,
-            api_key=key,
-            api_key_env=f"{name.upper()}_API_KEY",
-            rpm=getattr(settings, f"{name}_rpm"),
-            tpm=getattr(settings, f"{name}_tpm"),
-            price_input_per_mtok=price_in,
-            price_output_per_mtok=price_out,
-        )
-    specs["mock"] = ProviderSpec(name="mock", kind="mock", model="mock", rpm=settings.mock_rpm)
+    specs["mock"] = ProviderSpec(name="mock", kind="mock", model="mock", rpm=mock_rpm)
     return specs
 
 
@@ -174,11 +188,13 @@ def _entry_spec(path: str, name: str, raw: Any, environ: Mapping[str, str]) -> P
     )
 
 
-def load_catalog(settings: Settings, environ: Mapping[str, str]) -> dict[str, ProviderSpec]:
-    """Every named provider: the built-ins, then the file's entries (replacing a built-in
-    of the same name); errors name the file, the provider and the field."""
-    specs = builtin_specs(settings)
-    path = settings.providers_file
+def load_catalog(
+    builtins: Sequence[Builtin], *, mock_rpm: int | None, path: str | None, environ: Mapping[str, str]
+) -> dict[str, ProviderSpec]:
+    """Every named provider: the built-ins, then the entries of the providers file at
+    ``path`` (replacing a built-in of the same name; their keys from ``environ``); errors
+    name the file, the provider and the field."""
+    specs = builtin_specs(builtins, mock_rpm=mock_rpm)
     if not path:
         return specs
     try:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from producer_tasks.catalog import BUILTINS, ProviderSpec, load_catalog
+from producer_tasks.catalog import BUILTINS, ProviderSpec, builtins_from, load_catalog
 from producer_tasks.errors import ConfigurationError
 
 ENV_PREFIX = "PRODUCER_"
@@ -287,18 +287,15 @@ class Settings(BaseSettings):
     @property
     def sentinels(self) -> list[tuple[str, int]]:
         """The Sentinels' addresses (empty: REDIS_URL names the server itself)."""
-        if not self.redis_sentinels:
-            return []
-        return [parse_addr(part.strip()) for part in self.redis_sentinels.split(",") if part.strip()]
+        return [parse_addr(part.strip()) for part in (self.redis_sentinels or "").split(",") if part.strip()]
 
     @property
     def sentinel_url(self) -> str:
         """The Sentinels as Celery/kombu want them: ``sentinel://[:pw@]host:port/db;...``
         (password, user and db from REDIS_URL; the master name goes in transport options)."""
         parts = urlsplit(self.redis_url)
-        auth = ""
-        if parts.password is not None or parts.username:
-            auth = f"{parts.username or ''}:{parts.password or ''}@"
+        credentials = parts.password is not None or parts.username
+        auth = f"{parts.username or ''}:{parts.password or ''}@" if credentials else ""
         db = parts.path.strip("/") or "0"
         hosts = (f"[{h}]" if ":" in h else h for h, _ in self.sentinels)
         return ";".join(
@@ -317,8 +314,13 @@ class Settings(BaseSettings):
     def providers(self) -> dict[str, ProviderSpec]:
         """Every named provider of the fleet (``producer_tasks.catalog``), built-ins first."""
         if self._catalog is None:  # settings made without load_settings: keys from os.environ
-            self._catalog = load_catalog(self, os.environ)
+            self._catalog = self.read_catalog(os.environ)
         return self._catalog
+
+    def read_catalog(self, environ: Mapping[str, str]) -> dict[str, ProviderSpec]:
+        """The built-ins these settings describe, and the providers file's (keys from ``environ``)."""
+        builtins = builtins_from(lambda name: getattr(self, name))
+        return load_catalog(builtins, mock_rpm=self.mock_rpm, path=self.providers_file, environ=environ)
 
     @property
     def provider_names(self) -> tuple[str, ...]:
@@ -328,9 +330,8 @@ class Settings(BaseSettings):
         return self.providers[provider]
 
     def is_configured(self, provider: str) -> bool:
-        """A provider is configured when this process can call it (its key is set, or it needs none)."""
-        spec = self.providers.get(provider)
-        return spec is not None and spec.configured
+        """This process can call ``provider`` (its key is set, or it needs none)."""
+        return provider in self.providers and self.providers[provider].configured
 
     @property
     def configured_providers(self) -> tuple[str, ...]:
@@ -389,7 +390,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             field = str(error["loc"][0]) if error["loc"] else "?"
             problems.append(f"{reverse.get(field, field)}: {error['msg']}")
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
-    settings._catalog = load_catalog(settings, env)  # the providers file, read once here
+    settings._catalog = settings.read_catalog(env)  # the providers file, read once here
     return settings
 
 

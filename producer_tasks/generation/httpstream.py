@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import struct
 from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
@@ -29,23 +28,13 @@ from typing import Any
 import httpcore2
 import httpx2
 
+from producer_tasks.sockets import is_native, kernel_timeval
+
 FLUSH_BYTES = 64 * 1024  # a request body larger than this goes out as it is written
 # as the SDKs' own default clients have them (their DEFAULT_CONNECTION_LIMITS)
 LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 _HTTP_CLIENT_CLASSES: dict[str, type] = {}
 
-
-def is_native(sock: object) -> bool:
-    """A plain ``socket.socket``: not TLS (a TLS read may take several reads, which Python
-    drives), not gevent's (its sockets wait in its hub, which a blocking call would stall)."""
-    return type(sock).__module__ == "socket"  # gevent's patched ``socket.socket`` is its own class
-
-
-def kernel_timeval(seconds: float | None) -> bytes:
-    """``seconds`` as the ``struct timeval`` ``SO_RCVTIMEO`` takes (``None``: no timeout)."""
-    seconds = seconds or 0.0
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 class Stream(httpcore2.NetworkStream):

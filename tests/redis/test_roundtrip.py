@@ -1,10 +1,12 @@
 """One round trip without redis-py's pipeline (state/roundtrip.py): the fleet's and the
-bloom filter's, against a real redis-server."""
+bloom filter's; and the state client's connections with kernel timeouts (state/client.py),
+against a real redis-server."""
 
 from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ import pytest
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from producer_tasks.errors import StateError
 from producer_tasks.settings import load_settings
 from producer_tasks.state import client as state_client
 from producer_tasks.state import roundtrip
@@ -64,23 +67,50 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_trip_runs_once(
     assert roundtrip.execute(client, [("INCR", "n"), ("GET", "n")]) == [1, "1"]
 
 
+def test_the_state_clients_sockets_block_with_the_kernels_timeouts(client: redis.Redis) -> None:
+    client.ping()
+    connection = client.connection_pool.get_connection()
+    try:
+        sock = connection._sock
+        assert sock.gettimeout() is None  # blocking: no poll before each send and receive
+        timeval = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
+        assert struct.unpack("ll", timeval) == (state_client.SOCKET_TIMEOUT_S, 0)
+    finally:
+        client.connection_pool.release(connection)
+
+
 def test_a_server_that_never_answers_fails_the_call_after_the_socket_timeout() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
     threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
     port = listener.getsockname()[1]
-    pool = redis.ConnectionPool.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.3, protocol=2)
+    pool = state_client.with_kernel_timeouts(
+        redis.ConnectionPool.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.3, protocol=2)
+    )
     silent = redis.Redis(connection_pool=pool)
     started = time.monotonic()
     try:
-        with pytest.raises(redis.TimeoutError, match="Timeout reading"):
+        with pytest.raises(redis.ConnectionError, match="reading from socket"):
             roundtrip.execute(silent, [("PING",)])
-        assert 0.3 <= time.monotonic() - started < 5  # the socket's timeout, once per try
+        assert 0.3 <= time.monotonic() - started < 5  # the kernel's timeout, once per try
     finally:
         silent.close()
         listener.close()
         for sock in accepted:
             sock.close()
+
+
+def test_the_state_clients_pool_refuses_resp3_where_its_checkout_poll_has_work() -> None:
+    """The pool's readiness poll also reads RESP3 push notifications: the state client skips
+    it only where none can come."""
+    with pytest.raises(StateError, match="RESP2"):
+        state_client.state_connections(redis.ConnectionPool(protocol=3))
+    assert state_client.state_connections(redis.ConnectionPool(protocol=2)).connection_kwargs["protocol"] == 2
+
+
+def test_tls_connections_keep_pythons_timeouts() -> None:
+    pool = state_client.with_kernel_timeouts(redis.ConnectionPool(connection_class=redis.SSLConnection))
+    assert pool.connection_class is redis.SSLConnection
 
 
 def test_tokens_are_unique_version_4_uuids_and_a_forked_child_draws_its_own() -> None:

@@ -18,9 +18,9 @@ import trustme
 
 from producer_tasks.errors import ProviderUnavailableError
 from producer_tasks.generation import httpstream, providers
-from producer_tasks.generation.httpstream import is_native, kernel_timeval
 from producer_tasks.generation.providers import Clients, GenerationRequest
 from producer_tasks.settings import load_settings
+from producer_tasks.sockets import is_native, kernel_timeval
 from tests.conftest import provider_env
 from tests.fakellm import FakeLLM
 
