@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from producer_tasks import health
@@ -29,6 +30,7 @@ from producer_tasks.errors import NoUsableProviderError
 from producer_tasks.records import LaneRecord, LaneStatus, Phase
 from producer_tasks.selection import adaptive_weights, effective_weight, weighted_choice
 from producer_tasks.settings import Settings
+from producer_tasks.state import control
 from producer_tasks.state.fleet import Fleet, FleetView, new_token
 from producer_tasks.state.scripts import QueuedMessage, ScriptCall
 
@@ -41,6 +43,19 @@ WAIT_BACKOFF = "backoff"
 NO_PROVIDER_PAUSE_MS = 1000
 BUSY_GRACE_S = 30.0  # beyond the request timeout, before a RUNNING lane counts as lost
 BUSY = (LaneStatus.RESERVED, LaneStatus.RUNNING)
+CLAIM_STALE = -1  # the claim's answers (state/lua/claim.lua): not the lane's current token,
+CLAIM_STOPPED = 0  # Stop or a new topic (the claim released the lane),
+BUDGET_SPENT = -2  # PRODUCER_BUDGET_USD reached,
+PROVIDER_DOWN = -3  # the provider went Unhealthy or is cooling down
+
+
+class Refusal(StrEnum):
+    """Why a cycle that claimed its lane must not call its provider (``Lanes.admit``)."""
+
+    STALE = "stale"  # not this lane's current token: nothing done
+    STOPPED = "stopped"  # the producer is stopping or the topic changed: lane released
+    WAITING = "waiting"  # the lane waits (backlog, no provider)
+    REDIRECTED = "redirected"  # the provider became unusable: re-dispatched elsewhere
 
 
 class Dispatcher(Protocol):
@@ -229,6 +244,56 @@ class Lanes:
             budget_usd=self.budget_usd,
             provider=provider,
         )
+
+    def admit(
+        self, view: FleetView, claimed: int, *, provider: str, epoch: int, lane: int, token: str
+    ) -> Refusal | None:
+        """After the claim (pipelined with the view): None when the cycle may call, else why
+        not, the lane moved on accordingly. The claim checked the token, phase, epoch, budget
+        and the provider's health atomically; the view's own rules follow (a lane beyond the
+        concurrency, the backlog, a provider without weight or worker)."""
+        if claimed == CLAIM_STALE:
+            return Refusal.STALE
+        if claimed == CLAIM_STOPPED:
+            return Refusal.STOPPED
+        if claimed == BUDGET_SPENT:  # no new call: the fleet stops
+            log.warning("budget of US$%s reached: stopping the producer", self.budget_usd)
+            control.stop(self.fleet)
+            self.release(lane=lane, token=token)
+            return Refusal.STOPPED
+        refused = self._preflight(view, provider=provider, epoch=epoch, lane=lane, token=token)
+        if refused is None and claimed == PROVIDER_DOWN:  # usable again a moment later: next round
+            return self.wait(
+                lane=lane, token=token, reason=f"{WAIT_NO_PROVIDER}: {provider} unusable", wait_ms=0
+            )
+        return refused
+
+    def _preflight(
+        self, view: FleetView, *, provider: str, epoch: int, lane: int, token: str
+    ) -> Refusal | None:
+        """The view's checks before any token is spent."""
+        state, current = view.state, view.lanes.get(lane)
+        if current is None or current.token != token:
+            return Refusal.STALE
+        if state.phase is not Phase.RUNNING or state.epoch != epoch or lane >= state.concurrency:
+            self.release(lane=lane, token=token)
+            return Refusal.STOPPED
+        full = backlog_full(view)
+        if full is not None:
+            return self.wait(lane=lane, token=token, reason=full, wait_ms=0)
+        if provider in eligible_providers(view):
+            return None
+        try:
+            other = self.choose(view)
+        except NoUsableProviderError as exc:
+            return self.wait(lane=lane, token=token, reason=f"{WAIT_NO_PROVIDER}: {exc}", wait_ms=1000)
+        self.send(lane=lane, expected=token, provider=other, epoch=epoch)
+        return Refusal.REDIRECTED
+
+    def wait(self, *, lane: int, token: str, reason: str, wait_ms: int, failures: int = -1) -> Refusal:
+        """``park`` the lane: WAITING, or STOPPED when the producer stopped meanwhile."""
+        parked = self.park(lane=lane, token=token, reason=reason, wait_ms=wait_ms, failures=failures)
+        return Refusal.WAITING if parked else Refusal.STOPPED
 
     def park(self, *, lane: int, token: str, reason: str, wait_ms: int, failures: int = -1) -> bool:
         """WAITING until ``wait_ms`` from now; False when the producer stopped (lane released)."""
