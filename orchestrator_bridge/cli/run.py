@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from orchestrator_bridge.cli.options import job_options
 from orchestrator_bridge.cli.progress import ProgressDisplay, summary_table
 from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
 from producer_tasks.errors import ConfigurationError
-from producer_tasks.records import ProviderStatus
+from producer_tasks.records import ProviderStats, ProviderStatus
 from producer_tasks.settings import Settings, load_settings
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import read_bridge_status
@@ -85,6 +85,21 @@ class Children:
                 log.warning("%s did not stop in time; killing it", name)
                 process.kill()
                 process.wait(timeout=5)
+
+
+def start_children(log_dir: Path, env: dict[str, str], providers: list[str], *, concurrency: int) -> Children:
+    """A threads worker for each provider's queue, and the bridge (beat comes once the
+    workers registered)."""
+    children = Children(log_dir, env)
+    for provider in providers:
+        worker = f"-Q {provider} -P threads -c {concurrency} -n {provider}-{os.getpid()}@%h --loglevel INFO"
+        # no other workers to sync with or gossip to (mingle alone waits ~1 s for replies)
+        options = [*worker.split(), "--without-mingle", "--without-gossip"]
+        children.start(
+            f"worker-{provider}", [sys.executable, "-m", "celery", "-A", "producer_tasks", "worker", *options]
+        )
+    children.start("bridge", [sys.executable, "-m", "orchestrator_bridge"])
+    return children
 
 
 def providers_in_use(settings: Settings, weights: dict[str, float]) -> list[str]:
@@ -216,35 +231,7 @@ class LocalRun:
             orchestrator = ReferenceOrchestrator(replace(self.options.job, weights=weights))
             orchestrator.go.clear()  # the topic starts once every worker registered: weights hold at once
             await orchestrator.serve("127.0.0.1", port)
-        children = Children(log_dir, env)
-        python = sys.executable
-        concurrency = str(max(4, settings.concurrency))
-        for provider in providers:
-            children.start(
-                f"worker-{provider}",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "producer_tasks",
-                    "worker",
-                    "-Q",
-                    provider,
-                    "-P",
-                    "threads",
-                    "-c",
-                    concurrency,
-                    "-n",
-                    f"{provider}-{os.getpid()}@%h",
-                    "--loglevel",
-                    "INFO",
-                    # no other workers to sync with or gossip to (mingle alone waits ~1 s for replies)
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-            )
-        children.start("bridge", [python, "-m", "orchestrator_bridge"])  # beat: once workers registered
+        children = start_children(log_dir, env, providers, concurrency=max(4, settings.concurrency))
         started = time.monotonic()
         code = 0
         display = ProgressDisplay(sys.stderr)
@@ -252,29 +239,70 @@ class LocalRun:
             code = await self._watch(orchestrator, fleet, children, started, providers, display=display)
         finally:
             display.close()
-            if orchestrator is not None:
-                await orchestrator.stop_all()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(orchestrator.finished.wait(), timeout=STOP_GRACE_S)
-            await asyncio.to_thread(children.stop)
-            if orchestrator is not None:
-                await orchestrator.aclose()
-            print(file=sys.stderr)
-            if orchestrator is not None:
-                print(f"done: {orchestrator.progress.line()}", file=sys.stderr)
-                if self.options.job.output is not None:
-                    print(f"unique attributes written to {self.options.job.output}", file=sys.stderr)
-            print(summary_table(fleet, providers, before, stream=sys.stderr), file=sys.stderr)
-            cost = sum(fleet.read_stats(p).cost_usd - before[p].cost_usd for p in providers)
-            if orchestrator is not None and cost > 0:
-                per = orchestrator.progress.unique / cost
-                print(f"cost: US${cost:.4f}, {per:,.0f} unique attributes per US$", file=sys.stderr)
-            if self.crashed:
-                for name in self.crashed:
-                    text = (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
-                    print(f"--- {name} ---\n{text}", file=sys.stderr)
-            fleet.close()
+            await self._finish(orchestrator, fleet, children, providers, before=before, log_dir=log_dir)
         return code
+
+    async def _finish(
+        self,
+        orchestrator: ReferenceOrchestrator | None,
+        fleet: Fleet,
+        children: Children,
+        providers: list[str],
+        *,
+        before: dict[str, ProviderStats],
+        log_dir: Path,
+    ) -> None:
+        """Stop the topic and every process, then the summary (and the logs of a crash)."""
+        if orchestrator is not None:
+            await orchestrator.stop_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(orchestrator.finished.wait(), timeout=STOP_GRACE_S)
+        await asyncio.to_thread(children.stop)
+        if orchestrator is not None:
+            await orchestrator.aclose()
+        print(file=sys.stderr)
+        if orchestrator is not None:
+            print(f"done: {orchestrator.progress.line()}", file=sys.stderr)
+            if self.options.job.output is not None:
+                print(f"unique attributes written to {self.options.job.output}", file=sys.stderr)
+        print(summary_table(fleet, providers, before, stream=sys.stderr), file=sys.stderr)
+        cost = sum(fleet.read_stats(p).cost_usd - before[p].cost_usd for p in providers)
+        if orchestrator is not None and cost > 0:
+            per = orchestrator.progress.unique / cost
+            print(f"cost: US${cost:.4f}, {per:,.0f} unique attributes per US$", file=sys.stderr)
+        for name in self.crashed:
+            text = (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
+            print(f"--- {name} ---\n{text}", file=sys.stderr)
+        fleet.close()
+
+    async def _ended(
+        self,
+        orchestrator: ReferenceOrchestrator | None,
+        fleet: Fleet,
+        children: Children,
+        deadline: float | None,
+        say: Callable[[str], None],
+    ) -> int | None:
+        """The run's exit code once it has ended (done, --duration, interrupted, budget, a
+        process died); None while it goes on."""
+        if self.interrupted.is_set():
+            say("interrupted: stopping")
+            return 130
+        if orchestrator is not None and orchestrator.done.is_set():
+            return 0
+        if deadline is not None and time.monotonic() > deadline:
+            return 0
+        if self.options.budget_usd is not None:
+            spend = await asyncio.to_thread(fleet.read_spend)
+            if spend.reached_ms is not None:
+                spent = spend.usd - self.spent_before
+                say(f"producer: budget reached: spent US${spent:.4f} of US${self.options.budget_usd:g}")
+                return 0
+        self.crashed = children.dead()
+        if self.crashed:
+            say(f"producer: {', '.join(self.crashed)} exited unexpectedly")
+            return 1
+        return None
 
     async def _watch(
         self,
@@ -308,23 +336,9 @@ class LocalRun:
                 elif not ready and time.monotonic() - started > WORKER_START_TIMEOUT_S:
                     say(f"producer: the workers did not register within {WORKER_START_TIMEOUT_S:.0f}s")
                     return 1
-            if self.interrupted.is_set():
-                say("interrupted: stopping")
-                return 130
-            if orchestrator is not None and orchestrator.done.is_set():
-                return 0
-            if deadline is not None and time.monotonic() > deadline:
-                return 0
-            if self.options.budget_usd is not None:
-                spend = await asyncio.to_thread(fleet.read_spend)
-                if spend.reached_ms is not None:
-                    spent = spend.usd - self.spent_before
-                    say(f"producer: budget reached: spent US${spent:.4f} of US${self.options.budget_usd:g}")
-                    return 0
-            self.crashed = children.dead()
-            if self.crashed:
-                say(f"producer: {', '.join(self.crashed)} exited unexpectedly")
-                return 1
+            code = await self._ended(orchestrator, fleet, children, deadline, say)
+            if code is not None:
+                return code
             if ready:
                 reason = await asyncio.to_thread(
                     stall.check, orchestrator, fleet, providers, time.monotonic() - ready_at

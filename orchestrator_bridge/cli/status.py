@@ -60,6 +60,52 @@ def spending(status: FleetStatus) -> str:
     return text
 
 
+def bridge_line(b: dict[str, str]) -> str:
+    state = "connected" if b.get("connected") == "1" else "disconnected"
+    restores = b.get("state_restores", "0")
+    return (
+        f"bridge: {state} to {b.get('orchestrator', '?')}; {b.get('batches_forwarded', 0)} batches "
+        f"forwarded ({b.get('batches_resent', 0)} re-sent after reconnects), "
+        f"{b.get('bad_frames', 0)} bad frames"
+        + (f", fleet state re-applied {restores}x after Redis lost it" if restores != "0" else "")
+        + (f"; last error: {b['last_error']}" if b.get("last_error") else "")
+    )
+
+
+PROVIDER_COLUMNS = (
+    "provider",
+    "status",
+    "weight",
+    "workers",
+    "requests",
+    "failures",
+    "tokens",
+    "cost",
+    "unique",
+    "latency",
+    "novelty",
+)
+
+
+def provider_rows(status: FleetStatus) -> list[tuple[str, ...]]:
+    return [
+        (
+            name,
+            p.status + (f" (cooling {p.cooldown_s:.0f}s)" if p.cooldown_s else ""),
+            f"{p.weight:g}",
+            str(p.served_by_workers),
+            str(p.requests),
+            str(p.failures),
+            str(p.tokens),
+            f"${p.cost_usd:.4f}",
+            str(p.unique_contributions),
+            f"{p.mean_latency_ms:.0f} ms",
+            f"{p.novelty:.2f}",
+        )
+        for name, p in status.providers.items()
+    ]
+
+
 def render(status: FleetStatus) -> str:
     lines = [
         f"producer {status.producer_id}: {status.phase}"
@@ -74,58 +120,15 @@ def render(status: FleetStatus) -> str:
     lines.append(spending(status))
     lines += [f"waiting: {reason}" for reason in status.waiting_reasons]
     if status.bridge:
-        b = status.bridge
-        state = "connected" if b.get("connected") == "1" else "disconnected"
-        lines.append(
-            f"bridge: {state} to {b.get('orchestrator', '?')}; {b.get('batches_forwarded', 0)} batches "
-            f"forwarded ({b.get('batches_resent', 0)} re-sent after reconnects), "
-            f"{b.get('bad_frames', 0)} bad frames"
-            + (
-                f", fleet state re-applied {b['state_restores']}x after Redis lost it"
-                if b.get("state_restores", "0") != "0"
-                else ""
-            )
-            + (f"; last error: {b['last_error']}" if b.get("last_error") else "")
-        )
+        lines.append(bridge_line(status.bridge))
     if status.bloom:
         f = status.bloom
         lines.append(
             f"bloom filter: {f['num_bits']} bits, k={f['num_hashes']}; {f['filtered_candidates']} of "
             f"{f['total_candidates']} candidates filtered"
         )
-    header = (
-        "provider",
-        "status",
-        "weight",
-        "workers",
-        "requests",
-        "failures",
-        "tokens",
-        "cost",
-        "unique",
-        "latency",
-        "novelty",
-    )
-    rows = [header]
-    for name, p in status.providers.items():
-        state = p.status + (f" (cooling {p.cooldown_s:.0f}s)" if p.cooldown_s else "")
-        rows.append(
-            (
-                name,
-                state,
-                f"{p.weight:g}",
-                str(p.served_by_workers),
-                str(p.requests),
-                str(p.failures),
-                str(p.tokens),
-                f"${p.cost_usd:.4f}",
-                str(p.unique_contributions),
-                f"{p.mean_latency_ms:.0f} ms",
-                f"{p.novelty:.2f}",
-            )
-        )
     lines.append("")
-    lines.append(render_table(header, rows[1:], stream=sys.stdout))
+    lines.append(render_table(PROVIDER_COLUMNS, provider_rows(status), stream=sys.stdout))
     for name, p in status.providers.items():
         if p.last_error:
             lines.append(f"{name}: last error: {p.last_error}")

@@ -213,27 +213,31 @@ def _decode_attribute_batch(r: _Reader) -> AttributeBatch:
             )
         provider_used = buf[pos : pos + size].decode()
         pos += size
-        elapsed, tokens, prompt_tokens, completion_tokens, status_index = META.unpack_from(buf, pos)
-        pos += META.size
-        tag = buf[pos]
-        pos += 1
-        stats = None
-        if tag == 1:
-            stats = BloomFilterStats(*STATS.unpack_from(buf, pos))
-            pos += STATS.size
-        elif tag != 0:
-            raise DecodeError(f"invalid Option tag {tag} for bloom_stats at offset {pos - 1}")
+        metadata, stats, pos = _batch_tail(buf, pos)
     except (struct.error, IndexError) as exc:
         raise DecodeError(f"truncated payload: AttributeBatch ends at offset {pos} of {end}") from exc
     except UnicodeDecodeError as exc:
         raise DecodeError(f"invalid UTF-8 in AttributeBatch near offset {pos}: {exc.reason}") from exc
+    r.pos = pos
+    return AttributeBatch(producer_id, tuple(attributes), provider_used, metadata, stats)
+
+
+def _batch_tail(buf: bytes, pos: int) -> tuple[GenerationMetadata, BloomFilterStats | None, int]:
+    """An AttributeBatch's fixed-size end: its metadata and optional bloom statistics."""
+    elapsed, tokens, prompt_tokens, completion_tokens, status_index = META.unpack_from(buf, pos)
+    pos += META.size
     if status_index >= len(PROVIDER_STATUSES):
         raise DecodeError(f"unknown ProviderStatus variant {status_index} in provider_status")
-    r.pos = pos
     metadata = GenerationMetadata(
         elapsed, tokens, prompt_tokens, completion_tokens, PROVIDER_STATUSES[status_index]
     )
-    return AttributeBatch(producer_id, tuple(attributes), provider_used, metadata, stats)
+    tag = buf[pos]
+    pos += 1
+    if tag == 0:
+        return metadata, None, pos
+    if tag != 1:
+        raise DecodeError(f"invalid Option tag {tag} for bloom_stats at offset {pos - 1}")
+    return metadata, BloomFilterStats(*STATS.unpack_from(buf, pos)), pos + STATS.size
 
 
 def _decode_body(r: _Reader, variant: int) -> ProducerMessage:

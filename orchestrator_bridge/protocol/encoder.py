@@ -95,40 +95,57 @@ def _encode_status(w: _Writer, status: ProducerStatusType) -> None:
         w.u32(PRODUCER_STATE_INDEX[status])
 
 
+def _encode_batch(w: _Writer, message: AttributeBatch) -> None:
+    parts = w.parts
+    parts.append(b"\x03\x00\x00\x00")
+    w.string(message.producer_id)
+    parts.append(U64.pack(len(message.attributes)))
+    for attribute in message.attributes:
+        data = attribute.encode()
+        parts.append(U64.pack(len(data)))
+        parts.append(data)
+    w.string(message.provider_used)
+    meta = message.generation_metadata
+    parts.append(
+        META.pack(
+            meta.response_time_ms,
+            meta.tokens_used,
+            meta.prompt_tokens,
+            meta.completion_tokens,
+            PROVIDER_STATUS_INDEX[meta.provider_status],
+        )
+    )
+    stats = message.bloom_stats
+    if stats is None:
+        parts.append(b"\x00")
+        return
+    parts.append(b"\x01")
+    parts.append(
+        STATS.pack(
+            stats.total_candidates,
+            stats.filtered_candidates,
+            stats.filter_effectiveness,
+            stats.last_filter_update,
+        )
+    )
+
+
+def _encode_update(w: _Writer, message: UpdateConfiguration) -> None:
+    w.u32(1)
+    w.tag(message.prompt is not None)
+    if message.prompt is not None:
+        w.string(message.prompt)
+    w.tag(message.provider_weights is not None)
+    if message.provider_weights is not None:
+        w.f32_map(message.provider_weights)
+    w.tag(message.bloom_filter is not None)
+    if message.bloom_filter is not None:
+        w.raw_bytes(message.bloom_filter)
+
+
 def _encode_into(w: _Writer, message: ProducerMessage) -> None:
     if isinstance(message, AttributeBatch):
-        parts = w.parts
-        parts.append(b"\x03\x00\x00\x00")
-        w.string(message.producer_id)
-        parts.append(U64.pack(len(message.attributes)))
-        for attribute in message.attributes:
-            data = attribute.encode()
-            parts.append(U64.pack(len(data)))
-            parts.append(data)
-        w.string(message.provider_used)
-        meta = message.generation_metadata
-        parts.append(
-            META.pack(
-                meta.response_time_ms,
-                meta.tokens_used,
-                meta.prompt_tokens,
-                meta.completion_tokens,
-                PROVIDER_STATUS_INDEX[meta.provider_status],
-            )
-        )
-        stats = message.bloom_stats
-        if stats is None:
-            parts.append(b"\x00")
-        else:
-            parts.append(b"\x01")
-            parts.append(
-                STATS.pack(
-                    stats.total_candidates,
-                    stats.filtered_candidates,
-                    stats.filter_effectiveness,
-                    stats.last_filter_update,
-                )
-            )
+        _encode_batch(w, message)
     elif isinstance(message, StartTopic):
         w.u32(0)
         w.string(message.topic)
@@ -137,22 +154,7 @@ def _encode_into(w: _Writer, message: ProducerMessage) -> None:
         cfg = message.generation_config
         w.parts.append(CONFIG.pack(cfg.temperature, cfg.max_tokens, cfg.batch_size))
     elif isinstance(message, UpdateConfiguration):
-        w.u32(1)
-        if message.prompt is None:
-            w.tag(False)
-        else:
-            w.tag(True)
-            w.string(message.prompt)
-        if message.provider_weights is None:
-            w.tag(False)
-        else:
-            w.tag(True)
-            w.f32_map(message.provider_weights)
-        if message.bloom_filter is None:
-            w.tag(False)
-        else:
-            w.tag(True)
-            w.raw_bytes(message.bloom_filter)
+        _encode_update(w, message)
     elif isinstance(message, Stop):
         w.u32(2)
     elif isinstance(message, ProducerStatus):

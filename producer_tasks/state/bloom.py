@@ -260,6 +260,17 @@ class Journal:
     entry: str  # ``stream.journal_entry(...)``
 
 
+def _result(candidates: list[str], passed: list[str], before: BloomCounts) -> FilterResult:
+    """What a check let through, with the fleet's counters as they are after it."""
+    filtered = len(candidates) - len(passed)
+    counts = BloomCounts(
+        total_candidates=before.total_candidates + len(candidates),
+        filtered_candidates=before.filtered_candidates + filtered,
+        last_filter_update_ms=before.last_filter_update_ms,
+    )
+    return FilterResult(passed, counts, checked=len(candidates), filtered=filtered)
+
+
 def check_and_add(
     fleet: Fleet,
     settings: Settings,
@@ -309,24 +320,13 @@ def check_and_add(
         if not journalled and not retried:  # a lost reply: this call's bits may be set already
             return FilterResult(candidates, counts, checked=0, filtered=0)
         passed = _unseen(candidates, forms, old_bits, shape.num_hashes)
-        filtered = len(candidates) - len(passed)
-        result = FilterResult(
-            passed,
-            BloomCounts(
-                total_candidates=counts.total_candidates + len(candidates),
-                filtered_candidates=counts.filtered_candidates + filtered,
-                last_filter_update_ms=counts.last_filter_update_ms,
-            ),
-            checked=len(candidates),
-            filtered=filtered,
-        )
         if not defer_counters:
             fleet.run(
                 CommandCall(("HINCRBY", meta, "total_candidates", len(candidates))),
-                CommandCall(("HINCRBY", meta, "filtered_candidates", filtered)),
+                CommandCall(("HINCRBY", meta, "filtered_candidates", len(candidates) - len(passed))),
                 CommandCall(("HINCRBY", meta, "items", len(passed))),
             )
-        return result
+        return _result(candidates, passed, counts)
     raise StateError("bloom filter keeps changing; giving up on this batch")
 
 

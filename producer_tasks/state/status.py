@@ -13,7 +13,7 @@ from producer_tasks.clock import now_ms
 from producer_tasks.records import LaneStatus
 from producer_tasks.state import bloom
 from producer_tasks.state.client import translated
-from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.fleet import Fleet, FleetView
 
 
 class ProviderView(BaseModel):
@@ -67,27 +67,22 @@ class FleetStatus(BaseModel):
     unique_per_usd: float | None = None  # attributes appended per dollar spent
 
 
-def snapshot(fleet: Fleet) -> FleetStatus:
-    view = fleet.view(with_stats=True)
+def _provider_views(
+    fleet: Fleet, view: FleetView, wanted: dict[str, autoscaling.ProviderDemand]
+) -> dict[str, ProviderView]:
+    """Each provider in use (a weight, requests made or workers serving it), as shown."""
     now = now_ms()
-    queue_workers = view.serving  # read with the view, in its round trip
-    wanted = autoscaling.demand(view, fleet.serving_slots())
-    bridge_info = read_bridge_status(fleet)
-    lane_counts = Counter(lane.status.value for lane in view.lanes.values())
-    reasons = sorted(
-        {lane.reason for lane in view.lanes.values() if lane.status is LaneStatus.WAITING and lane.reason}
-    )
     providers: dict[str, ProviderView] = {}
     for p in fleet.providers:
-        health, stats = view.health[p], view.stats[p]
+        health, stats, serving = view.health[p], view.stats[p], view.serving[p]
         weight = view.state.weights.get(p, 0.0)
-        if not (weight or stats.total_requests or queue_workers[p]):
+        if not (weight or stats.total_requests or serving):
             continue
         need = wanted[p]
         providers[p] = ProviderView(
             status=health.status.value,
             weight=weight,
-            served_by_workers=queue_workers[p],
+            served_by_workers=serving,
             consecutive_failures=health.consecutive_failures,
             cooldown_s=max(0.0, (health.cooldown_until_ms - now) / 1000),
             last_error=health.last_error,
@@ -108,16 +103,31 @@ def snapshot(fleet: Fleet) -> FleetStatus:
             slots=need.slots,
             lanes_waiting_for_slot=need.lanes_waiting_for_slot,
         )
+    return providers
+
+
+def _bloom_view(fleet: Fleet) -> dict[str, Any] | None:
     shape, counts = bloom.read_shape(fleet), bloom.read_counts(fleet)
-    bloom_view = None
-    if shape is not None and counts is not None:
-        bloom_view = {
-            "num_bits": shape.num_bits,
-            "num_hashes": shape.num_hashes,
-            "total_candidates": counts.total_candidates,
-            "filtered_candidates": counts.filtered_candidates,
-            "last_filter_update_ms": counts.last_filter_update_ms,
-        }
+    if shape is None or counts is None:
+        return None
+    return {
+        "num_bits": shape.num_bits,
+        "num_hashes": shape.num_hashes,
+        "total_candidates": counts.total_candidates,
+        "filtered_candidates": counts.filtered_candidates,
+        "last_filter_update_ms": counts.last_filter_update_ms,
+    }
+
+
+def snapshot(fleet: Fleet) -> FleetStatus:
+    view = fleet.view(with_stats=True)
+    providers = _provider_views(fleet, view, autoscaling.demand(view, fleet.serving_slots()))
+    bridge_info = read_bridge_status(fleet)
+    lane_counts = Counter(lane.status.value for lane in view.lanes.values())
+    reasons = sorted(
+        {lane.reason for lane in view.lanes.values() if lane.status is LaneStatus.WAITING and lane.reason}
+    )
+    bloom_view = _bloom_view(fleet)
     spend = fleet.read_spend()
     counters = fleet.read_counters()
     attributes = counters.get("attributes_appended", 0)

@@ -3,9 +3,11 @@
 - ``producer_tasks`` never imports ``orchestrator_bridge`` (dependencies run one way);
 - ``orchestrator_bridge.protocol`` imports nothing of ours outside itself;
 - the CLI entry module and the protocol load neither Celery, kombu nor the SDKs;
-- no module is over 400 lines;
+- no module is over 400 lines, no function over 60;
 - only ``producer_tasks.state`` talks to Redis (no ``import redis``, no ``.redis`` client);
-- no import cycles, no imports after the first function or class of a module.
+- no import cycles (not even behind ``TYPE_CHECKING``), no imports after the first function
+  or class of a module;
+- every third-party package the code imports is declared in ``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -126,11 +128,9 @@ def test_only_the_state_layer_talks_to_redis() -> None:
 
 
 def test_no_import_cycles() -> None:
+    """Not even behind ``TYPE_CHECKING``: a cycle there is the same tangle of concepts."""
     known = sources()
-    graph = {
-        name: {i for _, i in imports(path, runtime_only=True) if i in known and i != name}
-        for name, path in known.items()
-    }
+    graph = {name: {i for _, i in imports(path) if i in known and i != name} for name, path in known.items()}
     cycles: list[list[str]] = []
     state: dict[str, int] = {}
 
@@ -149,6 +149,21 @@ def test_no_import_cycles() -> None:
     assert cycles == []
 
 
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_over_the_limit() -> None:
+    """Product code: no function or method over 60 lines (docstring included)."""
+    long = {}
+    for name, path in sources().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long[f"{name}.{node.name}"] = length
+    assert long == {}
+
+
 def test_imports_stand_at_the_top() -> None:
     late = []
     for name, path in sources().items():
@@ -159,3 +174,30 @@ def test_imports_stand_at_the_top() -> None:
             elif seen_definition and isinstance(node, ast.Import | ast.ImportFrom):
                 late.append(f"{name}:{node.lineno}")
     assert late == []
+
+
+# import name -> distribution, where the two differ
+DISTRIBUTIONS = {"yaml": "pyyaml", "prometheus_client": "prometheus-client", "typing_extensions": "typing-extensions"}
+
+
+def test_every_imported_package_is_declared() -> None:
+    """``pip install .`` must bring everything the product imports (prometheus_client, httpx2
+    and httpcore2 used to arrive only through other packages)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {Requirement(text).name.lower() for text in project["dependencies"]}
+    declared |= {Requirement(text).name.lower() for text in project["optional-dependencies"]["local"]}
+    stdlib = set(sys.stdlib_module_names)
+    ours = {"producer_tasks", "orchestrator_bridge", "celeryconfig"}
+    missing = set()
+    for path in sources().values():
+        for _, name in imports(path):
+            top = name.split(".")[0]
+            if top and top not in stdlib and top not in ours and top != "__future__":
+                distribution = DISTRIBUTIONS.get(top, top).replace("_", "-").lower()
+                if distribution not in declared:
+                    missing.add(top)
+    assert missing == set(), "imported but not declared in pyproject.toml's dependencies"
