@@ -285,7 +285,16 @@ def ab(base: Path, rounds: int = 3) -> dict[str, object]:
     finally:
         fake.terminate()
         fake.wait(timeout=10)
-    print(report(rows))
+    table = report(rows).split("| run |", 1)[1].split("\n\n", 1)[0]
+    ours = [r.cpu_ms for r in rows if r.name == "fleet, `-P threads`"]
+    theirs = [r.cpu_ms for r in rows if r.name.endswith(f"({base.resolve().name})")]
+    body = (
+        f"## Scale A/B: this checkout against `{base.resolve().name}`, same run\n\n"
+        f"`BENCH_AB_BASE={base} python -m bench scale`: the threads fleet at {in_flight} in flight /"
+        f" {latency_ms / 1000:g} s, the two checkouts alternating, each between two runs of the asyncio"
+        f" loop. Worker CPU per cycle, ours against theirs: {sum(ours) / sum(theirs):.2f}.\n\n| run |" + table
+    )
+    write_section("scale-ab", body)
     return {"rows": [row.__dict__ for row in rows]}
 
 

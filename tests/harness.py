@@ -5,6 +5,7 @@ Each process writes its log to a file; ``Processes.stop_all`` ends what it start
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -31,6 +32,15 @@ def wait_for(
             return
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+async def eventually(predicate: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition") -> None:
+    """``wait_for`` for a test on the event loop: the loop keeps running while it waits."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from producer_tasks.settings import Settings, load_settings
 from producer_tasks.state import bloom, control, outcomes, stream
 from producer_tasks.state.fleet import Fleet
 from tests.conftest import RecordingDispatcher, open_fleet
+from tests.harness import eventually
 
 pytestmark = pytest.mark.timeout(60)
 START = StartTopic("cheese", "List {batch_size} {topic}", {"mock": 1.0}, GenerationConfig(0.7, 100, 10))
@@ -248,8 +249,8 @@ async def test_batches_are_forwarded_and_acknowledged_after_writing(setup: Setup
     assert last.bloom_stats.filter_effectiveness == 0.25
     assert received[0].bloom_stats is None  # type: ignore[attr-defined]
     assert last.producer_id == "producer-1" and last.generation_metadata.tokens_used == 45
-    await asyncio.sleep(0.3)
-    assert setup.fleet.backlog() == 0  # acknowledged and deleted: Redis does not grow
+    # acknowledged and deleted: Redis does not grow
+    await eventually(lambda: setup.fleet.backlog() == 0, what="the forwarded batches deleted")
 
 
 async def test_the_last_batches_reach_the_orchestrator_before_the_stopped_status(setup: Setup) -> None:
@@ -290,8 +291,8 @@ async def test_batches_of_an_older_topic_are_never_forwarded(setup: Setup) -> No
     stream.append(setup.fleet, batch(old, 1))
     received = await next_message(reader, AttributeBatch)
     assert isinstance(received, AttributeBatch) and received.attributes[0] == "Cheese 1-0"
-    await asyncio.sleep(0.3)
-    assert setup.bridge.counters.stale_batches_dropped == 1 and setup.fleet.backlog() == 0
+    await eventually(lambda: setup.fleet.backlog() == 0, what="both entries deleted")
+    assert setup.bridge.counters.stale_batches_dropped == 1
 
 
 async def test_pending_entries_are_resent_by_a_restarted_bridge(redis_url: str) -> None:
@@ -337,7 +338,7 @@ async def test_bloom_filter_update_is_loaded(setup: Setup) -> None:
     send(
         writer, frame(encode(UpdateConfiguration(bloom_filter=filter_to_wire(orchestrator_filter).encode())))
     )
-    await asyncio.sleep(0.5)
+    await eventually(lambda: bloom.read_shape(setup.fleet) is not None, what="the filter loaded")
     shape = bloom.read_shape(setup.fleet)
     assert shape is not None and (shape.num_bits, shape.num_hashes) == (1024, 4)
 

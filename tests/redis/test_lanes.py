@@ -17,6 +17,7 @@ from producer_tasks.worker.heartbeat import Heartbeat
 from producer_tasks.worker.tasks import cycle
 from tests.conftest import make_runtime, provider_env
 from tests.fakellm import FakeLLM
+from tests.harness import wait_for
 from tests.redis.eager import batches, fake_calls, run_next, serve, start
 
 pytestmark = pytest.mark.usefixtures("eager")
@@ -167,17 +168,21 @@ def test_a_lane_busy_longer_than_a_call_can_take_is_restored(
     rt.lanes.reconcile()
     stuck = rec.sent.pop(0)
     # a live worker whose message was rejected during a Redis outage: RUNNING, never finishing
+    began = time.monotonic()
     rt.fleet.transition(lane=stuck["lane"], token=stuck["token"], status=LaneStatus.RUNNING, worker="w1@test")
-    assert rt.lanes.reconcile().dispatched == []
-    time.sleep(0.7)
-    assert rt.lanes.reconcile().dispatched == [stuck["lane"]]
+    assert rt.lanes.reconcile().dispatched == []  # not before the request timeout has passed
+    wait_for(lambda: rt.lanes.reconcile().dispatched == [stuck["lane"]], interval_s=0.05, what="re-dispatch")
+    assert time.monotonic() - began >= 0.45  # the request timeout: 0.5 s after it started running
     again = rec.sent.pop(0)  # stuck once more, then Stop: it still reaches Stopped
     rt.fleet.transition(lane=again["lane"], token=again["token"], status=LaneStatus.RUNNING, worker="w1@test")
     control.stop(rt.fleet)
     assert rt.fleet.read_state().phase is Phase.STOPPING
-    time.sleep(0.7)
-    rt.lanes.reconcile()
-    assert rt.fleet.read_state().phase is Phase.STOPPED
+
+    def stopped() -> bool:
+        rt.lanes.reconcile()
+        return rt.fleet.read_state().phase is Phase.STOPPED
+
+    wait_for(stopped, interval_s=0.05, what="Stopped")
 
 
 def test_a_draining_worker_stays_alive_for_its_lanes_but_takes_no_new_ones(mock_rt: Any) -> None:
@@ -204,12 +209,11 @@ def test_the_beat_lease_has_one_holder_renews_expires_and_hands_over(mock_rt: An
     fleet, key = rt.fleet, rt.fleet.keys.beat_lease
     assert fleet.hold_lease(key, "beat-a", 300)
     assert not fleet.hold_lease(key, "beat-b", 300)  # a standby never takes a held lease
-    time.sleep(0.2)
-    assert fleet.hold_lease(key, "beat-a", 300)  # renewed: still a's after its first lifetime
-    time.sleep(0.2)
+    assert fleet.hold_lease(key, "beat-a", 60_000)  # renewed: its holder extends it
+    assert fleet.redis.pttl(key) > 30_000
     assert not fleet.hold_lease(key, "beat-b", 300)
-    time.sleep(0.35)  # a stopped renewing (died): the lease runs out
-    assert fleet.hold_lease(key, "beat-b", 300)
+    assert fleet.hold_lease(key, "beat-a", 200)  # renewed a last time; then a stops renewing (died)
+    wait_for(lambda: fleet.hold_lease(key, "beat-b", 300), timeout_s=10, interval_s=0.02, what="the lease")
     assert not fleet.hold_lease(key, "beat-a", 300)  # a resumed old leader does not schedule
     assert not fleet.hold_lease(key, "beat-a", 0)  # giving up a lease one does not hold: no-op
     assert fleet.redis.get(key) == "beat-b"
