@@ -197,12 +197,14 @@ class Lanes:
 
     def send(self, *, lane: int, expected: str, provider: str, epoch: int, failures: int = -1) -> bool:
         """Give the lane a new token on ``provider`` and send its message."""
-        planned = self._plan(lane=lane, expected=expected, provider=provider, epoch=epoch, failures=failures)
+        planned = self.plan(lane=lane, expected=expected, provider=provider, epoch=epoch, failures=failures)
         assigned = self.fleet.run(planned.call)[0]
         self.send_planned(planned, assigned)
         return bool(assigned == 1)
 
-    def _plan(self, *, lane: int, expected: str, provider: str, epoch: int, failures: int) -> PlannedDispatch:
+    def plan(self, *, lane: int, expected: str, provider: str, epoch: int, failures: int) -> PlannedDispatch:
+        """The assign call giving the lane a new token (if ``expected`` is still its token),
+        with the cycle message the script pushes when the broker is the fleet's Redis."""
         token = new_token()
         message = self.dispatcher.prepare(provider=provider, epoch=epoch, lane=lane, token=token)
         _, call = self.fleet.assign_call(
@@ -221,7 +223,7 @@ class Lanes:
             provider = self.choose(view)
         except NoUsableProviderError:
             return None
-        return self._plan(lane=lane, expected=token, provider=provider, epoch=view.state.epoch, failures=0)
+        return self.plan(lane=lane, expected=token, provider=provider, epoch=view.state.epoch, failures=0)
 
     def send_planned(self, planned: PlannedDispatch, assigned: object) -> None:
         """Send the planned cycle if its assign call assigned it and did not push its message

@@ -37,14 +37,14 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     slots = int(getattr(controller, "concurrency", 0) or 0)
     # before it registers: the SDK imports take seconds, and a fleet that starts its topic
     # once every worker registered must find this one taking messages
-    _freeze_startup_objects(runtime.settings, queues)
+    freeze_startup_objects(runtime.settings, queues)
     heartbeat = Heartbeat(runtime, worker=incarnation(sender.hostname), queues=queues, slots=slots)
     heartbeat.tick()  # registered before the first message is taken
     heartbeat.start()
     _heartbeats.append(heartbeat)
 
 
-def _freeze_startup_objects(settings: Settings, queues: list[str]) -> None:
+def freeze_startup_objects(settings: Settings, queues: list[str]) -> None:
     """Import the SDKs this worker will call, move every object alive now (modules, classes,
     Celery's and the SDKs' tables: about 130,000) out of the garbage collector's sight, and
     collect the young generations less often: hundreds of calls in flight keep ~100,000
@@ -74,6 +74,6 @@ def _stop_heartbeat(**_: Any) -> None:
 
 
 @signals.worker_process_init.connect
-def _fresh_runtime_after_fork(**_: Any) -> None:
+def fresh_runtime_after_fork(**_: Any) -> None:
     set_runtime(None)
     SETTLED.kept = False  # a pool child: its parent acknowledges, the tags would only pile up

@@ -165,11 +165,11 @@ def test_the_assign_script_pushes_a_lanes_message_exactly_when_it_assigns_the_to
     [first] = pushed()
     assert first["token"] == rt.fleet.view().lanes[0].token and first["provider"] == "mock"
     assert rt.lanes.reconcile().dispatched == []  # queued, not lost: nothing more
-    planned = rt.lanes._plan(
+    planned = rt.lanes.plan(
         lane=0, expected="not-the-token", provider="mock", epoch=first["epoch"], failures=0
     )
     assert rt.fleet.run(planned.call) == [0] and len(pushed()) == 1  # stale: nothing pushed
-    planned = rt.lanes._plan(
+    planned = rt.lanes.plan(
         lane=0, expected=first["token"], provider="mock", epoch=first["epoch"], failures=0
     )
     assert rt.fleet.run(planned.call) == [1] and rt.fleet.run(planned.call) == [1]  # the retry
