@@ -1,5 +1,6 @@
 """Celery's and Flower's own tools see the fleet's broker as the Redis it is: Flower's
-queue lengths (its Broker tab), ``celery inspect``, ``celery status``, ``celery purge -Q``."""
+queue lengths (its Broker tab), ``celery status``, ``inspect``, ``control shutdown``,
+``purge -Q``."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def test_flower_and_celerys_commands_see_the_provider_queues_and_their_lengths(
     lengths = get_json(f"{api}/queues/length")  # was a 404: "'redis' broker is not supported"
     assert lengths == {"active_queues": [{"name": "mock", "messages": 0}]}, lengths
 
-    fleet.stop(worker)  # Flower keeps what the worker served; messages now wait in its queue
+    celery(fleet, "control", "shutdown")  # a worker does not reply to it ("No nodes replied"): it goes
+    assert worker.wait(timeout=60) == 0  # a warm shutdown; Flower keeps what the worker served
     queue = Keys(load_settings({"REDIS_URL": redis_url, "PRODUCER_ID": "tools"}).id).broker_prefix + "mock"
     client = redis.Redis.from_url(redis_url)
     client.lpush(queue, *[json.dumps({"body": "", "headers": {}, "properties": {}})] * 5)

@@ -100,3 +100,19 @@ def test_celerys_message_protocol_is_the_one_our_script_writes() -> None:
     from producer_tasks.worker.app import app
 
     assert app.conf.task_protocol == 2, f"celery {celery.__version__}: task_protocol {app.conf.task_protocol}"
+
+
+def test_redis_pys_connection_still_makes_its_socket_in_connect_and_polls_in_can_read() -> None:
+    """state/client.py extends ``Connection._connect`` (the socket it returns gets kernel
+    timeouts) and answers ``can_read(0)`` itself for the state client's pool."""
+    import redis
+
+    for cls in (redis.Connection, redis.UnixDomainSocketConnection):
+        connect = getattr(cls, "_connect", None)
+        assert callable(connect) and list(inspect.signature(connect).parameters) == ["self"], (
+            f"redis-py {redis.__version__}: {cls.__name__}._connect changed"
+        )
+    parameters = inspect.signature(redis.Connection.can_read).parameters
+    assert list(parameters) == ["self", "timeout"] and parameters["timeout"].default == 0, (
+        f"redis-py {redis.__version__}: Connection.can_read{inspect.signature(redis.Connection.can_read)}"
+    )
