@@ -112,7 +112,7 @@ class Connection:
         self.phase_event = asyncio.Event()  # set by each stream read
         # statuses are decided one at a time: the status loop's and the answers to frames
         self.deciding = asyncio.Lock()
-        self.answered_at = 0.0  # when the handling of the last control frame began
+        self.answered_at = 0.0  # when the last control frame had been applied and answered
 
     async def send(self, *messages: ProducerMessage) -> None:
         """Write frames and wait until the socket has taken them."""
@@ -164,10 +164,13 @@ class Connection:
         while True:
             payload = await read_frame(self.reader, max_frame_bytes=bridge.settings.max_frame_bytes)
             # a frame is handled and answered before the status loop reports again, and what
-            # it read before is dropped: no status reflects a frame half applied, or older
+            # it read before is dropped: no status reflects a frame half applied, or older. A
+            # read that started while the frame was being applied may have read the phase
+            # before it: dropped too (an Idle read there made the status loop re-apply the
+            # topic as if Redis had lost it: test_the_bridge_reports_the_budget_stop_once)
             async with self.deciding:
-                self.answered_at = time.monotonic()
                 await self.handle(payload)
+                self.answered_at = time.monotonic()
 
     async def handle(self, payload: bytes) -> None:
         bridge = self.bridge

@@ -99,8 +99,8 @@ class _NoCheckoutPoll:
     disconnects (``state.roundtrip``, redis-py's commands), and a connection the server
     closed fails its next trip, which the connection's retry sends again on a new one.
     redis-py 8 also reads push notifications and client-side-cache invalidations there:
-    ``state_connections`` refuses a pool with RESP3, a cache or maintenance notifications,
-    so nothing of the kind can be pending. Only for the state client, which never
+    ``state_connections`` refuses a pool with RESP3 (which maintenance notifications need
+    too) or a cache, so nothing of the kind can be pending. Only for the state client, which never
     subscribes (PubSub polls with ``can_read``)."""
 
     def can_read(self, timeout: float = 0) -> bool:
