@@ -285,14 +285,15 @@ def ab(base: Path, rounds: int = 3) -> dict[str, object]:
     finally:
         fake.terminate()
         fake.wait(timeout=10)
-    table = report(rows).split("| run |", 1)[1].split("\n\n", 1)[0]
+    table, _ = table_rows(rows)
     ours = [r.cpu_ms for r in rows if r.name == "fleet, `-P threads`"]
     theirs = [r.cpu_ms for r in rows if r.name.endswith(f"({base.resolve().name})")]
     body = (
         f"## Scale A/B: this checkout against `{base.resolve().name}`, same run\n\n"
         f"`BENCH_AB_BASE={base} python -m bench scale`: the threads fleet at {in_flight} in flight /"
         f" {latency_ms / 1000:g} s, the two checkouts alternating, each between two runs of the asyncio"
-        f" loop. Worker CPU per cycle, ours against theirs: {sum(ours) / sum(theirs):.2f}.\n\n| run |" + table
+        f" loop. Worker CPU per cycle, ours against theirs: {sum(ours) / sum(theirs):.2f}.\n\n{TABLE_HEAD}\n"
+        + "\n".join(table)
     )
     write_section("scale-ab", body)
     return {"rows": [row.__dict__ for row in rows]}
@@ -335,8 +336,16 @@ def mean_row(rows: list[Row]) -> Row:
     )
 
 
-def report(rows: list[Row]) -> str:
-    """Each fleet row against the mean of the loop's runs just before and just after it."""
+TABLE_HEAD = (
+    "| run | N | latency | peak at server | cycles/s | / asyncio | worker CPU ms/cycle (/ asyncio) "
+    "| bridge CPU ms/batch | redis CPU ms/cycle | worker RSS | failed acks |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+
+
+def table_rows(rows: list[Row]) -> tuple[list[str], list[str]]:
+    """Each fleet row against the mean of the loop's runs just before and just after it,
+    and redis-server's account of each fleet row."""
     table = []
     notes = []
     for i, row in enumerate(rows):
@@ -369,6 +378,12 @@ def report(rows: list[Row]) -> str:
             f"| {row.rate:.1f} | {row.rate / base.rate:.2f} | {row.cpu_ms:.1f} ({row.cpu_ms / base.cpu_ms:.2f}×) "
             f"| {row.bridge_ms:.2f} | {row.redis_ms:.2f} | {row.rss_mib:.0f} MiB | {row.failed_acks} |"
         )
+    return table, notes
+
+
+def report(rows: list[Row]) -> str:
+    """The section: the table, redis-server's account per fleet row, and the prose."""
+    table, notes = table_rows(rows)
     lines = "\n".join(table)
     commands = "\n".join(notes)
     return f"""
@@ -384,8 +399,7 @@ over the whole run (such a message comes back after the visibility timeout, as a
 Everything shares 2 cores, so at 1,024 in flight the fake server itself is the limit for
 both sides.
 
-| run | N | latency | peak at server | cycles/s | / asyncio | worker CPU ms/cycle (/ asyncio) | bridge CPU ms/batch | redis CPU ms/cycle | worker RSS | failed acks |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+{TABLE_HEAD}
 {lines}
 
 redis-server's own account (`INFO commandstats`), µs per cycle (calls per cycle):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -113,11 +113,11 @@ class Builtin:
     price_output_per_mtok: float | None
 
 
-def builtins_from(setting: Callable[[str], Any]) -> list[Builtin]:
-    """The built-ins as the settings describe them: ``setting("openai_model")`` and so on."""
+def builtins_from(values: object) -> list[Builtin]:
+    """The built-ins as ``values`` (the settings) describe them: ``openai_model`` and so on."""
     fields = [field.name for field in dataclasses.fields(Builtin) if field.name != "name"]
     names: tuple[Literal["openai", "anthropic"], ...] = ("openai", "anthropic")
-    return [Builtin(name, *(setting(f"{name}_{field}") for field in fields)) for name in names]
+    return [Builtin(name, *(getattr(values, f"{name}_{field}") for field in fields)) for name in names]
 
 
 def builtin_specs(builtins: Sequence[Builtin], *, mock_rpm: int | None) -> dict[str, ProviderSpec]:

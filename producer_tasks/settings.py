@@ -312,15 +312,15 @@ class Settings(BaseSettings):
 
     @property
     def providers(self) -> dict[str, ProviderSpec]:
-        """Every named provider of the fleet (``producer_tasks.catalog``), built-ins first."""
-        if self._catalog is None:  # settings made without load_settings: keys from os.environ
-            self._catalog = self.read_catalog(os.environ)
-        return self._catalog
+        """Every named provider (``producer_tasks.catalog``), built-ins first; keys from
+        ``os.environ`` for settings made without ``load_settings``."""
+        return self._catalog if self._catalog is not None else self.load_providers(os.environ)
 
-    def read_catalog(self, environ: Mapping[str, str]) -> dict[str, ProviderSpec]:
-        """The built-ins these settings describe, and the providers file's (keys from ``environ``)."""
-        builtins = builtins_from(lambda name: getattr(self, name))
-        return load_catalog(builtins, mock_rpm=self.mock_rpm, path=self.providers_file, environ=environ)
+    def load_providers(self, environ: Mapping[str, str]) -> dict[str, ProviderSpec]:
+        """The built-ins and the providers file's entries (keys from ``environ``), kept."""
+        path = self.providers_file
+        self._catalog = load_catalog(builtins_from(self), mock_rpm=self.mock_rpm, path=path, environ=environ)
+        return self._catalog
 
     @property
     def provider_names(self) -> tuple[str, ...]:
@@ -390,7 +390,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             field = str(error["loc"][0]) if error["loc"] else "?"
             problems.append(f"{reverse.get(field, field)}: {error['msg']}")
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
-    settings._catalog = settings.read_catalog(env)  # the providers file, read once here
+    settings.load_providers(env)  # the providers file, read once here
     return settings
 
 

@@ -36,7 +36,6 @@ LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 _HTTP_CLIENT_CLASSES: dict[str, type] = {}
 
 
-
 class Stream(httpcore2.NetworkStream):
     """Wraps the backend's stream: writes wait for the next read; plain sockets block."""
 

@@ -319,14 +319,14 @@ def check_and_add(
             continue
         if not journalled and not retried:  # a lost reply: this call's bits may be set already
             return FilterResult(candidates, counts, checked=0, filtered=0)
-        passed = _unseen(candidates, forms, old_bits, shape.num_hashes)
+        result = _result(candidates, _unseen(candidates, forms, old_bits, shape.num_hashes), counts)
         if not defer_counters:
             fleet.run(
-                CommandCall(("HINCRBY", meta, "total_candidates", len(candidates))),
-                CommandCall(("HINCRBY", meta, "filtered_candidates", len(candidates) - len(passed))),
-                CommandCall(("HINCRBY", meta, "items", len(passed))),
+                CommandCall(("HINCRBY", meta, "total_candidates", result.checked)),
+                CommandCall(("HINCRBY", meta, "filtered_candidates", result.filtered)),
+                CommandCall(("HINCRBY", meta, "items", len(result.passed))),
             )
-        return _result(candidates, passed, counts)
+        return result
     raise StateError("bloom filter keeps changing; giving up on this batch")
 
 
