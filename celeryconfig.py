@@ -13,11 +13,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 from kombu.transport import TRANSPORT_ALIASES as _TRANSPORT_ALIASES
 
-from producer_tasks.settings import get_settings
 from producer_tasks.state.client import CONNECT_TIMEOUT_S, HEALTH_CHECK_INTERVAL_S, SOCKET_TIMEOUT_S, is_tcp
 from producer_tasks.state.keys import Keys
+from producer_tasks.worker.startup import settings_or_exit
 
-_settings = get_settings()
+_settings = settings_or_exit()  # a bad setting: one line and exit code 2 under `celery`
 
 # kombu's Redis transport with repairs (worker/transport.py): a lost broker connection never
 # ends a worker, a busy pool waits, one client per pool, gevent polls any socket. It is

@@ -25,6 +25,7 @@ from orchestrator_bridge.connection import BridgeCounters, Connection
 from orchestrator_bridge.convert import PHASE_STATUS, filter_to_load, health_to_wire
 from orchestrator_bridge.errors import DecodeError
 from orchestrator_bridge.metrics import serve_metrics
+from orchestrator_bridge.probes import BridgeProbes
 from orchestrator_bridge.protocol.bloomwire import BloomFilterWire
 from orchestrator_bridge.protocol.messages import (
     ErrorStatus,
@@ -37,11 +38,12 @@ from orchestrator_bridge.protocol.messages import (
     UpdateConfiguration,
 )
 from orchestrator_bridge.resend import ResendWindow
+from producer_tasks.addresses import parse_addr
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, ProducerError
 from producer_tasks.lanes import Dispatcher, Lanes
 from producer_tasks.records import Phase
-from producer_tasks.settings import Settings, parse_addr
+from producer_tasks.settings import Settings
 from producer_tasks.state import bloom, control, stream
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import write_bridge_status
@@ -163,11 +165,16 @@ class Bridge:
             kept = await self.in_thread(stream.window, self.fleet)  # a restarted bridge re-sends these too
             self.window.reset((entry.id, len(entry.data)) for entry in kept)
         metrics = None
+        probes = BridgeProbes(self.fleet, self.counters, self.settings.orchestrator_addr)
+        ticking = asyncio.create_task(probes.tick_forever(self.stopping))
         if self.settings.metrics_port is not None:
-            metrics = serve_metrics(self.fleet, self.settings.metrics_host, self.settings.metrics_port)
+            metrics = serve_metrics(
+                self.fleet, self.settings.metrics_host, self.settings.metrics_port, probes.probes()
+            )
         try:
             await self.connect_forever()
         finally:
+            ticking.cancel()
             if metrics is not None:
                 metrics.close()
 

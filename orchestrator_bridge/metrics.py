@@ -220,11 +220,28 @@ def autoscaling_json(fleet: Fleet) -> bytes:
     return json.dumps(body).encode()
 
 
-def metrics_app(fleet: Fleet) -> Callable[..., Iterable[bytes]]:
-    """prometheus_client's WSGI app on ``/metrics``, the autoscaling JSON on ``/autoscaling``;
-    GET/HEAD only."""
+@dataclass(frozen=True)
+class Probes:
+    """The bridge's answers to ``/healthz`` and ``/readyz``: None when fine, else why not."""
+
+    alive: Callable[[], str | None]
+    ready: Callable[[], str | None]
+
+
+def probe_response(why_not: str | None, start_response: Callable[..., Any]) -> list[bytes]:
+    if why_not is None:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok\n"]
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [f"{why_not}\n".encode()]
+
+
+def metrics_app(fleet: Fleet, probes: Probes | None = None) -> Callable[..., Iterable[bytes]]:
+    """prometheus_client's WSGI app on ``/metrics``, the autoscaling JSON on ``/autoscaling``,
+    the bridge's liveness and readiness on ``/healthz`` and ``/readyz``; GET/HEAD only."""
     app = make_wsgi_app(registry_for(fleet))
-    paths = ("/metrics", "/autoscaling")
+    checks = {"/healthz": probes.alive, "/readyz": probes.ready} if probes is not None else {}
+    paths = ("/metrics", "/autoscaling", *checks)
 
     def routes(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
@@ -234,6 +251,8 @@ def metrics_app(fleet: Fleet) -> Callable[..., Iterable[bytes]]:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "GET, HEAD")])
             return [f"GET {path}\n".encode()]
+        if path in checks:
+            return probe_response(checks[path](), start_response)
         if path == "/autoscaling":
             try:
                 body = autoscaling_json(fleet)
@@ -258,9 +277,9 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
-def serve_metrics(fleet: Fleet, host: str, port: int) -> MetricsServer:
+def serve_metrics(fleet: Fleet, host: str, port: int, probes: Probes | None = None) -> MetricsServer:
     """``GET /metrics`` in a thread of its own (a scrape reads Redis; the bridge's loop never waits)."""
-    server = make_server(host, port, metrics_app(fleet), _Server, handler_class=_QuietHandler)
+    server = make_server(host, port, metrics_app(fleet, probes), _Server, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="producer-metrics", daemon=True)
     thread.start()
     log.info("metrics on %s:%d/metrics", host, port)

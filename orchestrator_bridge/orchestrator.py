@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +40,7 @@ from producer_tasks.bloomhash import BloomFilter, normalize
 
 log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "List {batch_size} distinct {topic}. Only the names, one per line."
+STDOUT = Path("-")  # as an output: this process's standard output
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,9 @@ class ReferenceOrchestrator:
 
     # --- serving ----------------------------------------------------------------------
     async def serve(self, host: str, port: int) -> asyncio.Server:
-        if self.options.output is not None:
+        if self.options.output == STDOUT:
+            self._output = sys.stdout
+        elif self.options.output is not None:
             self._output = self.options.output.open("w", encoding="utf-8")
         if self.options.batch_log is not None:
             self._batch_log = self.options.batch_log.open("w", encoding="utf-8")
@@ -147,7 +152,7 @@ class ReferenceOrchestrator:
 
     def close(self) -> None:
         for handle in (self._output, self._batch_log):
-            if handle is not None:
+            if handle is not None and handle is not sys.stdout:
                 handle.close()
         self._output = self._batch_log = None
         for writer in list(self.writers):
@@ -289,3 +294,7 @@ class ReferenceOrchestrator:
             writer.write(frame(codec.encode(UpdateConfiguration(bloom_filter=payload))))
             await writer.drain()
             log.info("sent a bloom filter of %d items (%d bytes)", self.bloom.items, len(payload))
+
+
+if __name__ == "__main__":  # python -m orchestrator_bridge.orchestrator = producer orchestrator
+    sys.exit(importlib.import_module("orchestrator_bridge.cli.main").main(["orchestrator", *sys.argv[1:]]))

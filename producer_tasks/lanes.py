@@ -40,13 +40,16 @@ WAIT_BACKLOG = "backlog full"
 WAIT_NO_PROVIDER = "no usable provider"
 WAIT_RATE_LIMIT = "rate limited"
 WAIT_BACKOFF = "backoff"
+WAIT_QUOTA = "count reached (producer run --count): no new call"
+QUOTA_PAUSE_MS = 1000  # parked lanes look again: the run may raise the quota (duplicates it saw)
 NO_PROVIDER_PAUSE_MS = 1000
 BUSY_GRACE_S = 30.0  # beyond the request timeout, before a RUNNING lane counts as lost
 BUSY = (LaneStatus.RESERVED, LaneStatus.RUNNING)
-CLAIM_STALE = -1  # the claim's answers (state/lua/claim.lua): not the lane's current token,
+CLAIM_STALE = -1  # the claim's answers (state/lua/transition.lua): not the lane's current token,
 CLAIM_STOPPED = 0  # Stop or a new topic (the claim released the lane),
 BUDGET_SPENT = -2  # PRODUCER_BUDGET_USD reached,
-PROVIDER_DOWN = -3  # the provider went Unhealthy or is cooling down
+PROVIDER_DOWN = -3  # the provider went Unhealthy or is cooling down,
+QUOTA_REACHED = -4  # the fleet appended the attributes `producer run --count` asked for
 
 
 class Refusal(StrEnum):
@@ -235,8 +238,8 @@ class Lanes:
 
     def claim_call(self, *, lane: int, token: str, worker: str, epoch: int, provider: str) -> ScriptCall:
         """RUNNING: the moment a cycle may spend tokens; pipelined with the cycle's view. Its
-        reply: 1; 0 stopped/new topic (lane released); -1 stale; -2 the budget is spent;
-        -3 ``provider`` is Unhealthy or cooling down (nothing changed on -1, -2, -3)."""
+        reply: 1; 0 stopped/new topic (lane released); -1 stale; -2 the budget is spent; -3
+        ``provider`` is Unhealthy or cooling; -4 the quota is reached (-1 to -4 change nothing)."""
         return self.fleet.transition_call(
             lane=lane,
             token=token,
@@ -263,6 +266,8 @@ class Lanes:
             control.stop(self.fleet)
             self.release(lane=lane, token=token)
             return Refusal.STOPPED
+        if claimed == QUOTA_REACHED:
+            return self.wait(lane=lane, token=token, reason=WAIT_QUOTA, wait_ms=QUOTA_PAUSE_MS)
         refused = self._preflight(view, provider=provider, epoch=epoch, lane=lane, token=token)
         if refused is None and claimed == PROVIDER_DOWN:  # usable again a moment later: next round
             return self.wait(

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from producer_tasks.addresses import parse_addr, sentinel_url
 from producer_tasks.catalog import BUILTINS, ProviderSpec, builtins_from, load_catalog
 from producer_tasks.errors import ConfigurationError
 
@@ -171,7 +172,9 @@ class Settings(BaseSettings):
         5000, ge=10, le=10_000_000, description="Distinct attributes the mock can produce per topic"
     )
     bloom_filter: bool = Field(
-        False, description="Pre-filter candidates with the shared bloom filter (`producer run` turns it on)"
+        True,
+        description="Drop candidates the shared bloom filter has seen. `false` sends every repeat to the "
+        "orchestrator: it pays for them and the novelty figures mean nothing",
     )
     prompt_strategy: Literal["novelty", "fixed"] = Field(
         "novelty",
@@ -228,6 +231,15 @@ class Settings(BaseSettings):
     )
     orchestrator_tls: bool = Field(False, description="Use TLS to the orchestrator")
     orchestrator_tls_ca: str | None = Field(None, description="CA bundle for the orchestrator's certificate")
+    worker_idle_ok: bool = Field(
+        False,
+        description="A worker whose `-Q` leaves it no provider it can call stays up, idle (else: exit 2)",
+    )
+    health_dir: str = Field(
+        tempfile.gettempdir(),
+        min_length=1,
+        description="Folder of the liveness files `producer healthcheck worker|beat` reads",
+    )
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus endpoint of the bridge (off when unset)"
     )
@@ -291,16 +303,8 @@ class Settings(BaseSettings):
 
     @property
     def sentinel_url(self) -> str:
-        """The Sentinels as Celery/kombu want them: ``sentinel://[:pw@]host:port/db;...``
-        (password, user and db from REDIS_URL; the master name goes in transport options)."""
-        parts = urlsplit(self.redis_url)
-        credentials = parts.password is not None or parts.username
-        auth = f"{parts.username or ''}:{parts.password or ''}@" if credentials else ""
-        db = parts.path.strip("/") or "0"
-        hosts = (f"[{h}]" if ":" in h else h for h, _ in self.sentinels)
-        return ";".join(
-            f"sentinel://{auth}{h}:{p}/{db}" for h, (_, p) in zip(hosts, self.sentinels, strict=True)
-        )
+        """The Sentinels as Celery/kombu want them (``addresses.sentinel_url``)."""
+        return sentinel_url(self.redis_url, self.sentinels)
 
     @property
     def broker_url(self) -> str:
@@ -341,15 +345,6 @@ class Settings(BaseSettings):
         """(requests per minute, tokens per minute) for a provider; None = unlimited."""
         spec = self.providers.get(provider)
         return (spec.rpm, spec.tpm) if spec else (None, None)
-
-
-def parse_addr(value: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` too) with a clear error."""
-    host, sep, port_text = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{value!r} is not host:port")
-    return host, int(port_text)
 
 
 def env_names() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The ``producer`` console script: ``run``, ``bridge``, ``orchestrator``, ``status``.
+"""The ``producer`` console script: ``run``, ``bridge``, ``orchestrator``, ``status``, ``healthcheck``.
 
 This entry module is light (argument parsing only): each command's module is imported
 when that command runs, so ``producer --help`` loads neither Celery nor the SDKs.
@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
+from orchestrator_bridge.orchestrator import STDOUT
 from orchestrator_bridge.version import version
+from producer_tasks.addresses import parse_addr
 from producer_tasks.errors import ConfigurationError, ProducerError
-from producer_tasks.settings import parse_addr
+from producer_tasks.liveness import DEFAULT_MAX_AGE_S, ROLES
 
 log = logging.getLogger("producer")
 # command -> "module:function" (the public interface, README); imported when run
@@ -27,6 +29,7 @@ COMMANDS = {
     "bridge": "orchestrator_bridge.cli.processes:run_bridge",
     "orchestrator": "orchestrator_bridge.cli.processes:run_orchestrator",
     "status": "orchestrator_bridge.cli.status:run_status",
+    "healthcheck": "orchestrator_bridge.cli.healthcheck:run_healthcheck",
 }
 
 
@@ -71,7 +74,10 @@ def log_level(text: str) -> str:
 
 
 def writable_file(text: str) -> Path:
-    """A file we can create or append to (checked now, not after a run's work is done)."""
+    """A file we can create or append to (checked now, not after a run's work is done); ``-``
+    is standard output."""
+    if text == "-":
+        return STDOUT
     path = Path(text)
     folder = path.parent
     if not folder.is_dir():
@@ -115,9 +121,14 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_topic_options(parser: argparse.ArgumentParser, *, topic_required: bool = True) -> None:
+def add_topic_options(parser: argparse.ArgumentParser, *, local_run: bool = False) -> None:
+    """The job's options (``run``, whose fleet is local, and ``orchestrator``)."""
+    topic_required = not local_run
     parser.add_argument("--topic", required=topic_required, help="what to generate attributes for")
-    parser.add_argument("--prompt", help="prompt template; {topic} and {batch_size} are substituted")
+    parser.add_argument(
+        "--prompt",
+        help="prompt template; {topic} and {batch_size} are substituted (default: the built-in one)",
+    )
     parser.add_argument(
         "--weight",
         type=weight,
@@ -126,27 +137,113 @@ def add_topic_options(parser: argparse.ArgumentParser, *, topic_required: bool =
         metavar="PROVIDER=W",
         help="provider weight, repeatable (default: every provider in use, equally)",
     )
+    for flag, kind, default, text in (
+        ("--batch-size", positive_int, 20, "attributes asked for per call"),
+        ("--max-tokens", positive_int, 1024, "completion tokens per call"),
+        ("--temperature", temperature, 0.9, "sampling temperature, 0-2"),
+    ):
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: %(default)s)")
     parser.add_argument(
-        "--batch-size",
+        "--count",
         type=positive_int,
-        default=20,
-        help="attributes asked for per call (default: %(default)s)",
+        metavar="N",
+        help="stop after exactly N unique attributes"
+        + ("; no new provider call starts once the fleet has them" if local_run else "")
+        + " (default: no limit)",
     )
     parser.add_argument(
-        "--max-tokens",
+        "--duration", type=positive_float, metavar="S", help="stop after S seconds (default: none)"
+    )
+    parser.add_argument(
+        "--output",
+        type=writable_file,
+        metavar="FILE",
+        help="JSON lines of the unique attributes; '-' for stdout (default: stdout when it is not a "
+        "terminal, else not kept)",
+    )
+
+
+def add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="the whole system locally, in one command",
+        description="Starts an embedded Redis (unless REDIS_URL is set), a worker per provider in use "
+        "(the mock unless API keys are set), beat, the bridge and the reference orchestrator; stops "
+        "when --count or --duration is reached, or on Ctrl-C, and prints a summary.",
+    )
+    add_topic_options(run, local_run=True)
+    run.add_argument(
+        "--concurrency",
         type=positive_int,
-        default=1024,
-        help="completion tokens per call (default: %(default)s)",
+        metavar="N",
+        help="generation cycles in flight, fleet-wide (default: PRODUCER_CONCURRENCY, 8)",
     )
-    parser.add_argument(
-        "--temperature",
-        type=temperature,
-        default=0.9,
-        help="sampling temperature, 0-2 (default: %(default)s)",
+    run.add_argument(
+        "--orchestrator",
+        type=address,
+        metavar="HOST:PORT",
+        help="a real orchestrator (default: the built-in reference orchestrator)",
     )
-    parser.add_argument("--count", type=positive_int, help="stop after exactly N unique attributes")
-    parser.add_argument("--duration", type=positive_float, help="stop after S seconds")
-    parser.add_argument("--output", type=writable_file, help="JSONL file of unique attributes")
+    run.add_argument(
+        "--budget-usd",
+        type=positive_float,
+        metavar="USD",
+        help="stop once the run's calls cost this much, at the providers' prices (default: no budget)",
+    )
+    run.add_argument(
+        "--providers-file",
+        type=readable_file,
+        metavar="FILE",
+        help="TOML file of named providers (sets PRODUCER_PROVIDERS_FILE; README: Named providers)",
+    )
+
+
+def add_healthcheck_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    health = commands.add_parser(
+        "healthcheck",
+        help="probe the worker or beat of this container (exit 0: alive)",
+        description="Reads the liveness file a worker's heartbeat or beat's tick writes in "
+        "PRODUCER_HEALTH_DIR: exit 0 when fresh, 1 otherwise (a Kubernetes exec probe).",
+    )
+    health.add_argument("role", choices=ROLES, help="which process")
+    health.add_argument(
+        "--max-age",
+        type=positive_float,
+        default=DEFAULT_MAX_AGE_S,
+        metavar="S",
+        help="a heartbeat older than this fails (default: %(default)s)",
+    )
+    health.add_argument(
+        "--redis", dest="need_redis", action="store_true", help="also require that Redis answered within S"
+    )
+
+
+def add_orchestrator_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    orchestrator = commands.add_parser(
+        "orchestrator",
+        help="run the reference orchestrator",
+        description="A development orchestrator speaking the real protocol: sends StartTopic to every "
+        "bridge that connects, de-duplicates what arrives, sends bloom filters, stops at --count or "
+        "--duration (= python -m orchestrator_bridge.orchestrator).",
+    )
+    orchestrator.add_argument(
+        "--listen",
+        type=address,
+        default=("127.0.0.1", 7979),
+        metavar="HOST:PORT",
+        help="address to listen on; bridges connect here (ORCHESTRATOR_ADDR) (default: 127.0.0.1:7979)",
+    )
+    add_topic_options(orchestrator)
+    orchestrator.add_argument(
+        "--batch-log", type=writable_file, metavar="FILE", help="JSON lines of every batch received"
+    )
+    orchestrator.add_argument(
+        "--bloom-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between bloom filters sent, 0 for never (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,42 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", type=log_level, help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for run)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = commands.add_parser("run", help="the whole system locally, in one command")
-    add_topic_options(run, topic_required=False)
-    run.add_argument("--concurrency", type=positive_int, help="generation cycles in flight (fleet-wide)")
-    run.add_argument(
-        "--orchestrator",
-        type=address,
-        metavar="HOST:PORT",
-        help="a real orchestrator (default: the built-in reference orchestrator)",
+    add_run_parser(commands)
+    commands.add_parser(
+        "bridge",
+        help="run the bridge to the orchestrator (ORCHESTRATOR_ADDR)",
+        description="The fleet's link to the orchestrator: exactly one per producer id. Settings come "
+        "from the environment (README: Configuration); /metrics, /healthz and /readyz on "
+        "PRODUCER_METRICS_PORT (= python -m orchestrator_bridge).",
     )
-    run.add_argument(
-        "--budget-usd",
-        type=positive_float,
-        metavar="USD",
-        help="stop once the run's calls cost this much, at the providers' prices (PRODUCER_BUDGET_USD)",
+    status = commands.add_parser(
+        "status",
+        help="the fleet as Redis sees it",
+        description="Reads the fleet from REDIS_URL, or from the producer run on this machine.",
     )
-    run.add_argument(
-        "--providers-file",
-        type=readable_file,
-        metavar="FILE",
-        help="TOML file of named providers (sets PRODUCER_PROVIDERS_FILE; README: Named providers)",
-    )
-
-    commands.add_parser("bridge", help="run the bridge to the orchestrator (ORCHESTRATOR_ADDR)")
-
-    status = commands.add_parser("status", help="the fleet as Redis sees it")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--watch", action="store_true", help="refresh every 2 seconds until Ctrl-C")
-
-    orchestrator = commands.add_parser("orchestrator", help="run the reference orchestrator")
-    orchestrator.add_argument("--listen", type=address, default=("127.0.0.1", 7979), metavar="HOST:PORT")
-    add_topic_options(orchestrator)
-    orchestrator.add_argument("--batch-log", type=writable_file, help="JSONL file of every batch received")
-    orchestrator.add_argument(
-        "--bloom-interval", type=float, default=5.0, help="seconds between bloom filters sent (0: never)"
-    )
+    add_healthcheck_parser(commands)
+    add_orchestrator_parser(commands)
     return parser
 
 
@@ -220,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `producer status | head`: the reader left; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

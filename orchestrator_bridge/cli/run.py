@@ -16,19 +16,20 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from orchestrator_bridge.cli import runfile
+from orchestrator_bridge.cli.children import BEAT_COMMAND, Children, start_children
 from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from orchestrator_bridge.cli.options import job_options
 from orchestrator_bridge.cli.progress import ProgressDisplay, summary_table
-from orchestrator_bridge.orchestrator import OrchestratorOptions, ReferenceOrchestrator
-from producer_tasks.errors import ConfigurationError
+from orchestrator_bridge.orchestrator import STDOUT, OrchestratorOptions, Progress, ReferenceOrchestrator
+from producer_tasks.errors import ConfigurationError, ProducerError
 from producer_tasks.records import ProviderStats, ProviderStatus
 from producer_tasks.settings import Settings, load_settings
 from producer_tasks.state.fleet import Fleet
@@ -39,7 +40,7 @@ STOP_GRACE_S = 20.0
 WORKER_START_TIMEOUT_S = 120.0
 UNREACHABLE_AFTER_S = 20.0  # a real orchestrator the bridge never reached: the run ends
 UNHEALTHY_FOR_S = 5.0  # every provider in use Unhealthy this long: the run ends
-BEAT_COMMAND = [sys.executable, "-m", "celery", "-A", "producer_tasks", "beat", "--loglevel", "INFO"]
+QUOTA_TTL_MS = 10_000  # the --count quota lapses this long after the run stops renewing it
 
 
 @dataclass
@@ -48,58 +49,6 @@ class RunOptions:
     concurrency: int | None = None
     budget_usd: float | None = None  # what this run may spend (on top of what the producer id spent)
     orchestrator: str | None = None  # host:port of a real orchestrator
-
-
-@dataclass
-class Children:
-    """Processes started by ``producer run``; ended by PID, always."""
-
-    log_dir: Path
-    env: dict[str, str]
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    def start(self, name: str, args: list[str]) -> None:
-        with (self.log_dir / f"{name}.log").open("wb") as out:
-            process = subprocess.Popen(
-                args,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.processes.append((name, process))
-
-    def dead(self) -> list[str]:
-        return [name for name, p in self.processes if p.poll() is not None]
-
-    def stop(self, *, timeout_s: float = 15.0) -> None:
-        for _, process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for name, process in reversed(self.processes):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", name)
-                process.kill()
-                process.wait(timeout=5)
-
-
-def start_children(log_dir: Path, env: dict[str, str], providers: list[str], *, concurrency: int) -> Children:
-    """A threads worker for each provider's queue, and the bridge (beat comes once the
-    workers registered)."""
-    children = Children(log_dir, env)
-    for provider in providers:
-        worker = f"-Q {provider} -P threads -c {concurrency} -n {provider}-{os.getpid()}@%h --loglevel INFO"
-        # no other workers to sync with or gossip to (mingle alone waits ~1 s for replies)
-        options = [*worker.split(), "--without-mingle", "--without-gossip"]
-        children.start(
-            f"worker-{provider}", [sys.executable, "-m", "celery", "-A", "producer_tasks", "worker", *options]
-        )
-    children.start("bridge", [sys.executable, "-m", "orchestrator_bridge"])
-    return children
 
 
 def providers_in_use(settings: Settings, weights: dict[str, float]) -> list[str]:
@@ -124,14 +73,16 @@ def providers_in_use(settings: Settings, weights: dict[str, float]) -> list[str]
 
 
 @contextlib.contextmanager
-def redis_for_run(environ: dict[str, str]) -> Iterator[dict[str, str]]:
-    """The environment's Redis, or an embedded one for the duration of the run."""
+def redis_for_run(environ: dict[str, str], producer_id: str) -> Iterator[dict[str, str]]:
+    """The environment's Redis, or an embedded one for the duration of the run (announced in a
+    runtime file, so that ``producer status`` in another shell finds it)."""
     if environ.get("REDIS_URL"):
         yield {}
         return
     server = EmbeddedRedis(unix_socket=True).start()
     try:
-        yield {"REDIS_URL": server.url}  # celeryconfig names the socket for Celery
+        with runfile.announced(producer_id, server.url):
+            yield {"REDIS_URL": server.url}  # celeryconfig names the socket for Celery
     finally:
         server.stop()
 
@@ -181,10 +132,11 @@ class LocalRun:
         self.interrupted = asyncio.Event()
         self.crashed: list[str] = []
         self.spent_before = 0.0  # what the producer id had spent when the run started
+        self.appended_before = 0  # the fleet's attributes_appended counter when the run started
+        self.in_flight_at_count: int | None = None  # calls in flight when --count was reached
 
     def child_env(self, extra: dict[str, str], orchestrator_addr: str) -> dict[str, str]:
         env = {**self.environ, **extra, "ORCHESTRATOR_ADDR": orchestrator_addr, "PYTHONUNBUFFERED": "1"}
-        env.setdefault("PRODUCER_BLOOM_FILTER", "true")  # on by default in producer run
         count = self.options.job.count
         if count and "PRODUCER_MOCK_VOCABULARY" not in env:  # the mock must be able to reach --count
             env["PRODUCER_MOCK_VOCABULARY"] = str(max(5000, 3 * count))
@@ -206,7 +158,7 @@ class LocalRun:
             print(f"producer: providers in use: {', '.join(providers)}", file=sys.stderr)
         log_dir = Path(tempfile.mkdtemp(prefix="producer-run-"))
         try:
-            with redis_for_run(self.environ) as redis_env:
+            with redis_for_run(self.environ, settings.id) as redis_env:
                 return asyncio.run(self._run(providers, weights, redis_env, log_dir))
         finally:
             shutil.rmtree(log_dir, ignore_errors=True)
@@ -224,11 +176,15 @@ class LocalRun:
         fleet = Fleet.from_settings(settings)
         before = {p: fleet.read_stats(p) for p in providers}  # a shared Redis may hold earlier runs
         self.spent_before = fleet.read_spend().usd
+        self.appended_before = fleet.read_counters().get("attributes_appended", 0)
         if self.options.budget_usd is not None:  # the budget is fleet-wide: this run's share on top
             env["PRODUCER_BUDGET_USD"] = repr(self.spent_before + self.options.budget_usd)
         orchestrator = None
         if self.options.orchestrator is None:
-            orchestrator = ReferenceOrchestrator(replace(self.options.job, weights=weights))
+            orchestrator = ReferenceOrchestrator(
+                replace(self.options.job, weights=weights), on_progress=lambda p: self.on_progress(p, fleet)
+            )
+            self.renew_quota(fleet, orchestrator)  # before the topic starts: no call beyond it, ever
             orchestrator.go.clear()  # the topic starts once every worker registered: weights hold at once
             await orchestrator.serve("127.0.0.1", port)
         children = start_children(log_dir, env, providers, concurrency=max(4, settings.concurrency))
@@ -241,6 +197,24 @@ class LocalRun:
             display.close()
             await self._finish(orchestrator, fleet, children, providers, before=before, log_dir=log_dir)
         return code
+
+    def renew_quota(self, fleet: Fleet, orchestrator: ReferenceOrchestrator) -> None:
+        """--count: no new provider call once the fleet appended the count's attributes, plus
+        as many as the orchestrator found to be duplicates (they do not count there)."""
+        count = self.options.job.count
+        if count is not None:
+            target = self.appended_before + count + orchestrator.progress.duplicates
+            fleet.set_quota(target, ttl_ms=QUOTA_TTL_MS)
+
+    def on_progress(self, progress: Progress, fleet: Fleet) -> None:
+        """The orchestrator accepted a batch: at the count, note the calls still in flight."""
+        count = self.options.job.count
+        if count is not None and progress.unique >= count and self.in_flight_at_count is None:
+            try:
+                self.in_flight_at_count = fleet.running_lanes()
+            except ProducerError as exc:
+                log.warning("could not count the calls in flight: %s", exc)
+                self.in_flight_at_count = -1
 
     async def _finish(
         self,
@@ -260,11 +234,20 @@ class LocalRun:
         await asyncio.to_thread(children.stop)
         if orchestrator is not None:
             await orchestrator.aclose()
+        with contextlib.suppress(ProducerError):
+            await asyncio.to_thread(fleet.clear_quota)
         print(file=sys.stderr)
         if orchestrator is not None:
             print(f"done: {orchestrator.progress.line()}", file=sys.stderr)
-            if self.options.job.output is not None:
-                print(f"unique attributes written to {self.options.job.output}", file=sys.stderr)
+            if self.in_flight_at_count is not None and self.in_flight_at_count >= 0:
+                print(
+                    f"calls in flight when the count was reached: {self.in_flight_at_count} "
+                    "(no new call started after it)",
+                    file=sys.stderr,
+                )
+            print(
+                where_attributes_went(self.options.job.output, orchestrator.progress.unique), file=sys.stderr
+            )
         print(summary_table(fleet, providers, before, stream=sys.stderr), file=sys.stderr)
         cost = sum(fleet.read_stats(p).cost_usd - before[p].cost_usd for p in providers)
         if orchestrator is not None and cost > 0:
@@ -339,6 +322,8 @@ class LocalRun:
             code = await self._ended(orchestrator, fleet, children, deadline, say)
             if code is not None:
                 return code
+            if orchestrator is not None:
+                await asyncio.to_thread(self.renew_quota, fleet, orchestrator)
             if ready:
                 reason = await asyncio.to_thread(
                     stall.check, orchestrator, fleet, providers, time.monotonic() - ready_at
@@ -357,6 +342,20 @@ class LocalRun:
             await asyncio.sleep(0.5 if ready else 0.1)  # the topic starts as soon as all registered
 
 
+def output_to_stdout_unless_terminal(args: argparse.Namespace) -> None:
+    """Without --output, attributes go to stdout as JSON lines when it is a pipe or a file."""
+    if args.output is None and not sys.stdout.isatty():
+        args.output = STDOUT
+
+
+def where_attributes_went(output: Path | None, unique: int) -> str:
+    if output is None:
+        return f"the {unique} unique attributes were not kept: --output FILE (or a pipe) keeps them"
+    if output == STDOUT:
+        return f"{unique} unique attributes written to stdout as JSON lines"
+    return f"{unique} unique attributes written to {output}"
+
+
 def run_command(args: argparse.Namespace) -> int:
     """``producer run``: check the options, then run the whole system."""
     if args.orchestrator is None and not args.topic:
@@ -367,6 +366,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     if args.orchestrator is None and args.count is None and args.duration is None:
         print("producer run: give --count N or --duration S (or stop it with Ctrl-C)", file=sys.stderr)
+    output_to_stdout_unless_terminal(args)
     options = RunOptions(
         job=job_options(args),
         concurrency=args.concurrency,

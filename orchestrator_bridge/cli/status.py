@@ -3,23 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Mapping
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from orchestrator_bridge.cli import runfile
 from orchestrator_bridge.cli.tables import render_table
-from producer_tasks.settings import get_settings
+from producer_tasks.addresses import mask_url
+from producer_tasks.errors import ConfigurationError, StateError
+from producer_tasks.settings import Settings, get_settings, load_settings
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import FleetStatus, snapshot
 
 WATCH_INTERVAL_S = 2.0
 
 
+def status_settings(environ: Mapping[str, str]) -> tuple[Settings, str]:
+    """The settings to read the fleet with, and where its Redis came from (said on failure):
+    REDIS_URL when set, else the producer run on this machine (its runtime file), else the
+    default URL."""
+    settings = get_settings()
+    if environ.get("REDIS_URL") or settings.sentinels:
+        return settings, "REDIS_URL"
+    runs = runfile.running()
+    mine = [run for run in runs if run.producer_id == settings.id] or runs
+    if len(mine) > 1:
+        ids = ", ".join(sorted(run.producer_id for run in mine))
+        raise ConfigurationError(f"several producer runs on this machine ({ids}): set PRODUCER_ID to one")
+    if mine:
+        (run,) = mine
+        found = load_settings({**environ, "REDIS_URL": run.redis_url, "PRODUCER_ID": run.producer_id})
+        return found, f"the producer run on this machine (pid {run.pid})"
+    return settings, "REDIS_URL is not set and no producer run is running on this machine"
+
+
 def run_status(args: argparse.Namespace) -> int:
-    fleet = Fleet.from_settings(get_settings())
+    settings, source = status_settings(os.environ)
+    if source.startswith("the producer run"):
+        print(f"producer status: reading {source}", file=sys.stderr)
+    fleet = Fleet.from_settings(settings)
     try:
         if args.watch and not args.json and sys.stdout.isatty():
             return watch(fleet)
@@ -29,6 +56,11 @@ def run_status(args: argparse.Namespace) -> int:
             if not args.watch:
                 return 0
             time.sleep(WATCH_INTERVAL_S)  # not a terminal: one snapshot after another
+    except StateError as exc:
+        why = exc.__cause__ or exc  # the connection's own words, not our wrapper's
+        where = f"producer {settings.id!r} at {mask_url(settings.redis_url)} ({source})"
+        print(f"producer status: cannot read {where}: {why}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:

@@ -125,7 +125,7 @@ class Fleet:
     def run(self, *calls: ScriptCall | CommandCall) -> list[Any]:
         """Scripts and commands in one round trip, each atomic; scripts by EVALSHA alone (no SCRIPT
         EXISTS trip); those a server lost (restart, failover) are loaded and run again, last."""
-        with redis_errors("pipelined writes"):
+        with redis_errors("round trip"):
             results = self._pipelined(calls, load=False)
             unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
             if unknown:
@@ -240,6 +240,22 @@ class Fleet:
     def read_counters(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.redis.hgetall(self.keys.counters).items()}
 
+    @translated("set the quota")
+    def set_quota(self, attributes_appended: int, *, ttl_ms: int) -> None:
+        """No new call starts once ``attributes_appended`` reaches this (for ``ttl_ms``: the
+        run that set it renews it while it runs; a crashed run's quota lapses by itself)."""
+        self.redis.set(self.keys.quota, attributes_appended, px=ttl_ms)
+
+    @translated("clear the quota")
+    def clear_quota(self) -> None:
+        self.redis.delete(self.keys.quota)
+
+    @translated("read lanes")
+    def running_lanes(self) -> int:
+        """Lanes whose cycle is calling its provider now."""
+        raw = self.redis.hvals(self.keys.lanes)
+        return sum(LaneRecord.model_validate_json(v).status is LaneStatus.RUNNING for v in raw)
+
     @translated("read backlog")
     def backlog(self) -> int:
         return int(self.redis.xlen(self.keys.batches))
@@ -352,7 +368,8 @@ class Fleet:
         """The transition as a call to pipeline with others (its reply as ``transition``'s)."""
         keys, c = self.keys, change
         return scripts.Transition(
-            keys.state, keys.lanes, keys.spend, keys.health(c.get("provider", "")), c["lane"], c["token"],
+            keys.state, keys.lanes, keys.spend, keys.health(c.get("provider", "")), keys.quota, keys.counters,
+            c["lane"], c["token"],
             c["status"].value, c.get("worker", ""), now_ms(), c.get("until_ms", 0), c.get("reason", ""),
             c.get("failures", -1), c.get("epoch"), c.get("budget_usd") or 0,
         ).call()  # fmt: skip

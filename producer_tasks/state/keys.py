@@ -114,6 +114,12 @@ class Keys:
         return f"{self.prefix}counters"
 
     @property
+    def quota(self) -> str:
+        """String with a TTL: the ``attributes_appended`` counter at which no new call starts
+        (``producer run --count``; it renews the key while it runs)."""
+        return f"{self.prefix}quota"
+
+    @property
     def bloom(self) -> str:
         """Prefix of the bloom filter's bits: a string per generation, ``…:bloom:<generation>``
         (MSB first, as GETBIT/SETBIT)."""

@@ -124,12 +124,15 @@ class Assign(Script):
 @dataclass(frozen=True, slots=True)
 class Transition(Script):
     """Move a lane to a status if its token is current; 1 done, 0 released, -1 stale
-    (to running: -2 the budget is spent, -3 the provider is Unhealthy or cooling down)."""
+    (to running: -2 the budget is spent, -3 the provider is Unhealthy or cooling down, -4 the
+    attribute quota is reached)."""
 
     state_key: str
     lanes_key: str
     spend_key: str
     health_key: str  # the provider's (read only when moving to running)
+    quota_key: str  # with counters_key: the attribute quota (read only when moving to running)
+    counters_key: str
     lane: int
     token: str
     status: str

@@ -20,6 +20,7 @@ from typing import Any
 from celery.beat import Scheduler
 
 from producer_tasks.errors import ProducerError
+from producer_tasks.liveness import LivenessFile, liveness_path
 from producer_tasks.settings import get_settings
 from producer_tasks.state.fleet import Fleet
 
@@ -38,6 +39,7 @@ class FleetScheduler(Scheduler):  # type: ignore[misc]
     beat lease, and skips unserved providers."""
 
     _fleet: Fleet | None = None
+    _liveness: LivenessFile | None = None
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     leading = False
 
@@ -47,13 +49,18 @@ class FleetScheduler(Scheduler):  # type: ignore[misc]
         return self._fleet
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        renew_s, ttl_ms = lease_timing(get_settings().health_check_interval_s)
+        settings = get_settings()
+        renew_s, ttl_ms = lease_timing(settings.health_check_interval_s)
+        if self._liveness is None:
+            self._liveness = LivenessFile(liveness_path(settings, "beat"))  # `producer healthcheck beat`
+        redis_ok = True
         try:
             fleet = self.fleet()
             leading = fleet.hold_lease(fleet.keys.beat_lease, self.owner, ttl_ms)
         except ProducerError as exc:  # Redis unreachable: schedule nothing, try again
             log.warning("beat could not read its lease: %s", exc)
-            leading = False
+            leading = redis_ok = False
+        self._liveness.beat(redis_ok=redis_ok)
         if leading != self.leading:
             log.info(
                 "beat %s %s", self.owner, "schedules now" if leading else "stands by (another beat schedules)"
@@ -69,6 +76,8 @@ class FleetScheduler(Scheduler):  # type: ignore[misc]
                 self._fleet.hold_lease(self._fleet.keys.beat_lease, self.owner, 0)
             except ProducerError as exc:
                 log.warning("beat could not give up its lease: %s", exc)
+        if self._liveness is not None:
+            self._liveness.remove()
         super().close()
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:

@@ -17,6 +17,7 @@ import time
 
 from producer_tasks.errors import ProducerError
 from producer_tasks.generation.cycle import PERSIST_DEADLINE_S
+from producer_tasks.liveness import LivenessFile, liveness_path
 from producer_tasks.runtime import Runtime
 from producer_tasks.state import stream
 
@@ -38,17 +39,21 @@ class Heartbeat(threading.Thread):
         settings = runtime.settings
         self.beat_s = min(settings.lane_lease_s / 3, settings.reconcile_interval_s)
         self.reconcile_ms = round(settings.reconcile_interval_s * 1000)
+        self.liveness = LivenessFile(liveness_path(settings, "worker"))  # `producer healthcheck worker`
 
     def run(self) -> None:
         log.info("worker %s serves queues %s", self.worker, ", ".join(self.queues) or "(none)")
         while not self.stopping.is_set():
             started = time.monotonic()
+            redis_ok = False
             try:
                 self.tick()
+                redis_ok = True
             except ProducerError as exc:
                 log.warning("heartbeat: %s", exc)
             except Exception:  # a failing hook must never kill the worker
                 log.exception("heartbeat failed")
+            self.liveness.beat(redis_ok=redis_ok)
             self.stopping.wait(max(0.05, self.beat_s - (time.monotonic() - started)))
 
     def tick(self) -> None:
@@ -77,6 +82,7 @@ class Heartbeat(threading.Thread):
         self.stopping.set()
         if self.is_alive():
             self.join(timeout=5)
+        self.liveness.remove()
         try:
             self.runtime.fleet.unregister(self.worker)
         except ProducerError as exc:

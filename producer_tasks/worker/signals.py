@@ -13,9 +13,10 @@ from typing import Any
 from celery import signals
 
 from producer_tasks.generation.providers import sdk
-from producer_tasks.settings import Settings
+from producer_tasks.settings import Settings, get_settings
 from producer_tasks.worker.current import get_runtime, incarnation, set_runtime
 from producer_tasks.worker.heartbeat import Heartbeat
+from producer_tasks.worker.startup import select_servable_queues
 from producer_tasks.worker.transport import SETTLED
 
 log = logging.getLogger(__name__)
@@ -23,16 +24,18 @@ _heartbeats: list[Heartbeat] = []
 GC_THRESHOLDS = (10_000, 50, 50)  # the young generations' (CPython's default: 700, 10, 10)
 
 
+@signals.celeryd_after_setup.connect
+def _select_servable_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """After ``-Q`` was applied, before the consumer starts (Celery's documented place to
+    change queues): only the queues whose provider this process can call."""
+    select_servable_queues(get_settings(), instance.app.amqp.queues)
+
+
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     runtime = get_runtime()
     consumed = [q.name for q in sender.task_consumer.queues] if sender is not None else []
     queues = [q for q in consumed if runtime.settings.is_configured(q)]
-    for queue in sorted(set(consumed) - set(queues)):
-        spec = runtime.settings.providers.get(queue)
-        why = f"{spec.api_key_env} is not set here" if spec else "no provider has that name"
-        log.warning("not consuming queue %r: %s", queue, why)
-        sender.cancel_task_queue(queue)
     controller = getattr(sender, "controller", None)  # the WorkController: -c N (--autoscale: its maximum)
     slots = int(getattr(controller, "concurrency", 0) or 0)
     # before it registers: the SDK imports take seconds, and a fleet that starts its topic

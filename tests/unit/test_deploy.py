@@ -57,7 +57,8 @@ def check_env_names(names: set[str]) -> None:
 
 
 def test_cli_knows_the_fixed_subcommands() -> None:
-    assert {"run", "bridge", "orchestrator", "status"} == SUBCOMMANDS
+    # DESIGN's four, and the probe of issue 29 (Kubernetes exec probes of workers and beat)
+    assert {"run", "bridge", "orchestrator", "status", "healthcheck"} == SUBCOMMANDS
     usage = build_parser().format_help()
     assert all(command in usage for command in COMMANDS)
 

@@ -39,6 +39,8 @@ def test_a_call_carries_keys_and_typed_arguments_in_order() -> None:
         lanes_key="l",
         spend_key="$",
         health_key="h",
+        quota_key="q",
+        counters_key="c",
         lane=3,
         token="t",
         status="running",
@@ -51,5 +53,5 @@ def test_a_call_carries_keys_and_typed_arguments_in_order() -> None:
         budget_usd=2.5,
     ).call()
     assert call.name == "transition"
-    assert call.keys == ("s", "l", "$", "h")
+    assert call.keys == ("s", "l", "$", "h", "q", "c")
     assert call.args == (3, "t", "running", "w", 5, 0, "", -1, "", 2.5)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from producer_tasks.addresses import parse_addr
 from producer_tasks.errors import ConfigurationError
-from producer_tasks.settings import env_names, load_settings, parse_addr
+from producer_tasks.settings import env_names, load_settings
 from producer_tasks.state.client import broker_is_fleet
 
 

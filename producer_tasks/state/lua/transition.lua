@@ -8,8 +8,10 @@
 -- down: a cycle whose view was read a moment before the provider went down does not call it.
 -- Returns 1 on success, 0 when stopped/old epoch (lane released), -1 when the token is
 -- stale, -2 when the budget is spent (nothing changed: the caller stops the fleet), -3 when
--- the provider became unusable (nothing changed: the caller re-dispatches).
-local state_key, lanes_key, spend_key, health_key = unpack(KEYS)
+-- the provider became unusable (nothing changed: the caller re-dispatches), -4 when the
+-- fleet appended as many attributes as the quota allows (`producer run --count`: nothing
+-- changed, the caller parks the lane).
+local state_key, lanes_key, spend_key, health_key, quota_key, counters_key = unpack(KEYS)
 local lane, token, status, worker, now_ms, until_ms, reason, failures, epoch, budget_usd = unpack(ARGV)
 --!include _release_lane.lua
 failures = tonumber(failures)
@@ -36,6 +38,12 @@ if status == 'running' and budget > 0 then
       redis.call('HSET', spend_key, 'budget', budget_usd)
     end
     return -2
+  end
+end
+if status == 'running' then
+  local quota = tonumber(redis.call('GET', quota_key) or '')
+  if quota and tonumber(redis.call('HGET', counters_key, 'attributes_appended') or '0') >= quota then
+    return -4
   end
 end
 record.status = status

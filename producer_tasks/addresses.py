@@ -1,0 +1,34 @@
+"""Addresses and URLs of the fleet's peers: ``host:port`` and the Sentinel URLs Celery reads."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+
+def parse_addr(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` too) with a clear error."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return host, int(port_text)
+
+
+def sentinel_url(redis_url: str, sentinels: list[tuple[str, int]]) -> str:
+    """The Sentinels as Celery/kombu want them: ``sentinel://[:pw@]host:port/db;...``
+    (password, user and db from ``redis_url``; the master name goes in transport options)."""
+    parts = urlsplit(redis_url)
+    credentials = parts.password is not None or parts.username
+    auth = f"{parts.username or ''}:{parts.password or ''}@" if credentials else ""
+    db = parts.path.strip("/") or "0"
+    hosts = (f"[{h}]" if ":" in h else h for h, _ in sentinels)
+    return ";".join(f"sentinel://{auth}{h}:{p}/{db}" for h, (_, p) in zip(hosts, sentinels, strict=True))
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (and a user name beside it) replaced by ``***``: safe to print."""
+    parts = urlsplit(url)
+    if parts.password is None and not parts.username:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
