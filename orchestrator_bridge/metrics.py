@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from orchestrator_bridge.version import version
 from producer_tasks.errors import ProducerError
+from producer_tasks.records import Phase
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import FleetStatus, snapshot
 
@@ -46,6 +47,7 @@ BRIDGE_COUNTERS = (
     "batches_resent",
 )
 HEALTH_STATES = ("healthy", "degraded", "unhealthy", "unknown")
+PHASES = tuple(phase.value for phase in Phase)
 
 
 def _cumulative(counts: dict[str, int]) -> list[tuple[str, float]]:
@@ -109,6 +111,17 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
             [*key, "failure"], _cumulative(view.failed_latency_buckets), view.failed_response_ms / 1000
         )
     yield from (requests, failures, tokens, cost, unique, health, demand, slots, waiting, latency)
+
+
+def _phase(status: FleetStatus, pid: str) -> GaugeMetricFamily:
+    phase = GaugeMetricFamily(
+        "producer_phase",
+        "1 for the fleet's current phase (idle, running, stopping, stopped)",
+        labels=["producer_id", "phase"],
+    )
+    for name in PHASES:
+        phase.add_metric([pid, name], 1 if status.phase == name else 0)
+    return phase
 
 
 def _fleet(status: FleetStatus, pid: str) -> Iterator[Metric]:
@@ -182,6 +195,7 @@ class FleetCollector(Collector):
         yield info
         status = snapshot(self.fleet)  # a ProducerError fails the scrape (HTTP 500), never the bridge
         yield from _providers(status, self.producer_id)
+        yield _phase(status, self.producer_id)
         yield from _fleet(status, self.producer_id)
 
 

@@ -57,6 +57,7 @@ class Request:
     path: str
     body: dict[str, Any]
     peer: int = 0  # the client's port: one per connection
+    done: float | None = None  # when its answer was written (None: not yet, or never)
 
 
 @dataclass
@@ -111,9 +112,10 @@ class FakeLLM:
             self.server.server_close()
 
     # --- answering --------------------------------------------------------------------
-    def take(self, api: str, path: str, body: dict[str, Any], peer: int = 0) -> Behaviour:
+    def take(self, api: str, path: str, body: dict[str, Any], peer: int = 0) -> tuple[Behaviour, Request]:
         with self.lock:
-            self.requests.append(Request(time.time(), api, path, body, peer))
+            request = Request(time.time(), api, path, body, peer)
+            self.requests.append(request)
             behaviour = self.behaviours[api]
             if behaviour.seconds is not None:
                 now = time.time()
@@ -132,7 +134,7 @@ class FakeLLM:
                         vocabulary=behaviour.vocabulary,
                         topic=behaviour.topic,
                     )
-            return behaviour
+            return behaviour, request
 
     def content(self, behaviour: Behaviour, batch: int, prompt: str = "") -> str:
         if behaviour.text is not None:
@@ -228,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, body: dict[str, Any]) -> None:
         owner = self.owner
         api = self._api()
-        behaviour = owner.take(api, self.path, body, int(self.client_address[1]))
+        behaviour, request = owner.take(api, self.path, body, int(self.client_address[1]))
         with owner.lock:
             owner.active += 1
             owner.peak = max(owner.peak, owner.active)
@@ -237,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with owner.lock:
                 owner.active -= 1
+                request.done = time.time()
 
     def _answer(self, api: str, body: dict[str, Any], behaviour: Behaviour) -> None:
         owner = self.owner

@@ -158,8 +158,8 @@ def add_topic_options(parser: argparse.ArgumentParser, *, local_run: bool = Fals
         "--output",
         type=writable_file,
         metavar="FILE",
-        help="JSON lines of the unique attributes; '-' for stdout (default: stdout when it is not a "
-        "terminal, else not kept)",
+        help="JSON lines of the unique attributes; '-' for stdout (default: "
+        + ("stdout when it is not a terminal, else not kept)" if local_run else "not kept)"),
     )
 
 

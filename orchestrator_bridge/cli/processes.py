@@ -10,7 +10,6 @@ from dataclasses import replace
 
 from orchestrator_bridge.bridge import SHUTDOWN_GRACE_S, Bridge
 from orchestrator_bridge.cli.options import job_options
-from orchestrator_bridge.cli.run import output_to_stdout_unless_terminal
 from orchestrator_bridge.orchestrator import ReferenceOrchestrator
 from producer_tasks.settings import get_settings
 from producer_tasks.state.fleet import Fleet
@@ -49,7 +48,6 @@ def run_bridge(_: argparse.Namespace) -> int:
 
 
 def run_orchestrator(args: argparse.Namespace) -> int:
-    output_to_stdout_unless_terminal(args)
     options = job_options(args, batch_log=args.batch_log, bloom_interval_s=args.bloom_interval or None)
     if not options.weights:
         options = replace(options, weights={"mock": 1.0})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import click
@@ -31,6 +32,18 @@ def settings_or_exit() -> Settings:
             raise
         print(f"celery -A producer_tasks: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_CONFIGURATION) from None
+
+
+def drop_service_links(environ: MutableMapping[str, str]) -> list[str]:
+    """Kubernetes' service links turn a Service named ``flower`` into
+    ``FLOWER_PORT=tcp://<ip>:5555``, which Flower reads as its ``--port`` and exits on (a known
+    Flower problem). Such a value is never one of Flower's settings: dropped, and named."""
+    dropped = [
+        k for k, v in environ.items() if k.startswith("FLOWER_") and v.startswith(("tcp://", "udp://"))
+    ]
+    for name in dropped:
+        del environ[name]
+    return dropped
 
 
 def unservable(settings: Settings, queue: str) -> str | None:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import importlib.util
-import json
-import os
-import platform
 import re
 import shlex
 import shutil
@@ -21,39 +17,9 @@ import yaml
 
 from orchestrator_bridge.cli.main import COMMANDS, build_parser
 from producer_tasks.settings import PROVIDERS, env_names
+from tests.deploycheck import DEPLOY, check_command, check_env_names, deploy_tool
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-EXTRA_ENV = {"FLOWER_BASIC_AUTH"}  # read by Flower itself
 SUBCOMMANDS = set(COMMANDS)
-
-
-def check_command(argv: list[str]) -> str:
-    """Validate one command line; return the role it runs."""
-    program = Path(argv[0]).name
-    if program in ("sh", "bash") and argv[1] == "-c":
-        return check_command(shlex.split(argv[2].removeprefix("exec ")))
-    if program == "celery":
-        assert argv[1:3] == ["-A", "producer_tasks"], argv
-        role = argv[3]
-        assert role in ("worker", "beat", "flower"), argv
-        if role == "worker":
-            queues = argv[argv.index("-Q") + 1].split(",")
-            assert all(q in PROVIDERS or q == "%i" for q in queues), argv
-        return role
-    if program in ("python", "python3"):
-        assert argv[1] == "-m" and importlib.util.find_spec(argv[2]) is not None, argv
-        return argv[2]
-    if program == "producer":
-        assert argv[1] in SUBCOMMANDS, argv
-        return argv[1]
-    if program == "redis-server":
-        return "redis"
-    raise AssertionError(f"unknown command {argv}")
-
-
-def check_env_names(names: set[str]) -> None:
-    unknown = names - set(env_names()) - EXTRA_ENV
-    assert not unknown, f"settings that do not exist: {sorted(unknown)}"
 
 
 def test_cli_knows_the_fixed_subcommands() -> None:
@@ -89,52 +55,6 @@ def test_env_example_names_only_real_settings() -> None:
     }
     check_env_names(names)
     assert {"REDIS_URL", "PRODUCER_ID", "ORCHESTRATOR_ADDR"} <= names
-
-
-def check_demand_trigger(scaled: dict[str, Any], deployment: dict[str, Any], metrics_port: int) -> None:
-    """KEDA reads the bridge's /autoscaling demand for the queue the worker consumes, with the
-    worker's slots (-c) as the target per replica."""
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "metrics-api"
-    meta = trigger["metadata"]
-    assert meta["url"] == f"http://bridge-metrics.producer.svc.cluster.local:{metrics_port}/autoscaling"
-    argv = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
-    queue, slots = argv[argv.index("-Q") + 1], argv[argv.index("-c") + 1]
-    assert meta["valueLocation"] == f"providers.{queue}.demand_slots" and meta["targetValue"] == slots
-
-
-def k8s_documents() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
-    documents = []
-    for resource in kustomization["resources"]:
-        documents += [d for d in yaml.safe_load_all((DEPLOY / "k8s" / resource).read_text()) if d]
-    return documents
-
-
-def test_kubernetes_manifests() -> None:
-    documents = k8s_documents()
-    assert all({"apiVersion", "kind", "metadata"} <= set(d) for d in documents)
-    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
-    roles = {}
-    for name, deployment in deployments.items():
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        if "command" in container:
-            roles[name] = check_command(container["command"])
-        selector = deployment["spec"]["selector"]["matchLabels"]
-        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert {n for n, r in roles.items() if r == "worker"} == {f"worker-{p}" for p in PROVIDERS}
-    assert deployments["beat"]["spec"]["replicas"] >= 1 and deployments["bridge"]["spec"]["replicas"] == 1
-    for d in documents:
-        if d["kind"] in ("ConfigMap", "Secret"):
-            check_env_names(set(d.get("data") or {}) | set(d.get("stringData") or {}))
-    scaled = [d for d in documents if d["kind"] == "ScaledObject"]
-    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {f"worker-{p}" for p in PROVIDERS}
-    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
-    metrics_port = services["bridge-metrics"]["spec"]["ports"][0]["port"]
-    for s in scaled:
-        check_demand_trigger(s, deployments[s["spec"]["scaleTargetRef"]["name"]], metrics_port)
-    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
-    assert {"redis", "bridge-metrics", "flower"} <= set(services)
 
 
 @pytest.mark.parametrize("unit", sorted((DEPLOY / "systemd").glob("*.service")), ids=lambda p: p.name)
@@ -188,32 +108,6 @@ def test_readme_documents_every_setting_and_the_two_commands() -> None:
     assert "make test" in ci
 
 
-def test_kubernetes_manifests_pass_the_api_schemas() -> None:
-    """Every manifest against the Kubernetes API's schemas (kubernetes-validate, strict:
-    an unknown field is an error); KEDA's ScaledObjects against the fields of its CRD."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    jsonschema = pytest.importorskip("jsonschema")
-    keda = json.loads(
-        (Path(__file__).resolve().parents[1] / "data" / "keda-scaledobject.schema.json").read_text()
-    )
-    version = kubernetes_validate.latest_version()
-    checked = []
-    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is None or doc["kind"] == "Kustomization":
-                continue
-            if doc["kind"] == "ScaledObject":
-                jsonschema.validate(doc, keda)
-            else:
-                kubernetes_validate.validate(doc, version, strict=True)
-            checked.append(f"{doc['kind']}/{doc['metadata']['name']}")
-    assert "ScaledObject/worker-openai" in checked and "Deployment/bridge" in checked
-    bad = next(yaml.safe_load_all((DEPLOY / "k8s" / "flower.yaml").read_text()))
-    bad["spec"]["template"]["spec"]["containers"][0]["comand"] = ["typo"]
-    with pytest.raises(kubernetes_validate.ValidationError):  # the check does catch a typo
-        kubernetes_validate.validate(bad, version, strict=True)
-
-
 def test_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
@@ -230,20 +124,6 @@ def test_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
         result.stdout + result.stderr
     )
-
-
-def deploy_tool(name: str) -> str:
-    """A deploy checker from `make deploy-tools` (or PATH). Under `make test` (which sets
-    DEPLOY_TOOLS_DIR) a missing tool fails the test, except hadolint where its wheel does not
-    exist (not x86_64); run alone without the tools, the test skips."""
-    tools = os.environ.get("DEPLOY_TOOLS_DIR")
-    found = shutil.which(name, path=tools or str(DEPLOY.parent / ".venv-tools" / "bin")) or shutil.which(name)
-    if found is None:
-        no_wheel = name == "hadolint" and platform.machine() != "x86_64"
-        if tools and not no_wheel:
-            pytest.fail(f"{name} is missing from {tools}: make deploy-tools did not install it")
-        pytest.skip(f"{name} is not installed (make deploy-tools installs it)")
-    return found
 
 
 def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
@@ -305,21 +185,3 @@ def test_dockerfile_passes_hadolint() -> None:
     assert bad.returncode != 0 and "DL3007" in bad.stdout
 
 
-def test_named_provider_template_makes_valid_manifests() -> None:
-    """The template's own sed line, for a provider of a providers file, gives a worker that
-    serves that queue and a ScaledObject on that list, both valid by the same schemas."""
-    import jsonschema  # dev dependencies: installed wherever the tests run
-    import kubernetes_validate
-
-    template = (DEPLOY / "k8s" / "named-provider.yaml.template").read_text()
-    assert "sed 's/PROVIDER_NAME/llama-a/g'" in template
-    deployment, scaled = [d for d in yaml.safe_load_all(template.replace("PROVIDER_NAME", "llama-a")) if d]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    argv = container["command"]
-    assert argv[argv.index("-Q") + 1] == "llama-a" and deployment["metadata"]["name"] == "worker-llama-a"
-    check_demand_trigger(scaled, deployment, 9108)
-    kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
-    keda = json.loads(
-        (Path(__file__).resolve().parents[1] / "data" / "keda-scaledobject.schema.json").read_text()
-    )
-    jsonschema.validate(scaled, keda)
