@@ -40,8 +40,8 @@ WAIT_BACKLOG = "backlog full"
 WAIT_NO_PROVIDER = "no usable provider"
 WAIT_RATE_LIMIT = "rate limited"
 WAIT_BACKOFF = "backoff"
-WAIT_QUOTA = "count reached (producer run --count): no new call"
-QUOTA_PAUSE_MS = 1000  # parked lanes look again: the run may raise the quota (duplicates it saw)
+WAIT_QUOTA = "count covered by the calls in flight (producer run --count)"
+QUOTA_PAUSE_MS = 200  # parked lanes look again once calls in flight may have ended
 NO_PROVIDER_PAUSE_MS = 1000
 BUSY_GRACE_S = 30.0  # beyond the request timeout, before a RUNNING lane counts as lost
 BUSY = (LaneStatus.RESERVED, LaneStatus.RUNNING)
@@ -49,7 +49,7 @@ CLAIM_STALE = -1  # the claim's answers (state/lua/transition.lua): not the lane
 CLAIM_STOPPED = 0  # Stop or a new topic (the claim released the lane),
 BUDGET_SPENT = -2  # PRODUCER_BUDGET_USD reached,
 PROVIDER_DOWN = -3  # the provider went Unhealthy or is cooling down,
-QUOTA_REACHED = -4  # the fleet appended the attributes `producer run --count` asked for
+QUOTA_REACHED = -4  # the calls in flight may bring all that `producer run --count` still needs
 
 
 class Refusal(StrEnum):

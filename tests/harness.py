@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 CELERY = [sys.executable, "-m", "celery", "-A", "producer_tasks"]
+PRODUCER = str(Path(sys.executable).parent / "producer")
 
 
 def wait_for(
@@ -34,7 +40,9 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-async def eventually(predicate: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition") -> None:
+async def eventually(
+    predicate: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition"
+) -> None:
     """``wait_for`` for a test on the event loop: the loop keeps running while it waits."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -198,3 +206,59 @@ def dedup_run(
     for line in lines:
         received.extend(json.loads(line)["attributes"])
     return DedupResult(len(received), len({normalize(a) for a in received}), len(lines))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_", "REDIS_", "CELERY_"))
+    }
+    env.update(extra)
+    return env
+
+
+class Terminal:
+    """A real terminal (tmux) running one command: what a person types, what the screen shows."""
+
+    def __init__(self, command: str, env: dict[str, str], cwd: Path, *, width: int = 80) -> None:
+        tmux = shutil.which("tmux")
+        if tmux is None:  # .ci/run installs it: there, its absence is a failure
+            (pytest.fail if os.environ.get("CI") else pytest.skip)("tmux is not installed")
+        self.tmux = tmux
+        self.session = f"producer-{uuid.uuid4().hex[:8]}"
+        env_args = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items() if k != "TMUX")
+        subprocess.run(
+            [
+                tmux,
+                "new-session",
+                "-d",
+                "-s",
+                self.session,
+                "-x",
+                str(width),
+                "-y",
+                "24",
+                "-c",
+                str(cwd),
+                f"env -i {env_args} {command}; echo exit=$?; sleep 60",
+            ],
+            check=True,
+            timeout=30,
+        )
+
+    def screen(self) -> str:
+        shown = subprocess.run(
+            [self.tmux, "capture-pane", "-p", "-t", self.session],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return shown.stdout
+
+    def ctrl_c(self) -> None:
+        subprocess.run([self.tmux, "send-keys", "-t", self.session, "C-c"], check=True, timeout=10)
+
+    def close(self) -> None:
+        subprocess.run([self.tmux, "kill-session", "-t", self.session], timeout=10, check=False)

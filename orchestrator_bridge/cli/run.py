@@ -199,12 +199,13 @@ class LocalRun:
         return code
 
     def renew_quota(self, fleet: Fleet, orchestrator: ReferenceOrchestrator) -> None:
-        """--count: no new provider call once the fleet appended the count's attributes, plus
-        as many as the orchestrator found to be duplicates (they do not count there)."""
+        """--count: no provider call starts that the count does not need: the fleet's target is
+        the count, plus what the orchestrator found to be duplicates (they do not count there);
+        a call in flight may bring up to a batch."""
         count = self.options.job.count
         if count is not None:
             target = self.appended_before + count + orchestrator.progress.duplicates
-            fleet.set_quota(target, ttl_ms=QUOTA_TTL_MS)
+            fleet.set_quota(target, per_call=self.options.job.batch_size, ttl_ms=QUOTA_TTL_MS)
 
     def on_progress(self, progress: Progress, fleet: Fleet) -> None:
         """The orchestrator accepted a batch: at the count, note the calls still in flight."""

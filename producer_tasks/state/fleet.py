@@ -241,10 +241,14 @@ class Fleet:
         return {k: int(v) for k, v in self.redis.hgetall(self.keys.counters).items()}
 
     @translated("set the quota")
-    def set_quota(self, attributes_appended: int, *, ttl_ms: int) -> None:
-        """No new call starts once ``attributes_appended`` reaches this (for ``ttl_ms``: the
-        run that set it renews it while it runs; a crashed run's quota lapses by itself)."""
-        self.redis.set(self.keys.quota, attributes_appended, px=ttl_ms)
+    def set_quota(self, target: int, *, per_call: int, ttl_ms: int) -> None:
+        """No call starts once ``attributes_appended`` plus ``per_call`` for each call in flight
+        reaches ``target`` (for ``ttl_ms``: the run that set it renews it while it runs; a
+        crashed run's quota lapses by itself)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.quota, mapping={"target": target, "per_call": per_call})
+            pipe.pexpire(self.keys.quota, ttl_ms)
+            pipe.execute()
 
     @translated("clear the quota")
     def clear_quota(self) -> None:

@@ -115,8 +115,9 @@ class Keys:
 
     @property
     def quota(self) -> str:
-        """String with a TTL: the ``attributes_appended`` counter at which no new call starts
-        (``producer run --count``; it renews the key while it runs)."""
+        """Hash with a TTL: ``target`` (the ``attributes_appended`` counter the run needs) and
+        ``per_call`` (the most one call may append): no call starts that the target does not
+        need (``producer run --count``; it renews the key while it runs)."""
         return f"{self.prefix}quota"
 
     @property

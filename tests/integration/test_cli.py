@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,21 +22,10 @@ from orchestrator_bridge.cli.embedded import EmbeddedRedis, free_port
 from producer_tasks.bloomhash import normalize
 from tests.conftest import provider_env, write_providers_file
 from tests.fakellm import FakeLLM
-from tests.harness import ROOT, wait_for
+from tests.harness import PRODUCER, ROOT, Terminal, clean_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-PRODUCER = str(Path(sys.executable).parent / "producer")
 SUMMARY_HEADER = re.compile(r"provider +requests +failures +tokens +cost +unique +mean latency")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PRODUCER_", "OPENAI_", "ANTHROPIC_", "REDIS_", "CELERY_"))
-    }
-    env.update(extra)
-    return env
 
 
 def processes_with(marker: str) -> list[int]:
@@ -386,52 +373,6 @@ def test_weights_hold_from_the_first_cycle_of_a_short_run(tmp_path: Path, fake_l
     for window in (calls[:30], calls):  # the first cycles too, not only on average
         share = window.count("openai") / len(window)
         assert 0.4 < share < 0.93, (share, window[:30])
-
-
-class Terminal:
-    """A real terminal (tmux) running one command: what a person types, what the screen shows."""
-
-    def __init__(self, command: str, env: dict[str, str], cwd: Path, *, width: int = 80) -> None:
-        tmux = shutil.which("tmux")
-        if tmux is None:
-            pytest.skip("tmux is not installed")
-        self.tmux = tmux
-        self.session = f"producer-{uuid.uuid4().hex[:8]}"
-        env_args = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items() if k != "TMUX")
-        subprocess.run(
-            [
-                tmux,
-                "new-session",
-                "-d",
-                "-s",
-                self.session,
-                "-x",
-                str(width),
-                "-y",
-                "24",
-                "-c",
-                str(cwd),
-                f"env -i {env_args} {command}; echo exit=$?; sleep 60",
-            ],
-            check=True,
-            timeout=30,
-        )
-
-    def screen(self) -> str:
-        shown = subprocess.run(
-            [self.tmux, "capture-pane", "-p", "-t", self.session],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        return shown.stdout
-
-    def ctrl_c(self) -> None:
-        subprocess.run([self.tmux, "send-keys", "-t", self.session, "C-c"], check=True, timeout=10)
-
-    def close(self) -> None:
-        subprocess.run([self.tmux, "kill-session", "-t", self.session], timeout=10, check=False)
 
 
 def test_ctrl_c_in_a_real_terminal_shows_the_summary_on_screen(tmp_path: Path) -> None:

@@ -107,6 +107,9 @@ def test_three_hosts_share_the_work_and_survive_a_partition(network: Network, tm
         "PRODUCER_RECONCILE_INTERVAL_S": "0.5",
         "PRODUCER_QUEUED_TIMEOUT_S": "4",
         "PRODUCER_RECONNECT_MAX_S": "1",
+        # rates compare like with like: a vocabulary the run cannot exhaust (the bloom filter, on by
+        # default, would otherwise leave later calls with nothing new to append)
+        "PRODUCER_MOCK_VOCABULARY": "10000000",
     }
     processes = Processes(tmp_path, env)
     try:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "k8s" / "components" / "monitoring"
 METRIC = re.compile(r"\bproducer_[a-z_]+\b")
 LABELS = {"producer_id"}  # the one label of ours named like a metric
-SELECTOR = re.compile(r'\b(producer_[a-z_]+)\{([^}]*)\}')
+SELECTOR = re.compile(r"\b(producer_[a-z_]+)\{([^}]*)\}")
 MATCHER = re.compile(r'(\w+)\s*=\s*"([^"$]*)"')  # label="value" (not =~ and not $variables)
 
 
@@ -75,7 +75,9 @@ def queries() -> dict[str, str]:
     return found
 
 
-def test_every_query_names_exported_metrics_and_label_values(exported: dict[str, list[dict[str, str]]]) -> None:
+def test_every_query_names_exported_metrics_and_label_values(
+    exported: dict[str, list[dict[str, str]]],
+) -> None:
     checked = 0
     for where, expr in queries().items():
         names = set(METRIC.findall(expr)) - LABELS

@@ -77,7 +77,9 @@ def test_each_overlay_renders_and_passes_the_schemas(overlay: str) -> None:
     assert not [d for d in documents if d["kind"] == "Secret"]  # created by kubectl, never overwritten
     kinds = {d["kind"] for d in documents}
     assert ("ScaledObject" in kinds) == (overlay in ("overlays/keda", "overlays/production"))
-    assert ({"ServiceMonitor", "PrometheusRule"} <= kinds) == (overlay in ("overlays/monitoring", "overlays/production"))
+    assert ({"ServiceMonitor", "PrometheusRule"} <= kinds) == (
+        overlay in ("overlays/monitoring", "overlays/production")
+    )
 
 
 def test_the_schemas_catch_a_typo() -> None:
@@ -141,13 +143,17 @@ def test_redis_has_a_password_a_volume_and_admits_only_the_fleet() -> None:
         spec = deployment["spec"]["template"]
         if name != "redis":
             assert spec["metadata"]["labels"]["app"] == "producer", name
-            urls = [e.get("value", "") for e in spec["spec"]["containers"][0]["env"] if e["name"] == "REDIS_URL"]
+            urls = [
+                e.get("value", "") for e in spec["spec"]["containers"][0]["env"] if e["name"] == "REDIS_URL"
+            ]
             assert urls == ["redis://:$(REDIS_PASSWORD)@redis:6379/0"], name
 
 
 def test_the_metrics_port_is_open_only_beside_a_network_policy() -> None:
     documents = render("base")
-    (config,) = [d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "producer-config"]
+    (config,) = [
+        d for d in documents if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "producer-config"
+    ]
     check_env_names(set(config["data"]))
     assert config["data"]["PRODUCER_METRICS_HOST"] == "0.0.0.0"
     policies = {d["metadata"]["name"]: d["spec"] for d in documents if d["kind"] == "NetworkPolicy"}

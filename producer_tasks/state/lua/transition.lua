@@ -9,8 +9,10 @@
 -- Returns 1 on success, 0 when stopped/old epoch (lane released), -1 when the token is
 -- stale, -2 when the budget is spent (nothing changed: the caller stops the fleet), -3 when
 -- the provider became unusable (nothing changed: the caller re-dispatches), -4 when the
--- fleet appended as many attributes as the quota allows (`producer run --count`: nothing
--- changed, the caller parks the lane).
+-- quota could be reached without this call (`producer run --count`: the attributes appended
+-- plus at most per_call from each call in flight reach the target; nothing changed, the
+-- caller parks the lane). So every call that starts is one the count still needs, and the
+-- count's last attribute always comes from a call that started before it arrived.
 local state_key, lanes_key, spend_key, health_key, quota_key, counters_key = unpack(KEYS)
 local lane, token, status, worker, now_ms, until_ms, reason, failures, epoch, budget_usd = unpack(ARGV)
 --!include _release_lane.lua
@@ -41,9 +43,17 @@ if status == 'running' and budget > 0 then
   end
 end
 if status == 'running' then
-  local quota = tonumber(redis.call('GET', quota_key) or '')
-  if quota and tonumber(redis.call('HGET', counters_key, 'attributes_appended') or '0') >= quota then
-    return -4
+  local quota = redis.call('HMGET', quota_key, 'target', 'per_call')
+  local target = tonumber(quota[1])
+  if target then
+    local expected = tonumber(redis.call('HGET', counters_key, 'attributes_appended') or '0')
+    if expected < target then  -- add what the calls in flight may still bring
+      local per_call = tonumber(quota[2]) or 0
+      for _, other in ipairs(redis.call('HVALS', lanes_key)) do
+        if cjson.decode(other).status == 'running' then expected = expected + per_call end
+      end
+    end
+    if expected >= target then return -4 end
   end
 end
 record.status = status
