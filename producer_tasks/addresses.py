@@ -14,6 +14,26 @@ def parse_addr(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://")
+
+
+def check_redis_url(value: str) -> str:
+    """``value`` if it is a Redis URL; the error quotes it with its password masked."""
+    if not value.startswith(REDIS_SCHEMES):
+        raise ValueError(
+            f"{mask_url(value)[:64]!r} is not a Redis URL (it must start with {', '.join(REDIS_SCHEMES)})"
+        )
+    return value
+
+
+def parse_sentinels(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (at least one)."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts:
+        raise ValueError("expected host:port,host:port")
+    return [parse_addr(part) for part in parts]
+
+
 def sentinel_url(redis_url: str, sentinels: list[tuple[str, int]]) -> str:
     """The Sentinels as Celery/kombu want them: ``sentinel://[:pw@]host:port/db;...``
     (password, user and db from ``redis_url``; the master name goes in transport options)."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from producer_tasks.addresses import parse_addr, sentinel_url
+from producer_tasks.addresses import check_redis_url, parse_addr, parse_sentinels, sentinel_url
 from producer_tasks.catalog import BUILTINS, ProviderSpec, builtins_from, load_catalog
 from producer_tasks.errors import ConfigurationError
 
@@ -34,28 +34,27 @@ class Settings(BaseSettings):
     """Every setting of the producer fleet (workers, beat, bridge and the CLI)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        case_sensitive=False,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
+        env_prefix=ENV_PREFIX, case_sensitive=False, populate_by_name=True, extra="forbid", frozen=True
     )
 
     # --- fixed names (README) -----------------------------------------------------------
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=_alias("REDIS_URL"),
+        repr=False,  # its password: never in a repr or a log line
         description="Redis for fleet state, the batch stream and the bloom filter; "
         "default broker and result backend",
     )
     celery_broker_url: str | None = Field(
         None,
         validation_alias=_alias("CELERY_BROKER_URL"),
+        repr=False,
         description="Celery broker (default: REDIS_URL)",
     )
     celery_result_backend: str | None = Field(
         None,
         validation_alias=_alias("CELERY_RESULT_BACKEND"),
+        repr=False,
         description="Celery result backend (default: REDIS_URL)",
     )
     redis_sentinels: str | None = Field(
@@ -133,6 +132,12 @@ class Settings(BaseSettings):
     unhealthy_after: int = Field(3, ge=1, description="Consecutive failures that make a provider Unhealthy")
     backoff_base_s: float = Field(1.0, gt=0, description="First retry delay after a failure")
     backoff_max_s: float = Field(60.0, gt=0, description="Cap of the exponential backoff")
+    max_retry_after_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="Longest cooldown a 429's Retry-After may set (default: the backoff cap)",
+    )
     lane_lease_s: float = Field(
         5.0, gt=0, description="Worker heartbeat lifetime; lanes of a silent worker are restored"
     )
@@ -260,19 +265,13 @@ class Settings(BaseSettings):
     @field_validator("redis_url", "celery_broker_url", "celery_result_backend")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
-        schemes = ("redis://", "rediss://", "unix://", "redis+socket://")
-        if value is not None and not value.startswith(schemes):
-            raise ValueError(f"{value!r} is not a Redis URL (it must start with {', '.join(schemes)})")
-        return value
+        return value if value is None else check_redis_url(value)
 
     @field_validator("redis_sentinels")
     @classmethod
     def _check_sentinels(cls, value: str | None) -> str | None:
         if value is not None:
-            if not [part for part in value.split(",") if part.strip()]:
-                raise ValueError("expected host:port,host:port")
-            for part in value.split(","):
-                parse_addr(part.strip())
+            parse_sentinels(value)
         return value
 
     @field_validator("id")
@@ -299,12 +298,17 @@ class Settings(BaseSettings):
     @property
     def sentinels(self) -> list[tuple[str, int]]:
         """The Sentinels' addresses (empty: REDIS_URL names the server itself)."""
-        return [parse_addr(part.strip()) for part in (self.redis_sentinels or "").split(",") if part.strip()]
+        return parse_sentinels(self.redis_sentinels) if self.redis_sentinels else []
 
     @property
     def sentinel_url(self) -> str:
         """The Sentinels as Celery/kombu want them (``addresses.sentinel_url``)."""
         return sentinel_url(self.redis_url, self.sentinels)
+
+    @property
+    def retry_after_cap_s(self) -> float:
+        """The longest cooldown a provider's Retry-After may set."""
+        return self.max_retry_after_s or self.backoff_max_s
 
     @property
     def broker_url(self) -> str:

@@ -316,7 +316,7 @@ def _failed(
     cooldown = 0
     if isinstance(exc, RateLimitedError):
         pause_s = exc.retry_after_s if exc.retry_after_s is not None else delay_s
-        cooldown = now_ms() + round(pause_s * 1000)
+        cooldown = now_ms() + round(min(pause_s, settings.retry_after_cap_s) * 1000)  # 1e12 or inf: the cap
     log.warning("cycle on %s failed: %s", provider, exc)
     outcomes.record_outcome(
         rt.fleet,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -146,23 +147,28 @@ class Clients:
 # --- error translation ------------------------------------------------------------------
 
 
+def _seconds(text: str, scale: float) -> float | None:
+    """A non-negative number of seconds; "inf" and huge values become ``inf`` (the caller
+    clamps to PRODUCER_MAX_RETRY_AFTER_S); NaN or not a number: None."""
+    try:
+        value = float(text[:32]) / scale
+    except ValueError:
+        return None
+    return None if math.isnan(value) else max(0.0, value)
+
+
 def retry_after_s(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
+    """Seconds from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date), unclamped."""
     if headers is None:
         return None
     millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
+    if millis and (seconds := _seconds(millis, 1000)) is not None:
+        return seconds
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if (seconds := _seconds(value, 1)) is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -63,6 +63,7 @@ def outcome_call(
         rate_limited=rate_limited,
         once_ttl_ms=ONCE_TTL_MS,
         cost_usd=call_cost(settings, provider, response),
+        cooldown_cap_ms=round(settings.retry_after_cap_s * 1000),
     ).call()
 
 

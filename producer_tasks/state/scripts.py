@@ -191,6 +191,7 @@ class Outcome(Script):
     rate_limited: bool  # a 429: cooldown and Degraded, not counted towards Unhealthy
     once_ttl_ms: int
     cost_usd: float  # of this call's tokens at the provider's prices
+    cooldown_cap_ms: int  # no stored cooldown ends later than now + this
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from producer_tasks import lanes
 from producer_tasks.generation.cycle import Outcome
 from producer_tasks.records import LaneStatus, ProviderStatus
-from producer_tasks.state import ratelimit
+from producer_tasks.state import outcomes, ratelimit
 from tests.conftest import make_runtime, provider_env, write_providers_file
 from tests.fakellm import API_KEY, FakeLLM
 from tests.redis.eager import run_next, serve, start
@@ -50,6 +51,43 @@ def test_429_sets_a_fleet_wide_cooldown(redis_url: str, installed_runtime: Any, 
     assert health.cooldown_until_ms - view.now_ms > 25_000
     assert (health.status, health.consecutive_failures) == (ProviderStatus.DEGRADED, 0)  # alive, just busy
     assert limited[0] not in lanes.eligible_providers(view)
+
+
+@pytest.mark.parametrize("retry_after", ["1e12", "inf"])
+def test_a_huge_retry_after_is_clamped_and_the_provider_comes_back(
+    redis_url: str, installed_runtime: Any, fake_llm: FakeLLM, retry_after: str
+) -> None:
+    """A 429 with Retry-After 10^12 s (or inf) through the real SDK: the cooldown is the cap
+    (PRODUCER_MAX_RETRY_AFTER_S), and once it has passed the provider is called again."""
+    rt, rec = make_runtime(
+        redis_url, PRODUCER_CONCURRENCY="1", PRODUCER_MAX_RETRY_AFTER_S="0.5", **provider_env(fake_llm)
+    )
+    installed_runtime(rt)
+    serve(rt, "openai")
+    start(rt, weights={"openai": 1.0})
+    fake_llm.set("openai", mode="status", status=429, retry_after=retry_after, count=1)
+    rt.lanes.reconcile()
+    assert run_next(rec) == Outcome.FAILED
+    view = rt.fleet.view()
+    assert 0 < view.health["openai"].cooldown_until_ms - view.now_ms <= 500
+    time.sleep(0.6)
+    assert "openai" in lanes.eligible_providers(rt.fleet.view())  # usable after the clamp
+    rt.lanes.reconcile()
+    for _ in range(5):
+        if run_next(rec) is Outcome.DELIVERED:
+            break
+    assert fake_llm.count("openai", kind="chat/completions") >= 2
+
+
+def test_a_stored_cooldown_is_never_further_than_the_cap(redis_url: str, installed_runtime: Any) -> None:
+    """Whatever Redis already holds (10^15 ms from an older version, or by hand), the next
+    outcome brings it within the cap."""
+    rt, _ = make_runtime(redis_url, PRODUCER_MAX_RETRY_AFTER_S="2")
+    installed_runtime(rt)
+    rt.fleet.redis.hset(rt.fleet.keys.health("mock"), "cooldown_until_ms", 10**15)
+    outcomes.record_outcome(rt.fleet, rt.settings, "mock", success=True)
+    view = rt.fleet.view()
+    assert 0 < view.health["mock"].cooldown_until_ms - view.now_ms <= 2000
 
 
 def test_each_named_provider_holds_its_own_limits_and_prices(

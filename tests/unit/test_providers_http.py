@@ -158,6 +158,10 @@ def test_retry_after_forms() -> None:
     assert retry_after_s({"retry-after": "3"}) == 3.0
     assert retry_after_s({"retry-after-ms": "1500"}) == 1.5
     assert retry_after_s({"retry-after": "soon"}) is None
+    assert retry_after_s({"retry-after": "1e12"}) == 1e12  # unclamped here: the cycle clamps
+    assert retry_after_s({"retry-after": "inf"}) == float("inf")
+    assert retry_after_s({"retry-after": "nan"}) is None
+    assert retry_after_s({"retry-after": "9" * 5000}) == float("9" * 32)  # 32 characters read at most
     assert retry_after_s({}) is None
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     assert 25 < (retry_after_s({"retry-after": future}) or 0) <= 31

@@ -8,7 +8,7 @@
 local health_key, stats_key, history_key, once_key, spend_key = unpack(KEYS)
 local success, now_ms, response_ms, prompt_tokens, completion_tokens, candidates, unique,
       unhealthy_after, cooldown_until_ms, error, history_json, history_size,
-      counts_as_request, alpha, rate_limited, once_ttl_ms, cost_usd = unpack(ARGV)
+      counts_as_request, alpha, rate_limited, once_ttl_ms, cost_usd, cooldown_cap_ms = unpack(ARGV)
 if not redis.call('SET', once_key, '1', 'NX', 'PX', once_ttl_ms) then
   return redis.call('HGET', health_key, 'status')
 end
@@ -73,12 +73,17 @@ else
   if failures >= tonumber(unhealthy_after) then status = 'unhealthy' end
   redis.call('HSET', health_key, 'last_failure_ms', now, 'status', status, 'last_error', error)
 end
+-- a cooldown never ends later than now + cooldown_cap_ms (PRODUCER_MAX_RETRY_AFTER_S), whatever
+-- is stored already (a huge Retry-After from an older version, or one edited by hand)
+local cap = tonumber(now_ms) + tonumber(cooldown_cap_ms)
+local previous = tonumber(redis.call('HGET', health_key, 'cooldown_until_ms') or '0') or 0
+if previous > cap then
+  previous = cap
+  redis.call('HSET', health_key, 'cooldown_until_ms', cap)
+end
 if not success then
-  local cooldown = tonumber(cooldown_until_ms)
-  if cooldown > 0 then
-    local previous = tonumber(redis.call('HGET', health_key, 'cooldown_until_ms') or '0')
-    if cooldown > previous then redis.call('HSET', health_key, 'cooldown_until_ms', cooldown) end
-  end
+  local cooldown = math.min(tonumber(cooldown_until_ms), cap)
+  if cooldown > previous then redis.call('HSET', health_key, 'cooldown_until_ms', cooldown) end
 end
 if history_json ~= '' then
   redis.call('LPUSH', history_key, history_json)
