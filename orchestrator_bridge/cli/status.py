@@ -16,6 +16,7 @@ from orchestrator_bridge.cli import runfile
 from orchestrator_bridge.cli.tables import render_table
 from producer_tasks.addresses import mask_url
 from producer_tasks.errors import ConfigurationError, StateError
+from producer_tasks.printable import printable
 from producer_tasks.settings import Settings, get_settings, load_settings
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.status import FleetStatus, snapshot
@@ -100,7 +101,7 @@ def bridge_line(b: dict[str, str]) -> str:
         f"forwarded ({b.get('batches_resent', 0)} re-sent after reconnects), "
         f"{b.get('bad_frames', 0)} bad frames"
         + (f", fleet state re-applied {restores}x after Redis lost it" if restores != "0" else "")
-        + (f"; last error: {b['last_error']}" if b.get("last_error") else "")
+        + (f"; last error: {printable(b['last_error'])}" if b.get("last_error") else "")
     )
 
 

@@ -209,6 +209,8 @@ def translated_errors(provider: str, kind: str) -> Iterator[None]:
         raise BadResponseError(
             provider, f"unreadable response ({type(exc).__name__}: {str(exc)[:200]})"
         ) from exc
+    except RecursionError as exc:  # e.g. an answer of 200,000 '[': JSON nested beyond the parser
+        raise BadResponseError(provider, "unreadable response (JSON nested too deeply)") from exc
 
 
 # --- generation -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from producer_tasks.clock import now_ms
+from producer_tasks.printable import printable
 from producer_tasks.records import GenerationAttempt, LLMResponse, ProviderStatus
 from producer_tasks.settings import Settings
 from producer_tasks.state.fleet import Fleet
@@ -55,7 +56,7 @@ def outcome_call(
         unique=unique,
         unhealthy_after=settings.unhealthy_after,
         cooldown_until_ms=cooldown_until_ms,
-        error=error[:300],
+        error=printable(error),
         history_json=attempt.model_dump_json() if attempt else "",
         history_size=settings.history_size,
         counts_as_request=counts_as_request,
@@ -101,7 +102,7 @@ def make_attempt(
         response_time_ms=response.response_time_ms if response else response_ms,
         tokens_used=response.tokens_used if response else 0,
         success=success,
-        error=error[:300],
+        error=printable(error),
     )
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from producer_tasks import autoscaling
 from producer_tasks.clock import now_ms
+from producer_tasks.printable import printable
 from producer_tasks.records import LaneStatus
 from producer_tasks.state import bloom
 from producer_tasks.state.client import translated
@@ -85,7 +86,7 @@ def _provider_views(
             served_by_workers=serving,
             consecutive_failures=health.consecutive_failures,
             cooldown_s=max(0.0, (health.cooldown_until_ms - now) / 1000),
-            last_error=health.last_error,
+            last_error=printable(health.last_error),  # what Redis holds, whoever wrote it
             requests=stats.total_requests,
             failures=stats.failed_requests,
             tokens=stats.tokens_used,

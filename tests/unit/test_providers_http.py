@@ -261,3 +261,12 @@ def test_short_lived_threads_reuse_one_client(fake_llm: FakeLLM) -> None:
     assert len(fake_llm.requests) == 10
     assert len(clients._every) == 1 and len({r.peer for r in fake_llm.requests}) == 1
     clients.close()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_an_answer_nested_too_deeply_is_a_provider_error(api: str, fake_llm: FakeLLM, clients: Clients) -> None:
+    """200,000 '[' through the real SDK: its JSON parser recurses past Python's limit; that is
+    a BadResponseError like any unreadable answer, not a RecursionError in the worker."""
+    fake_llm.set(api, mode="raw", text="[" * 200_000)
+    with pytest.raises(BadResponseError, match="nested too deeply"):
+        providers.generate(clients, api, REQUEST)
