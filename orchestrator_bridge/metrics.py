@@ -12,8 +12,8 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -205,11 +205,49 @@ def registry_for(fleet: Fleet) -> CollectorRegistry:
     return registry
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+MAX_WORKERS = 8  # requests answered at once (a scrape reads Redis; probes are quick)
+MAX_WAITING = 32  # connections accepted and waiting for a worker; beyond: closed at once
+REQUEST_TIMEOUT_S = 10.0  # each read and write of a request (a client that stalls is dropped)
+
+
+class _Server(WSGIServer):
+    """socketserver's documented hooks (``process_request``, ``finish_request``,
+    ``shutdown_request``) over a bounded pool: at most MAX_WORKERS threads, MAX_WAITING
+    connections waiting; a flood of stalled connections costs neither threads nor file
+    descriptors beyond that, so the bridge keeps reaching Redis and its orchestrator."""
+
+    request_queue_size = 128  # the listen backlog (socketserver's default, 5, drops SYNs in a burst)
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self.pool = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="producer-metrics")
+        self.slots = threading.BoundedSemaphore(MAX_WORKERS + MAX_WAITING)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: close now rather than hold a descriptor
+            return
+        self.pool.submit(self._answer, request, client_address)
+
+    def _answer(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except (TimeoutError, ConnectionError):
+            pass  # a client that stalled past REQUEST_TIMEOUT_S or left: nothing to report
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.slots.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT_S  # socketserver's per-connection socket timeout
+
     def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
         pass
 
