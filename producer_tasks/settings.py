@@ -136,7 +136,7 @@ class Settings(BaseSettings):
         None,
         gt=0,
         le=86_400,
-        description="Longest cooldown a 429's Retry-After may set (default: the backoff cap)",
+        description="Longest cooldown a 429's Retry-After may set (default: backoff cap)",
     )
     lane_lease_s: float = Field(
         5.0, gt=0, description="Worker heartbeat lifetime; lanes of a silent worker are restored"
@@ -165,12 +165,9 @@ class Settings(BaseSettings):
     budget_usd: float | None = Field(
         None,
         gt=0,
-        description="Fleet-wide spending cap in US$ (at the providers' prices): reached, no new call "
-        "starts and the fleet stops",
+        description="Fleet-wide spending cap in US$ at the providers' prices; reached, the fleet stops",
     )
-    providers_file: str | None = Field(
-        None, description="TOML file of named providers (README: Named providers)"
-    )
+    providers_file: str | None = Field(None, description="TOML file of named providers (README)")
     mock_latency_ms: float = Field(50.0, ge=0, le=600_000, description="Mock provider latency")
     mock_failure_rate: float = Field(0.0, ge=0, le=1, description="Share of mock calls that fail")
     mock_vocabulary: int = Field(
@@ -178,8 +175,7 @@ class Settings(BaseSettings):
     )
     bloom_filter: bool = Field(
         True,
-        description="Drop candidates the shared bloom filter has seen. `false` sends every repeat to the "
-        "orchestrator: it pays for them and the novelty figures mean nothing",
+        description="Drop what the shared bloom filter has seen (`false`: every repeat is sent and paid for)",
     )
     prompt_strategy: Literal["novelty", "fixed"] = Field(
         "novelty",
@@ -243,7 +239,7 @@ class Settings(BaseSettings):
     health_dir: str = Field(
         tempfile.gettempdir(),
         min_length=1,
-        description="Folder of the liveness files `producer healthcheck worker|beat` reads",
+        description="Folder of the liveness files `producer healthcheck` reads",
     )
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus endpoint of the bridge (off when unset)"
@@ -389,6 +385,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             field = str(error["loc"][0]) if error["loc"] else "?"
             problems.append(f"{reverse.get(field, field)}: {error['msg']}")
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+    if settings.sentinels and settings.redis_url.startswith("rediss://"):  # refused, not silently plain
+        raise ConfigurationError(
+            "invalid settings: REDIS_SENTINELS: no TLS through Sentinels (REDIS_URL: redis://)"
+        )
     settings.load_providers(env)  # the providers file, read once here
     return settings
 

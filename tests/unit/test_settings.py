@@ -158,3 +158,17 @@ def test_whether_the_broker_is_the_fleets_redis(redis_url: str, broker_url: str 
     """Only then may the assign script push a cycle's message itself (worker/messages.py)."""
     env = {"REDIS_URL": redis_url, **({"CELERY_BROKER_URL": broker_url} if broker_url else {})}
     assert broker_is_fleet(load_settings(env)) is same
+
+
+def test_redis_passwords_stay_out_of_repr_and_errors() -> None:
+    settings = load_settings({"REDIS_URL": "redis://:hunter2@redis.internal:6379/0"})
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
+    with pytest.raises(ConfigurationError) as error:
+        load_settings({"REDIS_URL": "http://user:hunter2@redis.internal/0"})
+    assert "hunter2" not in str(error.value) and "***@redis.internal" in str(error.value)
+
+
+def test_tls_through_sentinels_is_refused_at_start() -> None:
+    with pytest.raises(ConfigurationError, match="REDIS_SENTINELS: no TLS through Sentinels"):
+        load_settings({"REDIS_URL": "rediss://:pw@master/0", "REDIS_SENTINELS": "s1:26379"})
+    assert load_settings({"REDIS_URL": "redis://:pw@master/0", "REDIS_SENTINELS": "s1:26379"}).sentinels
