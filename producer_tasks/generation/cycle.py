@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from producer_tasks.clock import now_ms
-from producer_tasks.errors import ProviderError, RateLimitedError, StateError
+from producer_tasks.errors import ConfigurationError, ProviderError, RateLimitedError, StateError
 from producer_tasks.generation.parsing import parse_response
 from producer_tasks.generation.prompt import avoid_section, build_prompt, facets_prompt
 from producer_tasks.generation.providers import GenerationRequest, generate
@@ -35,6 +35,7 @@ from producer_tasks.state.scripts import Acknowledgement, CommandCall, ScriptCal
 log = logging.getLogger(__name__)
 PERSIST_DEADLINE_S = 120.0  # how long a paid-for response waits for Redis before the cycle gives up
 PERSIST_BACKOFF_MAX_S = 5.0
+PROMPT_PAUSE_MS = 5000  # a prompt over this worker's PRODUCER_MAX_PROMPT_CHARS: the lane waits
 
 
 class Outcome(StrEnum):
@@ -72,7 +73,10 @@ def run_cycle(
     steer = (
         _steering(rt, epoch, novelty.parse(view.extra[1:]), batch_size=batch_size) if steering else Steering()
     )
-    request = _request(view.state, steer, facets=settings.facets)
+    try:
+        request = _request(view.state, steer, facets=settings.facets, max_chars=settings.max_prompt_chars)
+    except ConfigurationError as exc:  # a worker whose cap is below the bridge's: nothing is sent
+        return Outcome(rt.lanes.wait(lane=lane, token=token, reason=str(exc), wait_ms=PROMPT_PAUSE_MS))
     estimated = ratelimit.estimate_tokens(request.prompt, request.max_tokens)
     wait_ms = ratelimit.acquire(fleet, settings, provider, tokens=estimated)
     if wait_ms > 0:
@@ -102,7 +106,7 @@ def run_cycle(
     return _deliver(rt, view, response, candidates, delivery, acknowledgement=acknowledgement)
 
 
-def _request(state: TopicState, steer: Steering, *, facets: int) -> GenerationRequest:
+def _request(state: TopicState, steer: Steering, *, facets: int, max_chars: int) -> GenerationRequest:
     """The call this cycle makes: the topic's prompt (steered), or the request for its facets."""
     generation = state.generation
     if steer.ask_facets:
@@ -114,6 +118,7 @@ def _request(state: TopicState, steer: Steering, *, facets: int) -> GenerationRe
             batch_size=generation.batch_size,
             avoid=steer.avoid,
             facet=steer.facet,
+            max_chars=max_chars,
         )
     return GenerationRequest(
         prompt=prompt,

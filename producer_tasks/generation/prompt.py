@@ -6,7 +6,10 @@ to steer the model away from it. Once per topic the model is asked for the facet
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
+
+from producer_tasks.errors import ConfigurationError
 
 VARIETY_INSTRUCTION = (
     "Generate {batch_size} unique, specific examples. Focus on variety and avoid generic "
@@ -23,10 +26,45 @@ FACETS_INSTRUCTION = (
 MOST_REPEATED_SHARE = 0.8  # of the avoid budget; the rest rotates through the other known items
 
 
-def build_prompt(template: str, *, topic: str, batch_size: int, avoid: str = "", facet: str = "") -> str:
-    """Substitute ``{topic}`` and ``{batch_size}`` (nothing else), add the instruction, the
-    facet to focus on and the avoid section (``avoid_section``), if any."""
-    base = template.replace("{topic}", topic).replace("{batch_size}", str(batch_size))
+PLACEHOLDER = re.compile(r"\{(topic|batch_size)\}")
+
+
+def filled_length(template: str, *, topic: str, batch_size: int, steering_chars: int = 0) -> int:
+    """The length of ``build_prompt``'s answer, counted without building it (a template of
+    thousands of ``{topic}`` with a long topic would be megabytes), plus ``steering_chars``
+    for a facet and an avoid list."""
+    values = {"topic": len(topic), "batch_size": len(str(batch_size))}
+    grown = sum(values[name] - len(name) - 2 for name in PLACEHOLDER.findall(template))
+    return len(template) + grown + 2 + len(VARIETY_INSTRUCTION.format(batch_size=batch_size)) + steering_chars
+
+
+def steering_chars(*, facet_chars: int, avoid_tokens: int) -> int:
+    """The most a facet line and an avoid list of ``avoid_tokens`` add to a prompt."""
+    avoid = 2 + len(AVOID_HEADER) + 3 * avoid_tokens if avoid_tokens else 0
+    return 1 + len(FOCUS_HEADER) + facet_chars + 1 + avoid
+
+
+def build_prompt(
+    template: str,
+    *,
+    topic: str,
+    batch_size: int,
+    avoid: str = "",
+    facet: str = "",
+    max_chars: int | None = None,
+) -> str:
+    """Substitute ``{topic}`` and ``{batch_size}`` in one pass (nothing else; a topic's own
+    braces stay as they are), add the instruction, the facet to focus on and the avoid section
+    (``avoid_section``), if any. Longer than ``max_chars``: ConfigurationError, before it is built."""
+    if max_chars is not None:
+        length = filled_length(template, topic=topic, batch_size=batch_size)
+        length += (1 + len(FOCUS_HEADER) + len(facet) + 1 if facet else 0) + (2 + len(avoid) if avoid else 0)
+        if length > max_chars:
+            raise ConfigurationError(
+                f"the prompt would be {length} characters, at most {max_chars} (PRODUCER_MAX_PROMPT_CHARS)"
+            )
+    values = {"topic": topic, "batch_size": str(batch_size)}
+    base = PLACEHOLDER.sub(lambda found: values[found.group(1)], template)
     prompt = f"{base}\n\n{VARIETY_INSTRUCTION.format(batch_size=batch_size)}"
     if facet:
         prompt = f"{prompt}\n{FOCUS_HEADER}{facet}."

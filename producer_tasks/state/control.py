@@ -16,6 +16,7 @@ import redis
 
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, StateError
+from producer_tasks.generation.prompt import filled_length, steering_chars
 from producer_tasks.records import GenerationSettings, LaneRecord, LaneStatus, Phase, TopicState
 from producer_tasks.settings import Settings
 from producer_tasks.state import bloom
@@ -84,11 +85,24 @@ def validate_generation(
     return GenerationSettings(temperature=temperature, max_tokens=max_tokens, batch_size=batch_size)
 
 
-def validate_prompt(settings: Settings, prompt: str) -> str:
-    if len(prompt) > settings.max_prompt_chars:
+def validate_prompt(settings: Settings, prompt: str, *, topic: str, batch_size: int) -> str:
+    """The template, and the prompt it becomes (filled in with the topic, and with the longest
+    facet line and avoid list the novelty strategy may add), within PRODUCER_MAX_PROMPT_CHARS;
+    counted, never built."""
+    cap = settings.max_prompt_chars
+    if len(prompt) > cap:
         raise ConfigurationError(
-            f"prompt is {len(prompt)} characters, "
-            f"at most {settings.max_prompt_chars} (PRODUCER_MAX_PROMPT_CHARS)"
+            f"prompt is {len(prompt)} characters, at most {cap} (PRODUCER_MAX_PROMPT_CHARS)"
+        )
+    novelty = settings.prompt_strategy == "novelty"
+    steering = steering_chars(facet_chars=settings.max_attribute_chars, avoid_tokens=settings.avoid_tokens)
+    filled = filled_length(
+        prompt, topic=topic, batch_size=batch_size, steering_chars=steering if novelty else 0
+    )
+    if filled > cap:
+        raise ConfigurationError(
+            f"prompt filled in with the topic would be {filled} characters, "
+            f"at most {cap} (PRODUCER_MAX_PROMPT_CHARS)"
         )
     return prompt
 
@@ -154,7 +168,7 @@ def start_topic(
         generation = validate_generation(
             settings, temperature=temperature, max_tokens=max_tokens, batch_size=batch_size
         )
-        validate_prompt(settings, prompt)
+        validate_prompt(settings, prompt, topic=topic, batch_size=generation.batch_size)
     except ConfigurationError as exc:
         return ControlResult(False, reason=str(exc))
 
@@ -188,7 +202,8 @@ def update_configuration(
     try:
         checked = validate_weights(weights, settings) if weights is not None else Validated(None)
         if prompt is not None:
-            validate_prompt(settings, prompt)
+            current = fleet.read_state()  # the prompt is checked filled in with the current topic
+            validate_prompt(settings, prompt, topic=current.topic, batch_size=current.generation.batch_size)
     except ConfigurationError as exc:
         return ControlResult(False, reason=str(exc))
     update: dict[str, object] = {}
