@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     max_backlog: int = Field(
         1000, ge=1, description="Batches waiting for the bridge above which generation pauses"
     )
-    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout of one provider call")
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline of a whole provider call")
     health_check_interval_s: float = Field(
         15.0, gt=0, description="How often beat probes providers that are not Healthy"
     )
@@ -199,9 +199,8 @@ class Settings(BaseSettings):
     )
     history_size: int = Field(100, ge=1, le=100_000, description="Generation attempts kept in Redis")
     history_sample_s: float = Field(1.0, ge=0, le=3600, description="Seconds between sampled successes")
-    max_response_chars: int = Field(
-        100_000, ge=100, description="Longest model answer that is parsed (the rest is ignored)"
-    )
+    max_response_chars: int = Field(100_000, ge=100, description="Longest model answer that is parsed")
+    max_response_bytes: int = Field(1 << 20, ge=1024, description="Largest answer read from a provider")
     max_attribute_chars: int = Field(200, ge=2, description="Longest attribute kept")
     max_prompt_chars: int = Field(
         20_000, ge=100, le=100_000, description="Longest prompt template an orchestrator may set"

@@ -29,11 +29,13 @@ class _Server(ThreadingHTTPServer):
 
 @dataclass
 class Behaviour:
-    mode: str = "ok"  # ok | status | html | garbage | empty | raw | hang | no_choices
+    mode: str = "ok"  # ok | status | html | garbage | empty | raw | hang | no_choices | huge | drip
     status: int = 500
     retry_after: str | None = None
     latency_ms: float = 0.0
     hang_s: float = 60.0
+    size: int = 0  # huge: the body's bytes, streamed (the fake never holds them)
+    drip_s: float = 1.0  # drip: seconds between the bytes of a normal answer
     vocabulary: int = 1000
     topic: str = "fake"
     count: int | None = None  # requests this behaviour applies to; then back to "ok"
@@ -272,10 +274,44 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "empty":
             self._send(200, b"")
             return
+        if mode == "huge":  # an answer of ``size`` bytes, written 64 KiB at a time
+            self._stream_body(b'{"choices": [{"message": {"content": "', behaviour.size)
+            return
+        if mode == "drip":  # a normal answer, one byte every ``drip_s``
+            self._drip(json.dumps(self._success(api, body, behaviour)).encode(), behaviour.drip_s)
+            return
         if mode == "raw":  # ``text`` is the whole JSON body
             self._send(200, (behaviour.text or "").encode())
             return
         self._send(200, json.dumps(self._success(api, body, behaviour)).encode())
+
+    def _stream_body(self, head: bytes, size: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        self.wfile.write(head)
+        chunk, left = b"x" * 65536, size - len(head)
+        try:
+            while left > 0 and not self.owner.closing.is_set():
+                self.wfile.write(chunk[:left])
+                left -= min(left, len(chunk))
+        except OSError:  # the client gave up: what it should do
+            self.close_connection = True
+
+    def _drip(self, payload: bytes, every_s: float) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        try:
+            for i in range(len(payload)):
+                self.wfile.write(payload[i : i + 1])
+                self.wfile.flush()
+                if self.owner.closing.wait(every_s):
+                    return
+        except OSError:
+            self.close_connection = True
 
     def _success(self, api: str, body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
         if "/models" in self.path:

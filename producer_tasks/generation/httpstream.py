@@ -14,13 +14,21 @@ inside an httpx ``BaseTransport``, given to the SDK as ``DefaultHttpxClient(tran
 Timeouts and errors stay httpcore's own: a read that times out is a ``ReadTimeout``; a
 failed write is passed over for the read, as httpcore does (the server may have answered
 before it closed), so the SDK reports each as it always did.
+
+Every answer is bounded before it is held (issue 30): the whole request, headers and body,
+has a wall-clock deadline (the SDK's timeout, which httpx gives per read, becomes the bound
+of the call: each read waits at most for what is left of it, so a server that drips a byte
+a second ends at the deadline), and the body is counted as it arrives: beyond
+``max_response_bytes`` the connection is dropped and ``ResponseLimitError`` raised.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import socket
 import ssl
+import time
 from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
@@ -31,6 +39,37 @@ import httpx2
 from producer_tasks.sockets import is_native, kernel_timeval
 
 FLUSH_BYTES = 64 * 1024  # a request body larger than this goes out as it is written
+# the monotonic time by which this thread's (or greenlet's) current request must be done
+DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "producer_http_deadline", default=None
+)
+
+
+class ResponseLimitError(Exception):
+    """An answer larger than the byte cap: dropped before it was held whole."""
+
+
+def limit_behind(exc: BaseException) -> ResponseLimitError | None:
+    """The ResponseLimitError behind an SDK's connection error (its cause or context), if any."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None or isinstance(seen, ResponseLimitError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _within_deadline(timeout: float | None) -> float | None:
+    """A read's or write's timeout, cut to what is left of the request's deadline."""
+    deadline = DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore2.ReadTimeout("the answer took longer than the request timeout")
+    return left if timeout is None else min(timeout, left)
+
+
 # as the SDKs' own default clients have them (their DEFAULT_CONNECTION_LIMITS)
 LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 _HTTP_CLIENT_CLASSES: dict[str, type] = {}
@@ -51,6 +90,7 @@ class Stream(httpcore2.NetworkStream):
             self._sock.settimeout(None)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        timeout = _within_deadline(timeout)
         if self._pending:  # a failed write moves on to the read, as httpcore's own does: a
             with contextlib.suppress(httpcore2.WriteError):  # server may answer, then close
                 self._flush()
@@ -140,14 +180,23 @@ def _httpx_error(exc: Exception) -> Exception:
 
 
 class _ResponseStream(httpx2.SyncByteStream):
-    def __init__(self, stream: Iterable[bytes]) -> None:
+    def __init__(self, stream: Iterable[bytes], max_bytes: int | None) -> None:
         self._stream = stream
+        self._max_bytes = max_bytes
 
     def __iter__(self) -> Iterator[bytes]:
+        received = 0
         with _as_httpx_errors():
-            yield from self._stream
+            for chunk in self._stream:
+                received += len(chunk)
+                if self._max_bytes is not None and received > self._max_bytes:
+                    raise ResponseLimitError(
+                        f"answer larger than {self._max_bytes} bytes (PRODUCER_MAX_RESPONSE_BYTES): dropped"
+                    )
+                yield chunk
 
     def close(self) -> None:
+        DEADLINE.set(None)  # the call is over: later reads on this thread have no deadline
         close = getattr(self._stream, "close", None)
         if close is not None:
             with _as_httpx_errors():
@@ -166,7 +215,10 @@ class Transport(httpx2.BaseTransport):
         ssl_context: ssl.SSLContext,
         limits: httpx2.Limits = LIMITS,
         network_backend: httpcore2.NetworkBackend | None = None,
+        *,
+        max_response_bytes: int | None = None,
     ) -> None:
+        self._max_response_bytes = max_response_bytes
         self._pool = httpcore2.ConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
@@ -189,13 +241,21 @@ class Transport(httpx2.BaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
-        with _as_httpx_errors():
-            response = self._pool.handle_request(core)
+        timeouts = request.extensions.get("timeout") or {}
+        bound = max((t for t in timeouts.values() if t is not None), default=None)
+        # the call's deadline: each read waits at most for what is left (Stream.read)
+        DEADLINE.set(None if bound is None else time.monotonic() + bound)
+        try:
+            with _as_httpx_errors():
+                response = self._pool.handle_request(core)
+        except BaseException:
+            DEADLINE.set(None)
+            raise
         assert isinstance(response.stream, Iterable)
         return httpx2.Response(
             status_code=response.status,
             headers=response.headers,
-            stream=_ResponseStream(response.stream),
+            stream=_ResponseStream(response.stream, self._max_response_bytes),
             extensions=response.extensions,
         )
 
@@ -203,7 +263,7 @@ class Transport(httpx2.BaseTransport):
         self._pool.close()
 
 
-def sdk_http_client(module: ModuleType, tls: ssl.SSLContext) -> Any:
+def sdk_http_client(module: ModuleType, tls: ssl.SSLContext, *, max_response_bytes: int | None = None) -> Any:
     """The SDK ``module``'s default HTTP client on our ``Transport`` with a shared TLS
     context, closed when dropped (as the SDK closes the client it makes itself; one passed
     in is the caller's to close)."""
@@ -220,4 +280,4 @@ def sdk_http_client(module: ModuleType, tls: ssl.SSLContext) -> Any:
                     pass
 
         cls = _HTTP_CLIENT_CLASSES[module.__name__] = Owned
-    return cls(transport=Transport(tls))
+    return cls(transport=Transport(tls, max_response_bytes=max_response_bytes))

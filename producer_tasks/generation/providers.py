@@ -117,7 +117,9 @@ class Clients:
             base_url=spec.base_url,
             max_retries=0,
             timeout=spec.timeout_s or self.settings.request_timeout_s,
-            http_client=httpstream.sdk_http_client(module, self._tls_context()),
+            http_client=httpstream.sdk_http_client(
+                module, self._tls_context(), max_response_bytes=self.settings.max_response_bytes
+            ),
         )
         with self._lock:
             self._every.append(client)
@@ -188,6 +190,8 @@ def _status_error(provider: str, status: int, message: str, headers: Any) -> Pro
 @contextmanager
 def translated_errors(provider: str, kind: str) -> Iterator[None]:
     """Turn SDK and HTTP errors of both SDKs into our ProviderError types."""
+    from producer_tasks.generation.httpstream import limit_behind  # imports httpcore, as the SDKs do
+
     module = sdk(kind)
     sdk_timeout = module.APITimeoutError
     sdk_connection = module.APIConnectionError
@@ -200,6 +204,8 @@ def translated_errors(provider: str, kind: str) -> Iterator[None]:
     except sdk_timeout as exc:
         raise ProviderTimeoutError(provider, "request timed out") from exc
     except sdk_connection as exc:
+        if (limit := limit_behind(exc)) is not None:  # the answer was too large: a bad answer
+            raise BadResponseError(provider, str(limit)) from exc
         raise ProviderUnavailableError(provider, f"connection failed: {exc}") from exc
     except sdk_status as exc:
         raise _status_error(provider, exc.status_code, exc.message, exc.response.headers) from exc
@@ -211,6 +217,10 @@ def translated_errors(provider: str, kind: str) -> Iterator[None]:
         ) from exc
     except RecursionError as exc:  # e.g. an answer of 200,000 '[': JSON nested beyond the parser
         raise BadResponseError(provider, "unreadable response (JSON nested too deeply)") from exc
+    except Exception as exc:  # the transport's own limit, when the SDK does not wrap it
+        if (limit := limit_behind(exc)) is None:
+            raise
+        raise BadResponseError(provider, str(limit)) from exc
 
 
 # --- generation -------------------------------------------------------------------------

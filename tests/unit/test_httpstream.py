@@ -174,7 +174,8 @@ def test_tls_keeps_pythons_timeouts_and_sends_one_write() -> None:
         stream = response.extensions["network_stream"]
         assert isinstance(stream, httpstream.Stream)
         sock = stream.get_extra_info("socket")
-        assert isinstance(sock, ssl.SSLSocket) and sock.gettimeout() == 3
+        # Python keeps its timeout (the read timeout, cut to what is left of the call's deadline)
+        assert isinstance(sock, ssl.SSLSocket) and 2.5 < (sock.gettimeout() or 0) <= 3
         assert seen == [b"body 0", b"body 1"]
     finally:
         client.close()
