@@ -240,23 +240,24 @@ class Bridge:
                 max_tokens=cfg.max_tokens,
                 batch_size=cfg.batch_size,
             )
-        elif isinstance(message, UpdateConfiguration):
+        elif isinstance(message, UpdateConfiguration):  # all of it checked before any of it applies
+            loaded = None
             if message.bloom_filter is not None:
                 try:
-                    loaded = filter_to_load(BloomFilterWire.decode(message.bloom_filter))
-                    await self.in_thread(bloom.load, fleet, loaded)
+                    loaded = bloom.check(filter_to_load(BloomFilterWire.decode(message.bloom_filter)))
                 except (DecodeError, ConfigurationError) as exc:
                     return f"invalid bloom filter: {exc}"
-            if message.prompt is None and message.provider_weights is None:
-                self.memory.accepted(message)
-                return None
-            result = await self.in_thread(
-                control.update_configuration,
-                fleet,
-                settings,
-                prompt=message.prompt,
-                weights=message.provider_weights,
-            )
+            result = control.ControlResult(True)
+            if message.prompt is not None or message.provider_weights is not None:
+                result = await self.in_thread(
+                    control.update_configuration,
+                    fleet,
+                    settings,
+                    prompt=message.prompt,
+                    weights=message.provider_weights,
+                )
+            if loaded is not None and result.accepted:
+                await self.in_thread(bloom.load, fleet, loaded)
         elif isinstance(message, Stop):
             result = await self.in_thread(control.stop, fleet)
         else:
@@ -270,7 +271,10 @@ class Bridge:
         if not result.accepted:
             return result.reason
         self.memory.accepted(message)
-        if isinstance(message, StartTopic | UpdateConfiguration):
+        if isinstance(message, StartTopic) or (
+            isinstance(message, UpdateConfiguration)
+            and (message.prompt, message.provider_weights) != (None, None)
+        ):
             await self.in_thread(self.lanes.reconcile)
         return None
 

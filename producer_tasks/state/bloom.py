@@ -150,15 +150,21 @@ class LoadedFilter:
     bits: bytes
 
 
+def check(wire: LoadedFilter) -> LoadedFilter:
+    """The orchestrator's filter, if Redis can hold it; else ConfigurationError (nothing changed)."""
+    if wire.num_bits > MAX_FILTER_BITS:
+        raise ConfigurationError(f"bloom filter of {wire.num_bits} bits is larger than Redis can hold")
+    if len(wire.bits) != (wire.num_bits + 7) // 8:
+        raise ConfigurationError(f"bloom filter of {wire.num_bits} bits has {len(wire.bits)} bytes")
+    return wire
+
+
 def load(fleet: Fleet, wire: LoadedFilter) -> FilterShape:
     """Replace the shared filter with the orchestrator's.
 
     Raises ConfigurationError for a filter Redis cannot hold (the old one stays in force).
     """
-    if wire.num_bits > MAX_FILTER_BITS:
-        raise ConfigurationError(f"bloom filter of {wire.num_bits} bits is larger than Redis can hold")
-    if len(wire.bits) != (wire.num_bits + 7) // 8:
-        raise ConfigurationError(f"bloom filter of {wire.num_bits} bits has {len(wire.bits)} bytes")
+    check(wire)
     keys = fleet.keys
     loaded = now_ms()
     temporary = f"{keys.bloom}:loading:{loaded}"

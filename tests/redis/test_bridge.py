@@ -343,6 +343,25 @@ async def test_bloom_filter_update_is_loaded(setup: Setup) -> None:
     assert shape is not None and (shape.num_bits, shape.num_hashes) == (1024, 4)
 
 
+async def test_a_rejected_update_changes_nothing_not_even_its_bloom_filter(setup: Setup) -> None:
+    """UpdateConfiguration with a valid filter and weights for an unknown provider: an Error,
+    and the fleet's filter is the one it had (the protocol: a rejected configuration changes
+    nothing); the same filter alone is then loaded."""
+    reader, writer = await setup.orchestrator.connection()
+    send(writer, frame(encode(START)))
+    await status_matching(reader, ProducerState.RUNNING)
+    before = bloom.read_shape(setup.fleet)
+    orchestrator_filter = BloomFilter(2048, 3)
+    orchestrator_filter.update(["Brie"])
+    wire = filter_to_wire(orchestrator_filter).encode()
+    send(writer, frame(encode(UpdateConfiguration(provider_weights={"nobody": 1.0}, bloom_filter=wire))))
+    error = await status_matching(reader, ErrorStatus)
+    assert "weight" in error.status.reason  # type: ignore[union-attr]
+    assert bloom.read_shape(setup.fleet) == before
+    send(writer, frame(encode(UpdateConfiguration(bloom_filter=wire))))
+    await eventually(lambda: bloom.read_shape(setup.fleet) != before, what="the filter loaded")
+
+
 async def test_metrics_endpoint(redis_url: str) -> None:
     orchestrator = FakeOrchestrator()
     port = await orchestrator.start()
