@@ -25,6 +25,7 @@ WORKER_ENV = {
     "PRODUCER_MOCK_LATENCY_MS": "20",
     "PRODUCER_BACKOFF_BASE_S": "0.2",
     "PRODUCER_BACKOFF_MAX_S": "1",
+    "PRODUCER_MAX_RETRY_AFTER_S": "10",  # a Retry-After of 3 s is honoured (the default cap: the backoff's 1 s)
     "PRODUCER_LANE_LEASE_S": "2",
     "PRODUCER_RECONCILE_INTERVAL_S": "0.5",
     "PRODUCER_HEALTH_CHECK_INTERVAL_S": "1",
