@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -51,4 +51,4 @@ def mask_url(url: str) -> str:
     if parts.password is None and not parts.username:
         return url
     host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"***@{host}").geturl()
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))

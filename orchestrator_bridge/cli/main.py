@@ -163,8 +163,8 @@ def add_topic_options(parser: argparse.ArgumentParser, *, local_run: bool = Fals
     )
 
 
-def add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = commands.add_parser(
+def add_run_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    run = add_parser(
         "run",
         help="the whole system locally, in one command",
         description="Starts an embedded Redis (unless REDIS_URL is set), a worker per provider in use "
@@ -198,8 +198,8 @@ def add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
 
 
-def add_healthcheck_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    health = commands.add_parser(
+def add_healthcheck_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    health = add_parser(
         "healthcheck",
         help="probe the worker or beat of this container (exit 0: alive)",
         description="Reads the liveness file a worker's heartbeat or beat's tick writes in "
@@ -218,8 +218,8 @@ def add_healthcheck_parser(commands: argparse._SubParsersAction[argparse.Argumen
     )
 
 
-def add_orchestrator_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    orchestrator = commands.add_parser(
+def add_orchestrator_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    orchestrator = add_parser(
         "orchestrator",
         help="run the reference orchestrator",
         description="A development orchestrator speaking the real protocol: sends StartTopic to every "
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", type=log_level, help="DEBUG, INFO, WARNING, ERROR (default: INFO; WARNING for run)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_run_parser(commands)
+    add_run_parser(commands.add_parser)
     commands.add_parser(
         "bridge",
         help="run the bridge to the orchestrator (ORCHESTRATOR_ADDR)",
@@ -271,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--watch", action="store_true", help="refresh every 2 seconds until Ctrl-C")
-    add_healthcheck_parser(commands)
-    add_orchestrator_parser(commands)
+    add_healthcheck_parser(commands.add_parser)
+    add_orchestrator_parser(commands.add_parser)
     return parser
 
 

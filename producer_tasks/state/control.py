@@ -201,9 +201,6 @@ def update_configuration(
     """Apply each given field; None leaves it as it is (the bloom filter: ``bloom.load``)."""
     try:
         checked = validate_weights(weights, settings) if weights is not None else Validated(None)
-        if prompt is not None:
-            current = fleet.read_state()  # the prompt is checked filled in with the current topic
-            validate_prompt(settings, prompt, topic=current.topic, batch_size=current.generation.batch_size)
     except ConfigurationError as exc:
         return ControlResult(False, reason=str(exc))
     update: dict[str, object] = {}
@@ -213,9 +210,14 @@ def update_configuration(
         update["weights"] = checked.weights
 
     def change(current: TopicState) -> tuple[TopicState, bool]:
+        if prompt is not None:  # filled in with the topic of the state this transaction writes
+            validate_prompt(settings, prompt, topic=current.topic, batch_size=current.generation.batch_size)
         return current.model_copy(update={**update, "updated_ms": now_ms()}), False
 
-    state, _ = _transact(fleet, change)
+    try:
+        state, _ = _transact(fleet, change)
+    except ConfigurationError as exc:  # nothing written
+        return ControlResult(False, reason=str(exc))
     return ControlResult(True, warnings=tuple(checked.warnings), state=state)
 
 

@@ -34,8 +34,8 @@ def _select_servable_queues(sender: Any = None, instance: Any = None, **_: Any) 
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     runtime = get_runtime()
-    consumed = [q.name for q in sender.task_consumer.queues] if sender is not None else []
-    queues = [q for q in consumed if runtime.settings.is_configured(q)]
+    # only servable queues are left (``_select_servable_queues`` deselected the others)
+    queues = [q.name for q in sender.task_consumer.queues] if sender is not None else []
     controller = getattr(sender, "controller", None)  # the WorkController: -c N (--autoscale: its maximum)
     slots = int(getattr(controller, "concurrency", 0) or 0)
     # before it registers: the SDK imports take seconds, and a fleet that starts its topic
