@@ -175,7 +175,7 @@ class Connection:
     async def handle(self, payload: bytes) -> None:
         bridge = self.bridge
         try:
-            message = codec.decode(payload)
+            message = codec.decode(payload, to_producer=True)
         except ProtocolError as exc:
             bridge.counters.bad_frames += 1
             bridge.counters.last_error = f"malformed frame: {exc}"

@@ -8,9 +8,12 @@ reports the same fleet-wide numbers. Every metric carries a ``producer_id`` labe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -207,14 +210,17 @@ def registry_for(fleet: Fleet) -> CollectorRegistry:
 
 MAX_WORKERS = 8  # requests answered at once (a scrape reads Redis; probes are quick)
 MAX_WAITING = 32  # connections accepted and waiting for a worker; beyond: closed at once
-REQUEST_TIMEOUT_S = 10.0  # each read and write of a request (a client that stalls is dropped)
+REQUEST_TIMEOUT_S = 10.0  # a connection's whole life from its acceptance, waiting included
 
 
 class _Server(WSGIServer):
     """socketserver's documented hooks (``process_request``, ``finish_request``,
-    ``shutdown_request``) over a bounded pool: at most MAX_WORKERS threads, MAX_WAITING
-    connections waiting; a flood of stalled connections costs neither threads nor file
-    descriptors beyond that, so the bridge keeps reaching Redis and its orchestrator."""
+    ``shutdown_request``, ``service_actions``) over a bounded pool: at most MAX_WORKERS
+    threads, MAX_WAITING connections waiting; a flood of stalled connections costs neither
+    threads nor file descriptors beyond that, so the bridge keeps reaching Redis and its
+    orchestrator. Each connection has REQUEST_TIMEOUT_S from its acceptance (a client that
+    drips a byte at a time does not renew it): past it, the serving loop shuts it down, so the
+    slots a flood took are free again that long after it, whatever the clients do."""
 
     request_queue_size = 128  # the listen backlog (socketserver's default, 5, drops SYNs in a burst)
 
@@ -222,12 +228,28 @@ class _Server(WSGIServer):
         super().server_activate()
         self.pool = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="producer-metrics")
         self.slots = threading.BoundedSemaphore(MAX_WORKERS + MAX_WAITING)
+        self.deadlines: dict[socket.socket, float] = {}
+        self.deadlines_lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
             self.shutdown_request(request)  # full: close now rather than hold a descriptor
             return
+        with self.deadlines_lock:
+            self.deadlines[request] = time.monotonic() + REQUEST_TIMEOUT_S
         self.pool.submit(self._answer, request, client_address)
+
+    def service_actions(self) -> None:
+        """Called by ``serve_forever`` every poll (0.5 s): connections past their deadline are
+        shut down; the thread blocked on one reads end-of-file and lets it go."""
+        now = time.monotonic()
+        with self.deadlines_lock:
+            late = [request for request, deadline in self.deadlines.items() if deadline <= now]
+            for request in late:
+                del self.deadlines[request]
+        for request in late:
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
 
     def _answer(self, request: Any, client_address: Any) -> None:
         try:
@@ -237,6 +259,8 @@ class _Server(WSGIServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            with self.deadlines_lock:
+                self.deadlines.pop(request, None)
             self.shutdown_request(request)
             self.slots.release()
 

@@ -91,7 +91,9 @@ def optimal_parameters(capacity: int, error_rate: float) -> tuple[int, int]:
 class BloomFilter:
     """A pure-Python filter in the shared layout (MSB first, as GETBIT/SETBIT)."""
 
-    def __init__(self, num_bits: int, num_hashes: int, *, items: int = 0, bits: bytes | None = None) -> None:
+    def __init__(
+        self, num_bits: int, num_hashes: int, *, items: int = 0, bits: bytes | memoryview | None = None
+    ) -> None:
         if num_bits < 1 or not 1 <= num_hashes <= MAX_HASHES:
             raise ValueError("num_bits must be >= 1 and num_hashes in 1..=64")
         size = (num_bits + 7) // 8

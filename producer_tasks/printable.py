@@ -19,3 +19,14 @@ def printable(text: str, limit: int = 300) -> str:
         elif unicodedata.category(char)[0] != "C":
             kept.append(char)
     return "".join(kept)[:limit]
+
+
+QUOTE_CHARS = 64
+
+
+def quoted(text: str, limit: int = QUOTE_CHARS) -> str:
+    """How a message quotes input it did not choose (a name, an answer): the ``repr`` of at
+    most ``limit`` characters (control characters escaped), then how long the input was."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"

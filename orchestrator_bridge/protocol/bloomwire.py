@@ -19,20 +19,21 @@ MAX_HASHES = 64
 
 @dataclass(frozen=True, slots=True)
 class BloomFilterWire:
-    """``BloomFilterWire`` of protocol.md; ``bits`` is ``ceil(num_bits / 8)`` bytes."""
+    """``BloomFilterWire`` of protocol.md; ``bits`` is ``ceil(num_bits / 8)`` bytes (decoded:
+    a view into the payload, not a copy of it: a filter can be most of a 16 MiB frame)."""
 
     version: int
     num_bits: int
     num_hashes: int
     items: int
-    bits: bytes
+    bits: bytes | memoryview
 
     def encode(self) -> bytes:
         header = _HEADER.pack(self.version, self.num_bits, self.num_hashes, self.items, len(self.bits))
         return header + self.bits
 
     @classmethod
-    def decode(cls, payload: bytes) -> BloomFilterWire:
+    def decode(cls, payload: bytes | memoryview) -> BloomFilterWire:
         if len(payload) < _HEADER.size:
             raise DecodeError(f"bloom filter truncated: {len(payload)} bytes, header needs {_HEADER.size}")
         version, num_bits, num_hashes, items, length = _HEADER.unpack_from(payload)
@@ -47,4 +48,4 @@ class BloomFilterWire:
             raise DecodeError(f"bloom filter of {num_bits} bits needs {expected} bytes, header says {length}")
         if len(payload) - _HEADER.size != length:
             raise DecodeError(f"bloom filter body is {len(payload) - _HEADER.size} bytes, expected {length}")
-        return cls(version, num_bits, num_hashes, items, bytes(payload[_HEADER.size :]))
+        return cls(version, num_bits, num_hashes, items, memoryview(payload)[_HEADER.size :])

@@ -11,6 +11,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from orchestrator_bridge.protocol.errors import DecodeError
+from orchestrator_bridge.protocol.limits import (
+    MAX_MAP_ENTRIES,
+    MAX_NAME_BYTES,
+    MAX_PROMPT_BYTES,
+    MAX_TOPIC_BYTES,
+    TO_PRODUCER,
+    VARIANT_NAMES,
+)
 from orchestrator_bridge.protocol.messages import (
     AttributeBatch,
     BloomFilterStats,
@@ -93,8 +101,11 @@ class _Reader:
             raise DecodeError(f"invalid Option tag {tag} for {what} at offset {self.pos - 1}")
         return tag == 1
 
-    def length(self, what: str, *, item_size: int = 1) -> int:
+    def length(self, what: str, *, item_size: int = 1, limit: int | None = None) -> int:
         n = self.u64(what)
+        if limit is not None and n > limit:
+            unit = "bytes" if item_size == 1 else "entries"
+            raise DecodeError(f"{what} has {n} {unit}, more than the {limit} allowed")
         if n * item_size > self.end - self.pos:
             raise DecodeError(
                 f"length {n} of {what} at offset {self.pos - 8} is larger than the "
@@ -102,8 +113,8 @@ class _Reader:
             )
         return n
 
-    def string(self, what: str) -> str:
-        n = self.length(what)
+    def string(self, what: str, limit: int | None = None) -> str:
+        n = self.length(what, limit=limit)
         start = self._need(n, what)
         try:
             return self.buf[start : start + n].decode()
@@ -116,12 +127,13 @@ class _Reader:
         return bytes(self.buf[start : start + n])
 
     def map(self, what: str, value: Callable[[], T], *, min_item_size: int) -> dict[str, T]:
-        n = self.length(what, item_size=min_item_size)
+        n = self.length(what, item_size=min_item_size, limit=MAX_MAP_ENTRIES)
         result: dict[str, T] = {}
         for _ in range(n):
-            key = self.string(f"{what} key")
-            if key in result:
-                raise DecodeError(f"duplicate key {key!r} in {what}")
+            start = self.pos
+            key = self.string(f"{what} key", MAX_NAME_BYTES)
+            if key in result:  # not quoted: the offset says where
+                raise DecodeError(f"duplicate key in {what} at offset {start}")
             result[key] = value()
         return result
 
@@ -173,18 +185,11 @@ def _decode_status(r: _Reader) -> ProducerStatusType:
 
 
 def _decode_attribute_batch(r: _Reader) -> AttributeBatch:
-    """The hot path (one per batch): straight-line, local variables, no per-field calls."""
+    """The hot path (one per batch): straight-line, local variables, a call per name only."""
     buf, pos, end = r.buf, r.pos, r.end
     unpack_u64 = U64.unpack_from
     try:
-        (size,) = unpack_u64(buf, pos)
-        pos += 8
-        if pos + size > end:
-            raise DecodeError(
-                f"length {size} of producer_id at offset {pos - 8} is larger than the {end - pos} bytes left"
-            )
-        producer_id = buf[pos : pos + size].decode()
-        pos += size
+        producer_id, pos = _batch_name(buf, pos, end, "producer_id")
         (count,) = unpack_u64(buf, pos)
         pos += 8
         if count * 8 > end - pos:
@@ -204,15 +209,7 @@ def _decode_attribute_batch(r: _Reader) -> AttributeBatch:
                 )
             append(buf[pos:stop].decode())
             pos = stop
-        (size,) = unpack_u64(buf, pos)
-        pos += 8
-        if pos + size > end:
-            raise DecodeError(
-                f"length {size} of provider_used at offset {pos - 8} is larger than the "
-                f"{end - pos} bytes left"
-            )
-        provider_used = buf[pos : pos + size].decode()
-        pos += size
+        provider_used, pos = _batch_name(buf, pos, end, "provider_used")
         metadata, stats, pos = _batch_tail(buf, pos)
     except (struct.error, IndexError) as exc:
         raise DecodeError(f"truncated payload: AttributeBatch ends at offset {pos} of {end}") from exc
@@ -220,6 +217,19 @@ def _decode_attribute_batch(r: _Reader) -> AttributeBatch:
         raise DecodeError(f"invalid UTF-8 in AttributeBatch near offset {pos}: {exc.reason}") from exc
     r.pos = pos
     return AttributeBatch(producer_id, tuple(attributes), provider_used, metadata, stats)
+
+
+def _batch_name(buf: bytes, pos: int, end: int, what: str) -> tuple[str, int]:
+    """One of an AttributeBatch's names, within MAX_NAME_BYTES, and the offset after it."""
+    (size,) = U64.unpack_from(buf, pos)
+    pos += 8
+    if size > MAX_NAME_BYTES:
+        raise DecodeError(f"{what} has {size} bytes, more than the {MAX_NAME_BYTES} allowed")
+    if pos + size > end:
+        raise DecodeError(
+            f"length {size} of {what} at offset {pos - 8} is larger than the {end - pos} bytes left"
+        )
+    return buf[pos : pos + size].decode(), pos + size
 
 
 def _batch_tail(buf: bytes, pos: int) -> tuple[GenerationMetadata, BloomFilterStats | None, int]:
@@ -245,13 +255,13 @@ def _decode_body(r: _Reader, variant: int) -> ProducerMessage:
         return _decode_attribute_batch(r)
     if variant == 0:
         return StartTopic(
-            topic=r.string("topic"),
-            prompt=r.string("prompt"),
+            topic=r.string("topic", MAX_TOPIC_BYTES),
+            prompt=r.string("prompt", MAX_PROMPT_BYTES),
             provider_weights=r.map("provider_weights", lambda: r.f32("weight"), min_item_size=12),
             generation_config=_decode_config(r),
         )
     if variant == 1:
-        prompt = r.string("prompt") if r.option("prompt") else None
+        prompt = r.string("prompt", MAX_PROMPT_BYTES) if r.option("prompt") else None
         weights = (
             r.map("provider_weights", lambda: r.f32("weight"), min_item_size=12)
             if r.option("provider_weights")
@@ -262,17 +272,25 @@ def _decode_body(r: _Reader, variant: int) -> ProducerMessage:
     if variant == 2:
         return Stop()
     if variant == 4:
-        producer_id = r.string("producer_id")
+        producer_id = r.string("producer_id", MAX_NAME_BYTES)
         status = _decode_status(r)
         health = r.map("provider_health", lambda: _decode_health(r), min_item_size=8 + 22)
         return ProducerStatus(producer_id, status, health)
     raise DecodeError(f"unknown ProducerMessage variant {variant} (known: 0..=4)")
 
 
-def decode(payload: bytes | bytearray | memoryview) -> ProducerMessage:
-    """Decode exactly one message from a payload; anything else raises DecodeError."""
+def decode(payload: bytes | bytearray | memoryview, *, to_producer: bool = False) -> ProducerMessage:
+    """Decode exactly one message from a payload; anything else raises DecodeError.
+
+    ``to_producer``: the payload was sent to a producer, which refuses the variants only
+    producers send (AttributeBatch, ProducerStatus) from their index, before decoding them."""
     r = _Reader(bytes(payload))
-    message = _decode_body(r, r.u32("ProducerMessage variant"))
+    variant = r.u32("ProducerMessage variant")
+    if to_producer and variant not in TO_PRODUCER and variant < len(VARIANT_NAMES):
+        raise DecodeError(
+            f"{VARIANT_NAMES[variant]} is sent by producers, not to them ({r.end} bytes, not decoded)"
+        )
+    message = _decode_body(r, variant)
     if r.pos != r.end:
         raise DecodeError(
             f"{r.end - r.pos} trailing bytes after {type(message).__name__} (payload {r.end} bytes)"

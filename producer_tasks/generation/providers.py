@@ -35,6 +35,7 @@ from producer_tasks.errors import (
 )
 from producer_tasks.generation import mock
 from producer_tasks.generation.parsing import clean_text
+from producer_tasks.printable import quoted
 from producer_tasks.records import LLMResponse
 from producer_tasks.settings import Settings
 
@@ -270,7 +271,7 @@ def _tokens(provider: str, usage: Any, *names: str) -> list[int]:
     usage = usage if isinstance(usage, dict) else {}
     counts = [usage.get(name, 0) for name in names]
     if not all(isinstance(count, int) for count in counts):
-        raise BadResponseError(provider, f"unreadable usage: {str(usage)[:120]!r}")
+        raise BadResponseError(provider, f"unreadable usage: {quoted(str(usage))}")
     return counts
 
 
@@ -288,7 +289,7 @@ def _chat_completion(spec: ProviderSpec, answer: Any, *, started: float) -> LLMR
     """The response in a chat completion's JSON; a BadResponseError for anything else."""
     provider = spec.name
     if not isinstance(answer, dict) or answer.get("object", "chat.completion") != "chat.completion":
-        raise BadResponseError(provider, f"not a chat completion: {str(answer)[:120]!r}")
+        raise BadResponseError(provider, f"not a chat completion: {quoted(str(answer))}")
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices:
         raise BadResponseError(provider, "response has no choices")
@@ -304,7 +305,7 @@ def _message(spec: ProviderSpec, answer: Any, *, started: float) -> LLMResponse:
     """The response in a Messages API answer's JSON (its text blocks joined)."""
     provider = spec.name
     if not isinstance(answer, dict) or answer.get("type", "message") != "message":
-        raise BadResponseError(provider, f"not a message: {str(answer)[:120]!r}")
+        raise BadResponseError(provider, f"not a message: {quoted(str(answer))}")
     blocks = answer.get("content")
     if not isinstance(blocks, list):
         raise BadResponseError(provider, "response has no content")

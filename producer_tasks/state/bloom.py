@@ -147,7 +147,7 @@ class LoadedFilter:
     num_bits: int
     num_hashes: int
     items: int
-    bits: bytes
+    bits: bytes | memoryview  # a view: redis-py sends it without copying it
 
 
 def check(wire: LoadedFilter) -> LoadedFilter:
@@ -169,7 +169,7 @@ def load(fleet: Fleet, wire: LoadedFilter) -> FilterShape:
     loaded = now_ms()
     temporary = f"{keys.bloom}:loading:{loaded}"
     with redis_errors("load bloom filter"):
-        fleet.redis.set(temporary, wire.bits, ex=LOADING_TTL_S)
+        fleet.redis.set(temporary, memoryview(wire.bits), ex=LOADING_TTL_S)
         for _ in range(20):
             with fleet.redis.pipeline(transaction=True) as pipe:
                 try:

@@ -17,6 +17,7 @@ import redis
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, StateError
 from producer_tasks.generation.prompt import filled_length, steering_chars
+from producer_tasks.printable import quoted
 from producer_tasks.records import GenerationSettings, LaneRecord, LaneStatus, Phase, TopicState
 from producer_tasks.settings import Settings
 from producer_tasks.state import bloom
@@ -30,6 +31,7 @@ MAX_TEMPERATURE = 2.0
 MAX_TOPIC_CHARS = 10_000
 BUSY = (LaneStatus.RUNNING, LaneStatus.RESERVED)
 MAX_ATTEMPTS = 20
+UNKNOWN_SHOWN = 5  # unknown provider names quoted in the warning about them
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,13 @@ class Validated:
 
 def validate_weights(weights: Mapping[str, float], settings: Settings) -> Validated:
     """Reject negative or non-finite weights and configurations with nothing to run."""
-    warnings: list[str] = []
+    unknown: list[str] = []
     cleaned: dict[str, float] = {}
     for name, weight in weights.items():
         if not math.isfinite(weight) or weight < 0:
-            raise ConfigurationError(f"weight of {name!r} must be a finite number >= 0, got {weight}")
+            raise ConfigurationError(f"weight of {quoted(name)} must be a finite number >= 0, got {weight}")
         if not settings.is_configured(name):
-            warnings.append(f"weight for {name!r} ignored: provider not configured in this deployment")
+            unknown.append(name)
             continue
         cleaned[name] = float(weight)
     if not any(w > 0 for w in cleaned.values()):
@@ -63,7 +65,14 @@ def validate_weights(weights: Mapping[str, float], settings: Settings) -> Valida
         raise ConfigurationError(
             f"no configured provider has a weight above 0 (configured here: {configured})"
         )
-    return Validated(cleaned, warnings)
+    return Validated(cleaned, [_ignored(unknown)] if unknown else [])
+
+
+def _ignored(names: list[str]) -> str:
+    """One warning for all the names a frame weighted that this deployment does not have."""
+    shown = ", ".join(quoted(name) for name in names[:UNKNOWN_SHOWN])
+    more = f" and {len(names) - UNKNOWN_SHOWN} more" if len(names) > UNKNOWN_SHOWN else ""
+    return f"weights ignored for {len(names)} provider(s) not configured in this deployment: {shown}{more}"
 
 
 def validate_generation(

@@ -195,6 +195,7 @@ async def test_invalid_configuration_answers_error_and_keeps_the_previous(setup:
     assert (state.topic, state.weights) == ("cheese", {"mock": 1.0})
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     ("name", "data", "log_text"),
     [
@@ -220,6 +221,7 @@ async def test_a_bad_frame_is_logged_reported_and_survived(
     assert setup.bridge.counters.bad_frames == 1
 
 
+@pytest.mark.adversarial
 async def test_a_2_gib_length_closes_and_reconnects(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="orchestrator_bridge")
     reader, writer = await setup.orchestrator.connection()
@@ -343,6 +345,7 @@ async def test_bloom_filter_update_is_loaded(setup: Setup) -> None:
     assert shape is not None and (shape.num_bits, shape.num_hashes) == (1024, 4)
 
 
+@pytest.mark.adversarial
 async def test_a_rejected_update_changes_nothing_not_even_its_bloom_filter(setup: Setup) -> None:
     """UpdateConfiguration with a valid filter and weights for an unknown provider: an Error,
     and the fleet's filter is the one it had (the protocol: a rejected configuration changes

@@ -13,7 +13,7 @@ from producer_tasks.state import outcomes
 from producer_tasks.state.status import snapshot, write_bridge_status
 from tests.conftest import make_runtime
 
-pytestmark = pytest.mark.usefixtures("eager")
+pytestmark = [pytest.mark.usefixtures("eager"), pytest.mark.adversarial]
 HOSTILE = "HTTP 500: \x1b[2J\x1b[31mred\x1b[0m\u202eevil\u0000\r\nnext line\x07" + "x" * 5000
 
 

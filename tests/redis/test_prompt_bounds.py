@@ -16,7 +16,7 @@ from producer_tasks.state import control
 from tests.conftest import make_runtime
 from tests.redis.eager import run_next, serve
 
-pytestmark = pytest.mark.usefixtures("eager")
+pytestmark = [pytest.mark.usefixtures("eager"), pytest.mark.adversarial]
 TOPIC = "t" * 10_000
 EXPLOSIVE = "{topic}" * 2_857  # 19,999 characters: within the cap as a template
 

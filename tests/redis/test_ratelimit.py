@@ -53,6 +53,7 @@ def test_429_sets_a_fleet_wide_cooldown(redis_url: str, installed_runtime: Any, 
     assert limited[0] not in lanes.eligible_providers(view)
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("retry_after", ["1e12", "inf"])
 def test_a_huge_retry_after_is_clamped_and_the_provider_comes_back(
     redis_url: str, installed_runtime: Any, fake_llm: FakeLLM, retry_after: str
@@ -79,6 +80,7 @@ def test_a_huge_retry_after_is_clamped_and_the_provider_comes_back(
     assert fake_llm.count("openai", kind="chat/completions") >= 2
 
 
+@pytest.mark.adversarial
 def test_a_stored_cooldown_is_never_further_than_the_cap(redis_url: str, installed_runtime: Any) -> None:
     """Whatever Redis already holds (10^15 ms from an older version, or by hand), the next
     outcome brings it within the cap."""

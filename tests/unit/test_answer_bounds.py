@@ -18,6 +18,7 @@ from producer_tasks.settings import load_settings
 from tests.conftest import provider_env
 from tests.fakellm import FakeLLM
 
+pytestmark = pytest.mark.adversarial
 APIS = ["openai", "anthropic"]
 REQUEST = GenerationRequest(
     prompt="List 10 cheeses", topic="cheese", temperature=0.7, max_tokens=200, batch_size=10

@@ -45,6 +45,13 @@ def test_compose_file() -> None:
     assert list(roles.values()).count("beat") == 1
     assert roles["bridge"] == "orchestrator_bridge"
     assert (DEPLOY / services["bridge"]["build"]["dockerfile"].removeprefix("deploy/")).exists()
+    # every port is published on the host's loopback only (issue 30): the bridge binds every
+    # interface inside its container, where the published port reaches it, and nowhere else
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(str(port).startswith("127.0.0.1:") for port in published), published
+    environments = {name: service.get("environment", {}) for name, service in services.items()}
+    assert {n for n, e in environments.items() if e.get("PRODUCER_METRICS_HOST") == "0.0.0.0"} == {"bridge"}
+    check_env_names(set(environments["bridge"]))
 
 
 def test_env_example_names_only_real_settings() -> None:

@@ -154,6 +154,7 @@ def test_mock_needs_no_network() -> None:
     providers.health_check(clients, "mock")
 
 
+@pytest.mark.adversarial
 def test_retry_after_forms() -> None:
     assert retry_after_s({"retry-after": "3"}) == 3.0
     assert retry_after_s({"retry-after-ms": "1500"}) == 1.5
@@ -263,6 +264,7 @@ def test_short_lived_threads_reuse_one_client(fake_llm: FakeLLM) -> None:
     clients.close()
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("api", APIS)
 def test_an_answer_nested_too_deeply_is_a_provider_error(api: str, fake_llm: FakeLLM, clients: Clients) -> None:
     """200,000 '[' through the real SDK: its JSON parser recurses past Python's limit; that is

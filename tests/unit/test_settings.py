@@ -69,6 +69,7 @@ def test_values_are_read_and_typed() -> None:
     assert settings.rate_limits("openai") == (600, None)
 
 
+@pytest.mark.adversarial
 def test_secrets_never_appear_in_repr_or_errors() -> None:
     settings = load_settings({"OPENAI_API_KEY": "sk-very-secret", "ANTHROPIC_API_KEY": "ak-secret"})
     assert "sk-very-secret" not in repr(settings)
@@ -160,6 +161,7 @@ def test_whether_the_broker_is_the_fleets_redis(redis_url: str, broker_url: str 
     assert broker_is_fleet(load_settings(env)) is same
 
 
+@pytest.mark.adversarial
 def test_redis_passwords_stay_out_of_repr_and_errors() -> None:
     settings = load_settings({"REDIS_URL": "redis://:hunter2@redis.internal:6379/0"})
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings)
