@@ -1,22 +1,24 @@
-"""Novelty prompts: unique attributes per 1,000 tokens, ``fixed`` against ``novelty``.
+"""Prompt strategies on four model shapes: unique attributes per 1,000 tokens, each fixed
+strategy against ``adaptive`` (issue 31), and two providers of different shapes in one run.
 
-A fake OpenAI model over real HTTP draws from a finite, skewed vocabulary (its favourites
-come up again and again, so it saturates) and mostly obeys "do not repeat these" lists
-(an item the prompt lists is drawn again with probability ``OBEY``); it reports usage from
-the real prompt and answer (4 characters a token), so the avoid list's own tokens are paid
-for. The real cycle code runs one cycle after another in-process (bloom filter on), for the
-same number of requests with each strategy. Measured after the first ``WARMUP`` unique
-items, where the fixed prompt's yield collapses.
+A fake model over real HTTP (the official SDKs) in four shapes (facet-following,
+avoid-obeying, deaf, changing; described in the report). The real cycle code runs one cycle
+after another in-process (bloom filter on), for the same number of requests per strategy;
+yields are counted after a warm-up of ``WARMUP`` requests.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.report import write_section
 from orchestrator_bridge.cli.embedded import EmbeddedRedis
+from producer_tasks.generation import strategy as strategies
 from producer_tasks.generation.cycle import run_cycle
 from producer_tasks.runtime import Runtime
 from producer_tasks.settings import load_settings
@@ -25,153 +27,253 @@ from producer_tasks.state.fleet import Fleet
 from tests.conftest import RecordingDispatcher, provider_env
 from tests.fakellm import FakeLLM
 
-REQUESTS = 400
-VOCABULARY = 2000
+REQUESTS = 500
+WARMUP = 100  # requests before the yield is counted (the issue allows at most 100)
+VOCABULARY = 5000
 SKEW = 5.0  # P(one of the top k of V) = (k/V)**(1/SKEW): the top 50 of 2,000 are 48 % of draws
 BATCH = 30
-OBEY = 0.9
-SMALL_BUDGET = 60  # about the 10 most repeated names
 FACETS = 20
-WARMUP = 300  # unique items before the yield is measured
-SAMPLE_EVERY = 50
+WINDOW = 50  # requests per row of the "chosen over time" table
+SEEDS = (11, 12)  # adaptive is a random choice: its figure is the mean of these runs
+
+MODEL = {"vocabulary": VOCABULARY, "skew": SKEW, "batch": BATCH, "topic": "cheese"}
+MODEL |= {"usage_from_text": True, "facets": FACETS}
+FOLLOWING = MODEL | {"obey": 0.9, "follow_focus": True}
+OBEYING = MODEL | {"obey": 0.95, "follow_focus": False, "listed_skew": 1.0}
+DEAF = MODEL | {"obey": 0.0, "follow_focus": False}
+SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {  # (first, after REQUESTS / 2)
+    "facet-following": (FOLLOWING, None),
+    "avoid-obeying": (OBEYING, None),
+    "deaf": (DEAF, None),
+    "changing": (MODEL | {"obey": 0.0, "follow_focus": True}, OBEYING),
+}
+VARIANTS = (*[s.value for s in strategies.Strategy], strategies.ADAPTIVE)
+
+
+@dataclass
+class Run:
+    """One run's curve: per request, (tokens, unique) and the strategies chosen so far."""
+
+    points: list[tuple[int, int]] = field(default_factory=list)
+    chosen: list[Counter[str]] = field(default_factory=list)  # cumulative "tried", per WINDOW
+    winning: str = ""  # the strategy the provider shows as winning at the end
+
+    def per_1000(self, start: int = WARMUP, end: int | None = None) -> float:
+        first, last = self.points[start - 1], self.points[(end or len(self.points)) - 1]
+        return (last[1] - first[1]) * 1000 / max(1, last[0] - first[0])
 
 
 def measure(
-    redis_url: str, fake: FakeLLM, strategy: str, avoid_tokens: int = 300, facets: int = 0
-) -> dict[str, Any]:
+    redis_url: str,
+    fake: FakeLLM,
+    variant: str,
+    shapes: dict[str, tuple[dict[str, Any], dict[str, Any] | None]],
+    *,
+    seed: int = 11,
+) -> dict[str, Run]:
+    """``REQUESTS`` requests per provider of ``shapes`` (api -> shape), with ``variant``."""
+    apis = list(shapes)
     settings = load_settings(
         {
             "REDIS_URL": redis_url,
-            "PRODUCER_PROMPT_STRATEGY": strategy,
-            "PRODUCER_AVOID_TOKENS": str(avoid_tokens),
-            "PRODUCER_FACETS": str(facets),
-            "PRODUCER_BLOOM_FILTER": "true",
-            "PRODUCER_CONCURRENCY": "1",
+            "PRODUCER_PROMPT_STRATEGY": variant,
+            "PRODUCER_FACETS": str(FACETS),
+            "PRODUCER_CONCURRENCY": str(len(apis)),
             "PRODUCER_BLOOM_CAPACITY": "100000",
+            # per token: the bench counts tokens (with list prices the choice is per US$)
+            "PRODUCER_OPENAI_PRICE_INPUT_PER_MTOK": "0",
+            "PRODUCER_OPENAI_PRICE_OUTPUT_PER_MTOK": "0",
+            "PRODUCER_ANTHROPIC_PRICE_INPUT_PER_MTOK": "0",
+            "PRODUCER_ANTHROPIC_PRICE_OUTPUT_PER_MTOK": "0",
             **provider_env(fake),
         }
     )
     fleet = Fleet.from_settings(settings)
     fleet.redis.flushall()
     fake.requests.clear()
-    fake.rng = random.Random(17)
+    fake.rng = random.Random(17 + seed - 11)
+    for api, (first, _) in shapes.items():
+        fake.set(api, **first)
     dispatcher = RecordingDispatcher()
-    runtime = Runtime.create(settings, dispatcher, fleet=fleet, rng=random.Random(11))
-    fleet.heartbeat("bench@local", ["openai"])
+    runtime = Runtime.create(settings, dispatcher, fleet=fleet, rng=random.Random(seed))
+    fleet.heartbeat("bench@local", apis)
     result = control.start_topic(
         fleet,
         settings,
         topic="cheese",
         prompt="List {batch_size} {topic} of the world, one per line.",
-        weights={"openai": 1.0},
+        weights=dict.fromkeys(apis, 1.0),
         temperature=0.9,
         max_tokens=300,
         batch_size=BATCH,
     )
     assert result.accepted, result.reason
     runtime.lanes.reconcile()
-    curve: list[tuple[int, int]] = []  # (tokens spent, unique delivered)
-    request = 0
-    while request < REQUESTS:
+    runs = {api: Run() for api in apis}
+    _drive(runtime, fake, dispatcher, shapes, runs)
+    record = fleet.redis.hgetall(fleet.keys.strategy_yield)
+    for api, found in runs.items():
+        found.winning = str(strategies.winning(strategies.arms(record, api)) or "")
+    runtime.clients.close()
+    fleet.close()
+    return runs
+
+
+def _drive(
+    runtime: Runtime,
+    fake: FakeLLM,
+    dispatcher: RecordingDispatcher,
+    shapes: dict[str, tuple[dict[str, Any], dict[str, Any] | None]],
+    runs: dict[str, Run],
+) -> None:
+    fleet = runtime.fleet
+    counted = {api: 0 for api in shapes}
+    kind = {"openai": "/chat/completions", "anthropic": "/messages"}
+    while min(counted.values()) < REQUESTS:
         if not dispatcher.sent:  # the lane waits (e.g. after a batch with nothing new): wake it
-            fleet.heartbeat("bench@local", ["openai"])
+            fleet.heartbeat("bench@local", list(shapes))
             time.sleep(0.01)
             runtime.lanes.reconcile()
             continue
-        run_cycle(runtime, worker="bench@local", **dispatcher.sent.pop(0))
-        request = fake.count(kind="/chat/completions")
-        if request % SAMPLE_EVERY == 0 or request == REQUESTS:
-            stats = fleet.read_stats("openai")
-            curve.append((stats.tokens_used, fleet.read_counters().get("attributes_appended", 0)))
-    runtime.clients.close()
-    fleet.close()
-    start = next((point for point in curve if point[1] >= WARMUP), curve[0])
-    end = curve[-1]
-    per_1000 = (end[1] - start[1]) * 1000 / max(1, end[0] - start[0])
-    return {"curve": curve, "per_1000_after_warmup": per_1000, "unique": end[1], "tokens": end[0]}
+        message = dispatcher.sent.pop(0)
+        api = message["provider"]
+        if counted[api] >= REQUESTS:
+            continue  # this provider has had its requests: the lane stays with the other
+        run_cycle(runtime, worker="bench@local", **message)
+        requests = fake.count(api, kind=kind[api])
+        while counted[api] < requests:
+            counted[api] += 1
+            stats = fleet.read_stats(api)
+            runs[api].points.append((stats.tokens_used, stats.unique_contributions))
+            if counted[api] % WINDOW == 0:
+                arms = strategies.arms(fleet.redis.hgetall(fleet.keys.strategy_yield), api)
+                runs[api].chosen.append(Counter({s.value: a.tried for s, a in arms.items()}))
+            if counted[api] == REQUESTS // 2 and shapes[api][1] is not None:
+                fake.set(api, **shapes[api][1])  # the changing shape: its second half
 
 
-VARIANTS = (  # (label, strategy, PRODUCER_AVOID_TOKENS, PRODUCER_FACETS); the default last
-    ("`fixed`", "fixed", 0, 0),
-    (f"`novelty`, avoid list only ({SMALL_BUDGET} tokens)", "novelty", SMALL_BUDGET, 0),
-    ("`novelty`, avoid list only (300 tokens)", "novelty", 300, 0),
-    (f"`novelty`, {FACETS} facets + avoid list ({SMALL_BUDGET} tokens)", "novelty", SMALL_BUDGET, FACETS),
-    (f"`novelty`, {FACETS} facets + avoid list (300 tokens)", "novelty", 300, FACETS),
-    (f"`novelty`, {FACETS} facets, no avoid list: **the default**", "novelty", 0, FACETS),
-)
+def _window_choice(run: Run) -> list[str]:
+    """Per WINDOW of requests, the strategy chosen most in it, and its share."""
+    rows, before = [], Counter[str]()
+    for now in run.chosen:
+        window = now - before
+        before = now
+        name, count = window.most_common(1)[0] if window else ("-", 0)
+        rows.append(f"{name} {count * 100 // max(1, sum(window.values()))} %")
+    return rows
+
+
+def shapes_table(redis_url: str, fake: FakeLLM) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
+    """Per shape: each variant's yield after the warm-up; adaptive's choice over time."""
+    yields: dict[str, dict[str, float]] = {}
+    choices: dict[str, list[str]] = {}
+    for shape, phases in SHAPES.items():
+        yields[shape] = {}
+        for variant in VARIANTS:
+            seeds = SEEDS if variant == strategies.ADAPTIVE else SEEDS[:1]
+            measured = [
+                measure(redis_url, fake, variant, {"openai": phases}, seed=s)["openai"] for s in seeds
+            ]
+            yields[shape][variant] = sum(run.per_1000() for run in measured) / len(measured)
+            if variant == strategies.ADAPTIVE:
+                choices[shape] = _window_choice(measured[0])
+    return yields, choices
+
+
+def two_providers(redis_url: str, fake: FakeLLM) -> dict[str, tuple[str, Counter[str]]]:
+    """openai facet-following and anthropic avoid-obeying in one adaptive run: per provider,
+    its winning strategy and what it chose in the second half."""
+    runs = measure(
+        redis_url, fake, strategies.ADAPTIVE, {"openai": (FOLLOWING, None), "anthropic": (OBEYING, None)}
+    )
+    found = {}
+    for api, run in runs.items():
+        second_half = run.chosen[-1] - run.chosen[len(run.chosen) // 2 - 1]
+        found[api] = (run.winning, second_half)
+    return found
 
 
 def run() -> dict[str, Any]:
     fake = FakeLLM().start()
-    results: list[tuple[str, dict[str, Any]]] = []
     try:
-        fake.set(
-            "openai",
-            vocabulary=VOCABULARY,
-            skew=SKEW,
-            batch=BATCH,
-            topic="cheese",
-            obey=OBEY,
-            usage_from_text=True,
-            facets=FACETS,
-        )
         with EmbeddedRedis(unix_socket=False) as server:
-            for label, strategy, avoid_tokens, facets in VARIANTS:
-                results.append((label, measure(server.url, fake, strategy, avoid_tokens, facets)))
+            yields, choices = shapes_table(server.url, fake)
+            pair = two_providers(server.url, fake)
     finally:
         fake.stop()
-    fixed = results[0][1]["per_1000_after_warmup"]
-    table = "\n".join(
-        f"| {label} | {r['unique']:,} | {r['tokens']:,} | {r['per_1000_after_warmup']:.2f} "
-        f"| {r['per_1000_after_warmup'] / fixed:.2f}× |"
-        for label, r in results
+    write_section("novelty", _report(yields, choices, pair))
+    return {"yields": yields, "two_providers": {api: best for api, (best, _) in pair.items()}}
+
+
+def _report(
+    yields: dict[str, dict[str, float]],
+    choices: dict[str, list[str]],
+    pair: dict[str, tuple[str, Counter[str]]],
+) -> str:
+    fixed_label: Callable[[str], str] = lambda v: f"`{v}`"  # noqa: E731
+    head = (
+        "| shape | "
+        + " | ".join(fixed_label(v) for v in VARIANTS)
+        + " | adaptive / best | adaptive / fixed |"
     )
-    default = results[-1][1]
-    gain = default["per_1000_after_warmup"] / fixed
-    curve_rows = "\n".join(
-        f"| {(i + 1) * SAMPLE_EVERY} | {f[0]:,} | {f[1]:,} | {n[0]:,} | {n[1]:,} |"
-        for i, (f, n) in enumerate(zip(results[0][1]["curve"], default["curve"], strict=True))
+    rows = [head, "| --- |" + " ---: |" * (len(VARIANTS) + 2)]
+    for shape, found in yields.items():
+        best = max(v for k, v in found.items() if k != strategies.ADAPTIVE)
+        adaptive, fixed = found[strategies.ADAPTIVE], found[strategies.Strategy.FIXED.value]
+        cells = " | ".join(f"{found[v]:.2f}" for v in VARIANTS)
+        rows.append(f"| {shape} | {cells} | {adaptive / best:.2f}× | {adaptive / fixed:.2f}× |")
+    windows = max(len(c) for c in choices.values())
+    over_time = ["| requests | " + " | ".join(choices) + " |", "| ---: |" + " --- |" * len(choices)]
+    for i in range(windows):
+        cells = " | ".join(c[i] if i < len(c) else "" for c in choices.values())
+        over_time.append(f"| {i * WINDOW + 1}–{(i + 1) * WINDOW} | {cells} |")
+    pair_rows = "\n".join(
+        f"| {api} | {shape} | `{best}` | "
+        + ", ".join(f"{name} {count}" for name, count in chosen.most_common())
+        + " |"
+        for (api, (best, chosen)), shape in zip(
+            pair.items(), ("facet-following", "avoid-obeying"), strict=True
+        )
     )
-    write_section(
-        "novelty",
-        f"""## Novelty prompts: unique attributes per 1,000 tokens, fixed against novelty
+    return f"""## Prompt strategies: unique attributes per 1,000 tokens, by model shape
 
-A fake model over real HTTP answers {BATCH} names per request from {VOCABULARY:,}, skewed
-(index = V·u^{SKEW:g}: its top 50 names are half of what it writes, as a chat model returns
-its favourites again and again), obeys "do not repeat these" lists {OBEY:.0%} of the time,
-and knows {FACETS} facets of the topic, {VOCABULARY // FACETS} names each. Asked for them, it lists
-them; asked to focus on one, it writes that facet's names, skewed within it (the facet's
-own favourites); unprompted, it first picks a facet, the popular ones far more often
-(P ∝ 1/(k+1)²: the first facet is 63 % of what it writes, the last 0.16 %), as a chat model
-asked for "cheeses" writes French and Italian ones, and hardly ever Portuguese ones
-unless asked. Usage counts the real prompt and answer
-(4 characters a token), so the avoid list, the facet line and the one request for the
-facets are paid for. {REQUESTS} requests per variant, one cycle at a time, bloom filter on.
+A fake model over real HTTP (the official SDKs) answers {BATCH} names per request from a
+vocabulary of {VOCABULARY:,} in {FACETS} facets, skewed (its favourites come up again and
+again, so it saturates); unprompted it writes the popular facets far more often. Usage
+counts the real prompt and answer (4 characters a token), so avoid lists, focus lines and
+the one request for the facets are paid for. Its shapes:
 
-| variant | unique items | tokens | unique per 1,000 tokens after the first {WARMUP} unique | / fixed |
-| --- | ---: | ---: | ---: | ---: |
-{table}
+- **facet-following**: lists the topic's facets when asked, writes the facet a prompt
+  focuses on, and mostly obeys "do not repeat these" lists (they hardly pay: its known
+  names are spread over hundreds);
+- **avoid-obeying**: reads a focus line as if it were not there; a list makes it leave its
+  favourites (names and facets) for the less known ones, as a model that reads the list as
+  "these are known, go further";
+- **deaf**: follows neither (every line a strategy adds is pure cost);
+- **changing**: focus-following and deaf to lists for the first half, then the avoid-obeying
+  model.
 
-**Novelty (the default: facets, no avoid list) / fixed = {gain:.2f}×** (goal ≥ 2×).
+{REQUESTS} requests per variant and shape, one cycle at a time, bloom filter on; the yield is
+counted after the first {WARMUP} requests; `adaptive` is the mean of {len(SEEDS)} runs (seeds
+{", ".join(map(str, SEEDS))}). Avoid lists: `avoid` and `facets-avoid` 60 tokens
+(`PRODUCER_AVOID_TOKENS`), `avoid-long` 300 (`PRODUCER_AVOID_TOKENS_LONG`).
 
-What each technique does here: the avoid list costs more tokens than it saves (this
-model's known items are spread over hundreds of names, a list carries a few dozen, and
-every prompt pays for it), alone or with facets, so it is off by default
-(`PRODUCER_AVOID_TOKENS=0`; set a budget for models whose prompt tokens are cheap against
-completions). Facets move each request to a part of the vocabulary the fixed prompt hardly
-ever reaches, and drawing them in proportion to each facet's share of new names lets
-exhausted facets fade (sharper draws, weights squared or cubed, measured the same).
-The gain rests on the model writing different names when asked for a facet, which is what
-chat models do for "only Alpine cheeses"; a model that ignored the focus line would gain
-nothing from it, and lose its tokens (about 15 a prompt, plus one request per topic).
+New attributes per 1,000 tokens after the warm-up:
 
-Unique items against tokens spent (the curve), fixed against the default:
+{chr(10).join(rows)}
 
-| requests | fixed: tokens | fixed: unique | novelty: tokens | novelty: unique |
-| ---: | ---: | ---: | ---: | ---: |
-{curve_rows}""",
-    )
-    return {label: r["per_1000_after_warmup"] for label, r in results} | {"gain": gain}
+`adaptive`'s choice over time (the strategy it chose most in each window of {WINDOW}
+requests, first run; the changing shape changes after request {REQUESTS // 2}):
+
+{chr(10).join(over_time)}
+
+Two providers in one adaptive run ({REQUESTS} requests each; openai and anthropic, each
+through its own SDK): the strategy each shows as winning at the end (`producer status`,
+`/metrics`) and what each chose in the second half of the run.
+
+| provider | shape | winning | chosen in the second half |
+| --- | --- | --- | --- |
+{pair_rows}"""
 
 
 if __name__ == "__main__":

@@ -116,6 +116,30 @@ def _providers(status: FleetStatus, pid: str) -> Iterator[Metric]:
     yield from (requests, failures, tokens, cost, unique, health, demand, slots, waiting, latency)
 
 
+def _strategies(status: FleetStatus, pid: str) -> Iterator[Metric]:
+    """Per provider and prompt strategy, for the current topic: its yield, cycles, winner."""
+    labels = ["producer_id", "provider", "strategy"]
+    yields = GaugeMetricFamily(
+        "producer_strategy_yield",
+        "New attributes per 1,000 tokens the prompt strategy brings now (its yield against the provider's "
+        "recent one, times that; tokens weighted by price where prices are known)",
+        labels=labels,
+    )
+    cycles = CounterMetricFamily(  # starts again from 0 with each new topic, as a counter reset
+        "producer_strategy_cycles", "Cycles that ran the prompt strategy for the current topic", labels=labels
+    )
+    winning = GaugeMetricFamily(
+        "producer_strategy_winning", "1 for the prompt strategy winning on the provider", labels=labels
+    )
+    for provider, view in status.providers.items():
+        for name, found in view.strategies.items():
+            key = [pid, provider, name]
+            yields.add_metric(key, found.per_1000_tokens)
+            cycles.add_metric(key, found.tried)
+            winning.add_metric(key, 1 if name == view.strategy else 0)
+    yield from (yields, cycles, winning)
+
+
 def _phase(status: FleetStatus, pid: str) -> GaugeMetricFamily:
     phase = GaugeMetricFamily(
         "producer_phase",
@@ -198,6 +222,7 @@ class FleetCollector(Collector):
         yield info
         status = snapshot(self.fleet)  # a ProducerError fails the scrape (HTTP 500), never the bridge
         yield from _providers(status, self.producer_id)
+        yield from _strategies(status, self.producer_id)
         yield _phase(status, self.producer_id)
         yield from _fleet(status, self.producer_id)
 

@@ -177,13 +177,13 @@ class Settings(BaseSettings):
         True,
         description="Drop what the shared bloom filter has seen (`false`: every repeat is sent and paid for)",
     )
-    prompt_strategy: Literal["novelty", "fixed"] = Field(
-        "novelty",
-        description="`novelty`: facets of the topic, one per prompt (README); `fixed`: the template",
+    prompt_strategy: Literal[
+        "adaptive", "fixed", "facets", "avoid", "avoid-long", "facets-avoid", "novelty"
+    ] = Field(
+        "adaptive", description="`adaptive`: per provider and topic, what pays (README: Prompt strategies)"
     )
-    avoid_tokens: int = Field(
-        0, ge=0, le=20_000, description="Most tokens a novelty prompt's avoid list may add"
-    )
+    avoid_tokens: int = Field(60, ge=0, le=20_000, description="Tokens of the `avoid` strategies' lists")
+    avoid_tokens_long: int = Field(300, ge=0, le=20_000, description="Tokens of the `avoid-long` list")
     facets: int = Field(
         20, ge=0, le=100, description="Facets the model is asked for once per topic (0: none)"
     )

@@ -120,8 +120,8 @@ class RecordingDispatcher:
 
 def make_runtime(redis_url: str, **env: str) -> tuple[Runtime, RecordingDispatcher]:
     """A runtime on ``redis_url``. The cycle-mechanics tests count one batch per call, so the
-    prompt strategy is ``fixed`` unless a test asks for ``novelty`` (whose first cycle of a
-    topic asks for facets: tests/redis/test_novelty.py)."""
+    prompt strategy is ``fixed`` unless a test asks for another (a facet strategy's first cycle
+    of a topic asks for facets: tests/redis/test_novelty.py, test_strategies.py)."""
     base = {"REDIS_URL": redis_url, "PRODUCER_MOCK_LATENCY_MS": "0", "PRODUCER_PROMPT_STRATEGY": "fixed"}
     settings: Settings = load_settings({**base, **env})
     dispatcher = RecordingDispatcher()

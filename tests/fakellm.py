@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ class Behaviour:
     # when asked, writes one facet's names when a prompt focuses on it, and unprompted draws a
     # facet first, the popular ones far more often (P ∝ 1/(k+1)²), then a name within it
     facets: int = 0
+    follow_focus: bool = True  # False: a focus line is read as if it were not there
+    # with a "do not repeat" list in the prompt, the model leaves its favourites for the less
+    # known names (a flatter draw, this skew), as a model that takes the list as "these are
+    # known, go further" does; None: the list changes only the listed names (``obey``)
+    listed_skew: float | None = None
 
 
 @dataclass
@@ -142,16 +148,20 @@ class FakeLLM:
         if behaviour.text is not None:
             return behaviour.text
         avoid: set[str] = set()
-        if behaviour.obey and AVOID_HEADER in prompt:  # a model that mostly follows the list
+        skew = behaviour.skew
+        if (behaviour.obey or behaviour.listed_skew) and AVOID_HEADER in prompt:  # it follows the list
             listed = prompt[prompt.index(AVOID_HEADER) + len(AVOID_HEADER) :].split("\n", 1)[0]
             avoid = {item.strip() for item in listed.split(AVOID_SEPARATOR.strip())}
+            skew = behaviour.listed_skew or skew
         facets = behaviour.facets
         if facets and FACETS_MARK in prompt:
             names = mock.facet_names(behaviour.topic, facets)
             return "Here are the parts of it:\n" + "\n".join(f"- {name}" for name in names)
-        facet = mock.focused_facet(prompt, behaviour.topic, facets)
-        unprompted = facets and focus_of(prompt) is None  # mostly the popular facets (P ∝ 1/(k+1)²)
-        popularity = [(i + 1) ** -2 for i in range(facets)]
+        facet = mock.focused_facet(prompt, behaviour.topic, facets) if behaviour.follow_focus else None
+        # unprompted: mostly the popular facets (P ∝ 1/(k+1)²)
+        unprompted = facets and (focus_of(prompt) is None or not behaviour.follow_focus)
+        flat = skew != behaviour.skew  # a list made it leave its favourite facets too
+        popularity = [1.0 if flat else (i + 1) ** -2 for i in range(facets)]
         items: list[str] = []
         with self.lock:
             for _ in range(batch * 200):
@@ -162,7 +172,7 @@ class FakeLLM:
                     1,
                     vocabulary=behaviour.vocabulary,
                     rng=self.rng,
-                    skew=behaviour.skew,
+                    skew=skew,
                     facet=facet,
                 )
                 if item in avoid and self.rng.random() < behaviour.obey:
@@ -176,6 +186,12 @@ class FakeLLM:
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeLLM
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # headers and body are two writes: without this, Nagle holds the body until the client's
+        # delayed ACK of the headers (40 ms a request on Linux), which no real server adds
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

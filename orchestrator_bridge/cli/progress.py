@@ -11,11 +11,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator_bridge.cli.status import strategy_line
 from orchestrator_bridge.cli.tables import render_table
 from orchestrator_bridge.orchestrator import Progress
 from producer_tasks.records import ProviderStats
-from producer_tasks.state import bloom
+from producer_tasks.state import bloom, novelty
 from producer_tasks.state.fleet import Fleet
+from producer_tasks.state.status import strategy_yields
 
 PLAIN_EVERY_S = 5.0  # a plain line this often when the output is not a terminal
 
@@ -79,9 +81,15 @@ def progress_line(
 def summary_table(
     fleet: Fleet, providers: list[str], before: dict[str, ProviderStats], *, stream: IO[str]
 ) -> str:
-    """Per provider, what this run did (statistics now minus at the start)."""
+    """Per provider, what this run did (statistics now minus at the start), and the prompt
+    strategy winning on it, with what each strategy brought."""
     rows: list[tuple[str, ...]] = []
+    record = novelty.read_strategies(fleet)
+    lines = []
     for provider in providers:
+        winning, yields = strategy_yields(record, provider)
+        if yields:
+            lines.append(strategy_line(provider, winning, yields))
         now, then = fleet.read_stats(provider), before.get(provider, ProviderStats())
         successes = now.successful_requests - then.successful_requests
         latency = (now.total_response_ms - then.total_response_ms) / successes if successes else 0.0
@@ -94,7 +102,17 @@ def summary_table(
                 f"${now.cost_usd - then.cost_usd:.4f}",
                 str(now.unique_contributions - then.unique_contributions),
                 f"{latency:.0f} ms",
+                winning or "-",
             )
         )
-    header = ("provider", "requests", "failures", "tokens", "cost", "unique", "mean latency")
-    return render_table(header, rows, stream=stream)
+    header = (
+        "provider",
+        "requests",
+        "failures",
+        "tokens",
+        "cost",
+        "unique",
+        "mean latency",
+        "prompt strategy",
+    )
+    return "\n".join([render_table(header, rows, stream=stream), *lines])

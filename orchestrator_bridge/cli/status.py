@@ -19,7 +19,7 @@ from producer_tasks.errors import ConfigurationError, StateError
 from producer_tasks.printable import printable
 from producer_tasks.settings import Settings, get_settings, load_settings
 from producer_tasks.state.fleet import Fleet
-from producer_tasks.state.status import FleetStatus, snapshot
+from producer_tasks.state.status import FleetStatus, StrategyYield, snapshot
 
 WATCH_INTERVAL_S = 2.0
 
@@ -162,7 +162,21 @@ def render(status: FleetStatus) -> str:
         )
     lines.append("")
     lines.append(render_table(PROVIDER_COLUMNS, provider_rows(status), stream=sys.stdout))
+    lines += strategy_lines(status)
     for name, p in status.providers.items():
         if p.last_error:
             lines.append(f"{name}: last error: {p.last_error}")
     return "\n".join(lines)
+
+
+def strategy_lines(status: FleetStatus) -> list[str]:
+    """Per provider, the prompt strategy winning and each one's yield, best first."""
+    return [
+        strategy_line(name, p.strategy, p.strategies) for name, p in status.providers.items() if p.strategies
+    ]
+
+
+def strategy_line(provider: str, winning: str, yields: dict[str, StrategyYield]) -> str:
+    ranked = sorted(yields.items(), key=lambda item: -item[1].relative)
+    shown = ", ".join(f"{s} {y.per_1000_tokens:.1f} ({y.tried} cycles)" for s, y in ranked)
+    return f"{provider}: prompt strategy {winning} winning; new attributes per 1,000 tokens: {shown}"

@@ -21,9 +21,11 @@ from enum import StrEnum
 
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, ProviderError, RateLimitedError, StateError
+from producer_tasks.generation import strategy
 from producer_tasks.generation.parsing import parse_response
 from producer_tasks.generation.prompt import avoid_section, build_prompt, facets_prompt
 from producer_tasks.generation.providers import GenerationRequest, generate
+from producer_tasks.generation.strategy import Strategy
 from producer_tasks.health import backoff_s
 from producer_tasks.lanes import WAIT_BACKOFF, WAIT_RATE_LIMIT, PlannedDispatch
 from producer_tasks.records import BatchRecord, LLMResponse, MetadataRecord, ProviderStatus, TopicState
@@ -62,16 +64,18 @@ def run_cycle(
     """One cycle; ``acknowledgement``: of the cycle's own message, run in the delivery's round
     trip when the cycle gets that far (else the broker's acknowledgement does it)."""
     fleet, settings = rt.fleet, rt.settings
-    steering = settings.prompt_strategy == "novelty"  # its record is read with the view
+    steering = strategy.available(settings) != (Strategy.FIXED,)  # its record is read with the view
     claim = rt.lanes.claim_call(lane=lane, token=token, worker=worker, epoch=epoch, provider=provider)
-    reads = novelty.read_calls(fleet, known=settings.avoid_tokens > 0) if steering else []
+    reads = novelty.read_calls(fleet, known=_listing(rt)) if steering else []
     view = fleet.view(lane=lane, with_stats=rt.adaptive, extra=[claim, *reads])  # one round trip
     refused = rt.lanes.admit(view, int(view.extra[0]), provider=provider, epoch=epoch, lane=lane, token=token)
     if refused is not None:
         return Outcome(refused.value)
     batch_size = view.state.generation.batch_size
     steer = (
-        _steering(rt, epoch, novelty.parse(view.extra[1:]), batch_size=batch_size) if steering else Steering()
+        _steering(rt, epoch, novelty.parse(view.extra[1:]), batch_size=batch_size, provider=provider)
+        if steering
+        else Steering(strategy=Strategy.FIXED)
     )
     try:
         request = _request(view.state, steer, facets=settings.facets, max_chars=settings.max_prompt_chars)
@@ -133,6 +137,7 @@ def _request(state: TopicState, steer: Steering, *, facets: int, max_chars: int)
 class Steering:
     """How a novelty prompt steers away from what is known (all empty: the fixed prompt)."""
 
+    strategy: str = ""  # the prompt strategy it ran ("": the cycle that asks for the facets)
     avoid: str = ""  # the "already known" section
     facet: str = ""  # the facet the prompt focuses on
     ask_facets: bool = False  # this cycle asks the model for the topic's facets instead
@@ -150,19 +155,35 @@ class Delivery:
     steer: Steering
 
 
-def _steering(rt: Runtime, epoch: int, record: novelty.Record, *, batch_size: int) -> Steering:
+def _listing(rt: Runtime) -> bool:
+    """Whether this deployment may write avoid lists (then the known items are recorded)."""
+    return any(strategy.plan(s, rt.settings).avoid_tokens > 0 for s in strategy.available(rt.settings))
+
+
+def _steering(rt: Runtime, epoch: int, record: novelty.Record, *, batch_size: int, provider: str) -> Steering:
+    """The strategy this cycle runs (drawn from what each brought on ``provider``, when
+    adaptive), and what it puts in the prompt."""
     settings = rt.settings
-    try:
-        if settings.facets and not record.facets and novelty.ask_for_facets(rt.fleet, epoch):
-            return Steering(ask_facets=True)
-    except StateError as exc:  # a prompt without facets is still a good prompt
-        log.warning("facets not asked for: %s", exc)
-    return Steering(
-        avoid=avoid_section(record.most_repeated, record.others, budget_tokens=settings.avoid_tokens)
-        if settings.avoid_tokens > 0
-        else "",
-        facet=novelty.choose_facet(record.facets, batch_size=batch_size, rng=rt.rng),
+    chosen = strategy.choose(
+        strategy.available(settings),
+        strategy.arms(record.strategies, provider),
+        rt.rng,
+        per_call=strategy.recent_cost_per_call(record.strategies, provider),
     )
+    shape = strategy.plan(chosen, settings)
+    if shape.facets and not record.facets:
+        try:
+            if novelty.ask_for_facets(rt.fleet, epoch):
+                return Steering(ask_facets=True)
+        except StateError as exc:  # a prompt without facets is still a good prompt
+            log.warning("facets not asked for: %s", exc)
+        # not known yet (another cycle is asking): this one runs, and counts, without them
+        chosen = Strategy.AVOID if shape.avoid_tokens else Strategy.FIXED
+    avoid = ""
+    if shape.avoid_tokens > 0:
+        avoid = avoid_section(record.most_repeated, record.others, budget_tokens=shape.avoid_tokens)
+    facet = novelty.choose_facet(record.facets, batch_size=batch_size, rng=rt.rng) if shape.facets else ""
+    return Steering(strategy=chosen, avoid=avoid, facet=facet)
 
 
 def _deliver(
@@ -237,23 +258,21 @@ def _persist(
     planned: PlannedDispatch | None,
     acknowledgement: Acknowledgement | None,
 ) -> tuple[list[object], list[str]]:
-    """Health, statistics, history, the bloom counters, the batch, the lane's next token and
-    the acknowledgement of this cycle's message in one round trip."""
+    """Health, statistics, history, the bloom counters, the batch, the novelty record, the
+    lane's next token and the acknowledgement of this cycle's message in one round trip."""
     fleet, provider = rt.fleet, delivery.provider
     candidates = batch.attributes
     if checked is not None:
         batch = batch.model_copy(update={"attributes": checked.passed, "bloom": checked.counts})
-    attempt = (
-        outcomes.make_attempt(
+    attempt = None
+    if rt.history.due(provider):
+        attempt = outcomes.make_attempt(
             provider=provider,
             prompt=delivery.prompt,
             response=response,
             candidates=batch.attributes,
             success=True,
         )
-        if rt.history.due(provider)
-        else None
-    )
     calls: list[ScriptCall | CommandCall] = [
         outcomes.outcome_call(
             fleet,
@@ -277,8 +296,10 @@ def _persist(
                 filtered=checked.filtered if checked else 0,
             )
         )
-    if rt.settings.prompt_strategy == "novelty":  # what the next prompts steer away from
-        calls.append(_remember_call(rt, batch, candidates, checked, delivery.steer))
+    # what steers the next prompts, and what this cycle's strategy brought
+    calls.append(
+        _remember_call(rt, response, batch=batch, candidates=candidates, checked=checked, delivery=delivery)
+    )
     if acknowledgement is not None:
         calls.extend(acknowledgement.calls)
     if planned is not None:  # last: the lane's next token, once this cycle's outcome is recorded
@@ -291,15 +312,22 @@ def _persist(
 
 def _remember_call(
     rt: Runtime,
+    response: LLMResponse,
+    *,
     batch: BatchRecord,
     candidates: list[str],
     checked: bloom.FilterResult | None,
-    steer: Steering,
+    delivery: Delivery,
 ) -> ScriptCall:
-    """The novelty record's update: what the facet brought, and (for an avoid list) the items
-    delivered and the candidates the bloom filter knew already."""
-    listing = rt.settings.avoid_tokens > 0  # the known items are kept only for an avoid list
+    """The novelty record's update: what the strategy and the facet brought, and (for avoid
+    lists) the items delivered and the candidates the bloom filter knew already."""
+    settings, steer = rt.settings, delivery.steer
+    listing = _listing(rt)  # the known items are kept only for avoid lists
     passed = set(batch.attributes) if listing and checked is not None else None
+    cost = strategy.cost_units(
+        settings, delivery.provider, response.prompt_tokens, response.completion_tokens
+    )
+    strategies = tuple(dict.fromkeys([*strategy.available(settings), steer.strategy]))
     return novelty.remember_call(
         rt.fleet,
         epoch=batch.epoch,
@@ -308,6 +336,9 @@ def _remember_call(
         facet=steer.facet,
         brought=len(batch.attributes),
         proposed=steer.proposed,
+        spent=novelty.Spent(
+            delivery.provider, steer.strategy, response.tokens_used, cost, tuple(s for s in strategies if s)
+        ),
     )
 
 

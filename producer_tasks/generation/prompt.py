@@ -39,9 +39,10 @@ def filled_length(template: str, *, topic: str, batch_size: int, steering_chars:
 
 
 def steering_chars(*, facet_chars: int, avoid_tokens: int) -> int:
-    """The most a facet line and an avoid list of ``avoid_tokens`` add to a prompt."""
+    """The most a facet line (of ``facet_chars``; 0: none) and an avoid list of
+    ``avoid_tokens`` add to a prompt."""
     avoid = 2 + len(AVOID_HEADER) + 3 * avoid_tokens if avoid_tokens else 0
-    return 1 + len(FOCUS_HEADER) + facet_chars + 1 + avoid
+    return (1 + len(FOCUS_HEADER) + facet_chars + 1 if facet_chars else 0) + avoid
 
 
 def build_prompt(

@@ -16,6 +16,7 @@ import redis
 
 from producer_tasks.clock import now_ms
 from producer_tasks.errors import ConfigurationError, StateError
+from producer_tasks.generation import strategy
 from producer_tasks.generation.prompt import filled_length, steering_chars
 from producer_tasks.printable import quoted
 from producer_tasks.records import GenerationSettings, LaneRecord, LaneStatus, Phase, TopicState
@@ -103,11 +104,11 @@ def validate_prompt(settings: Settings, prompt: str, *, topic: str, batch_size: 
         raise ConfigurationError(
             f"prompt is {len(prompt)} characters, at most {cap} (PRODUCER_MAX_PROMPT_CHARS)"
         )
-    novelty = settings.prompt_strategy == "novelty"
-    steering = steering_chars(facet_chars=settings.max_attribute_chars, avoid_tokens=settings.avoid_tokens)
-    filled = filled_length(
-        prompt, topic=topic, batch_size=batch_size, steering_chars=steering if novelty else 0
+    most = strategy.widest(settings)  # of the strategies this deployment may use
+    steering = steering_chars(
+        facet_chars=settings.max_attribute_chars if most.facets else 0, avoid_tokens=most.avoid_tokens
     )
+    filled = filled_length(prompt, topic=topic, batch_size=batch_size, steering_chars=steering)
     if filled > cap:
         raise ConfigurationError(
             f"prompt filled in with the topic would be {filled} characters, "
@@ -147,8 +148,8 @@ def _transact(
                     pipe.xtrim(keys.batches, maxlen=0)  # its backlog must never reach the new topic
                     pipe.delete(keys.window)  # nor its resend window
                     pipe.delete(
-                        keys.known, keys.facets, keys.facet_yield, keys.facets_asked
-                    )  # nor its novelty record
+                        keys.known, keys.facets, keys.facet_yield, keys.facets_asked, keys.strategy_yield
+                    )  # nor its novelty record, nor what each prompt strategy brought
                     for call in bloom.drop_calls(bloom_generation, fleet):  # nor its filter
                         pipe.execute_command(*call.args)
                 pipe.execute()

@@ -60,6 +60,12 @@ class Keys:
         return f"{self.prefix}facet_yield"
 
     @property
+    def strategy_yield(self) -> str:
+        """Hash: per provider and prompt strategy, what it brought for the current topic
+        (``strategy.field_name``: discounted cycles, new attributes, tokens, cost; tried)."""
+        return f"{self.prefix}strategy_yield"
+
+    @property
     def facets_asked(self) -> str:
         """String: the epoch whose facets one cycle is asking the model for (a lock with a TTL)."""
         return f"{self.prefix}facets_asked"

@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from producer_tasks.generation.strategy import DECAY, TREND_KEEP
 from producer_tasks.state.client import translated
 from producer_tasks.state.fleet import Fleet
 from producer_tasks.state.scripts import CommandCall, Remember, ScriptCall
@@ -37,6 +38,18 @@ class Record:
     most_repeated: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)
     facets: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (cycles, new attributes)
+    strategies: dict[str, str] = field(default_factory=dict)  # what each prompt strategy brought
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What a cycle's prompt strategy cost on its provider ("" strategy: nothing to count)."""
+
+    provider: str = ""
+    strategy: str = ""
+    tokens: int = 0
+    cost: float = 0.0  # tokens weighted by price
+    strategies: tuple[str, ...] = ()  # the provider's strategies, whose evidence decays
 
 
 def remember_call(
@@ -48,13 +61,16 @@ def remember_call(
     facet: str = "",
     brought: int = 0,
     proposed: list[str] | None = None,
+    spent: Spent | None = None,
 ) -> ScriptCall:
     keys = fleet.keys
+    spent = spent or Spent()
     return Remember(
         state_key=keys.state,
         known_key=keys.known,
         facets_key=keys.facets,
         yield_key=keys.facet_yield,
+        strategy_key=keys.strategy_yield,
         epoch=epoch,
         delivered_json=json.dumps(delivered),
         repeated_json=json.dumps(repeated),
@@ -63,6 +79,13 @@ def remember_call(
         proposed_json=json.dumps(proposed or []),
         cap=CAP,
         ttl_ms=TTL_MS,
+        provider=spent.provider,
+        strategy=spent.strategy,
+        tokens=spent.tokens,
+        cost=spent.cost,
+        decay=DECAY,
+        trend_keep=TREND_KEEP,
+        strategies_json=json.dumps(spent.strategies),
     ).call()
 
 
@@ -71,7 +94,11 @@ def read_calls(fleet: Fleet, *, known: bool = True) -> list[CommandCall]:
     the cycle's view (``Fleet.view(extra=…)``, no round trip of their own); ``parse`` reads
     the replies."""
     keys = fleet.keys
-    calls = [CommandCall(("HGETALL", keys.facets)), CommandCall(("HGETALL", keys.facet_yield))]
+    calls = [
+        CommandCall(("HGETALL", keys.strategy_yield)),
+        CommandCall(("HGETALL", keys.facets)),
+        CommandCall(("HGETALL", keys.facet_yield)),
+    ]
     if known:
         calls.append(CommandCall(("ZREVRANGEBYSCORE", keys.known, "+inf", 1, "LIMIT", 0, TOP)))
         calls.append(CommandCall(("ZRANDMEMBER", keys.known, RANDOM)))
@@ -79,10 +106,10 @@ def read_calls(fleet: Fleet, *, known: bool = True) -> list[CommandCall]:
 
 
 def parse(replies: list[Any]) -> Record:
-    cycles, brought, *listed = replies
+    strategies, cycles, brought, *listed = replies
     facets = {name: (int(n), int(brought.get(name, 0))) for name, n in (cycles or {}).items()}
     top, drawn = listed or ([], [])
-    return Record(list(top or []), list(drawn or []), facets)
+    return Record(list(top or []), list(drawn or []), facets, dict(strategies or {}))
 
 
 def read(fleet: Fleet, *, known: bool = True) -> Record:
@@ -110,3 +137,10 @@ def choose_facet(facets: dict[str, tuple[int, int]], *, batch_size: int, rng: ra
     names = sorted(facets)
     weights = [(facets[n][1] + 1) / (facets[n][0] * batch_size + 1) for n in names]
     return rng.choices(names, weights=weights)[0]
+
+
+@translated("read strategy yields")
+def read_strategies(fleet: Fleet) -> dict[str, str]:
+    """What each prompt strategy brought on each provider for the current topic (the hash
+    ``strategy.arms`` reads)."""
+    return dict(fleet.redis.hgetall(fleet.keys.strategy_yield))

@@ -208,13 +208,14 @@ class RateLimit(Script):
 
 @dataclass(frozen=True, slots=True)
 class Remember(Script):
-    """Record delivered and repeated items of the current topic, the facet's counts and the
-    proposed facets (novelty prompts)."""
+    """Record delivered and repeated items of the current topic, the facet's counts, the
+    proposed facets (novelty prompts) and what the cycle's prompt strategy brought."""
 
     state_key: str
     known_key: str
     facets_key: str
     yield_key: str
+    strategy_key: str
     epoch: int
     delivered_json: str
     repeated_json: str
@@ -223,6 +224,13 @@ class Remember(Script):
     proposed_json: str  # the topic's facets, when this cycle asked the model for them
     cap: int
     ttl_ms: int
+    provider: str
+    strategy: str  # "" = none (the cycle that asked for the facets)
+    tokens: int
+    cost: float  # tokens weighted by price (strategy.cost_units)
+    decay: float
+    trend_keep: float  # the provider's recent yield: the share of it each cycle keeps
+    strategies_json: str  # the strategies the provider's evidence decays for
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,22 @@ from pydantic import BaseModel, ConfigDict
 
 from producer_tasks import autoscaling
 from producer_tasks.clock import now_ms
+from producer_tasks.generation import strategy
 from producer_tasks.printable import printable
 from producer_tasks.records import LaneStatus
-from producer_tasks.state import bloom
+from producer_tasks.state import bloom, novelty
 from producer_tasks.state.client import translated
 from producer_tasks.state.fleet import Fleet, FleetView
+
+
+class StrategyYield(BaseModel):
+    """What one prompt strategy brought on one provider for the current topic."""
+
+    model_config = ConfigDict(frozen=True)
+
+    per_1000_tokens: float  # what it would bring now: relative × the provider's recent yield
+    relative: float  # against the provider's recent yield (what the choice compares)
+    tried: int  # cycles that ran it
 
 
 class ProviderView(BaseModel):
@@ -42,6 +53,8 @@ class ProviderView(BaseModel):
     demand_slots: int = 0  # autoscaling: worker slots wanted for this provider now
     slots: int = 0  # slots of the live workers serving it
     lanes_waiting_for_slot: int = 0
+    strategy: str = ""  # the prompt strategy winning on this provider ("" before any cycle)
+    strategies: dict[str, StrategyYield] = {}
 
 
 class FleetStatus(BaseModel):
@@ -68,18 +81,34 @@ class FleetStatus(BaseModel):
     unique_per_usd: float | None = None  # attributes appended per dollar spent
 
 
+def strategy_yields(record: dict[str, str], provider: str) -> tuple[str, dict[str, StrategyYield]]:
+    """The prompt strategy winning on ``provider`` ("" before any cycle) and what each
+    brought, from the topic's record (``novelty.read_strategies``)."""
+    arms = strategy.arms(record, provider)
+    recent = strategy.recent_yield(record, provider)
+    yields = {
+        name.value: StrategyYield(
+            per_1000_tokens=round(arm.relative * recent, 2), relative=round(arm.relative, 3), tried=arm.tried
+        )
+        for name, arm in arms.items()
+    }
+    return str(strategy.winning(arms) or ""), yields
+
+
 def _provider_views(
     fleet: Fleet, view: FleetView, wanted: dict[str, autoscaling.ProviderDemand]
 ) -> dict[str, ProviderView]:
     """Each provider in use (a weight, requests made or workers serving it), as shown."""
     now = now_ms()
     providers: dict[str, ProviderView] = {}
+    record = novelty.read_strategies(fleet)
     for p in fleet.providers:
         health, stats, serving = view.health[p], view.stats[p], view.serving[p]
         weight = view.state.weights.get(p, 0.0)
         if not (weight or stats.total_requests or serving):
             continue
         need = wanted[p]
+        winning, yields = strategy_yields(record, p)
         providers[p] = ProviderView(
             status=health.status.value,
             weight=weight,
@@ -103,6 +132,8 @@ def _provider_views(
             demand_slots=need.demand_slots,
             slots=need.slots,
             lanes_waiting_for_slot=need.lanes_waiting_for_slot,
+            strategy=winning,
+            strategies=yields,
         )
     return providers
 

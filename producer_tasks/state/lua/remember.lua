@@ -1,12 +1,44 @@
 -- Remember, for the current topic, what was delivered and which candidates came back again
 -- (filtered as known): the novelty prompts' "already known" record; count the cycle for the
 -- facet it focused on (and what it brought); store the facets a cycle asked the model for.
+-- And what the cycle's prompt strategy brought on its provider: that provider's strategies
+-- (`strategies_json`) keep `decay` of their evidence, this one gains the cycle (one call, new
+-- attributes, tokens, cost units, the new attributes the provider's recent yield, kept with
+-- `trend_keep`, expected of that cost) and one cycle tried (generation/strategy.py).
 -- Only for the current epoch (a cycle of an old topic records nothing); the record bounded
 -- to `cap` items, the least repeated dropped first. Returns the record's size (0 when this
 -- call added no item to it).
-local state_key, known_key, facets_key, yield_key = unpack(KEYS)
-local epoch, delivered_json, repeated_json, facet, brought, proposed_json, cap, ttl_ms = unpack(ARGV)
+local state_key, known_key, facets_key, yield_key, strategy_key = unpack(KEYS)
+local epoch, delivered_json, repeated_json, facet, brought, proposed_json, cap, ttl_ms,
+      provider, strategy, tokens, cost, decay, trend_keep, strategies_json = unpack(ARGV)
 if redis.call('HGET', state_key, 'epoch') ~= epoch then return 0 end
+if strategy ~= '' then
+  -- the provider's recent yield per cost unit, whatever the strategy (it falls as the topic
+  -- saturates): this cycle is compared with what it would have brought at that yield
+  local all = provider .. '/_all/'
+  local recent_new = tonumber(redis.call('HGET', strategy_key, all .. 'new') or '0')
+  local recent_cost = tonumber(redis.call('HGET', strategy_key, all .. 'cost') or '0')
+  local recent_cycles = tonumber(redis.call('HGET', strategy_key, all .. 'cycles') or '0')
+  local expected = tonumber(brought)
+  if recent_cost > 0 then expected = tonumber(cost) * recent_new / recent_cost end
+  local trend = tonumber(trend_keep)
+  redis.call('HSET', strategy_key, all .. 'new', string.format('%.6f', recent_new * trend + tonumber(brought)),
+             all .. 'cost', string.format('%.6f', recent_cost * trend + tonumber(cost)),
+             all .. 'cycles', string.format('%.6f', recent_cycles * trend + 1))
+  local gained = {cycles = 1, new = tonumber(brought), tokens = tonumber(tokens), cost = tonumber(cost),
+                  expected = expected}
+  local keep = tonumber(decay)
+  for _, name in ipairs(cjson.decode(strategies_json)) do
+    for metric, add in pairs(gained) do
+      local field = provider .. '/' .. name .. '/' .. metric
+      local value = tonumber(redis.call('HGET', strategy_key, field) or '0') * keep
+      if name == strategy then value = value + add end
+      redis.call('HSET', strategy_key, field, string.format('%.6f', value))
+    end
+  end
+  redis.call('HINCRBY', strategy_key, provider .. '/' .. strategy .. '/tried', 1)
+  redis.call('PEXPIRE', strategy_key, ttl_ms)
+end
 local delivered = cjson.decode(delivered_json)
 for first = 1, #delivered, 500 do  -- one ZADD per 500 items (Lua's unpack has a limit)
   local members = {}
