@@ -248,7 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, body: dict[str, Any]) -> None:
         owner = self.owner
         api = self._api()
-        behaviour, request = owner.take(api, self.path, body, int(self.client_address[1]))
+        # a model with a behaviour of its own (named providers on one server): counted as it
+        key = str(body["model"]) if body.get("model") in owner.behaviours else api
+        behaviour, request = owner.take(key, self.path, body, int(self.client_address[1]))
         with owner.lock:
             owner.active += 1
             owner.peak = max(owner.peak, owner.active)

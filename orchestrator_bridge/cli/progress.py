@@ -81,8 +81,9 @@ def progress_line(
 def summary_table(
     fleet: Fleet, providers: list[str], before: dict[str, ProviderStats], *, stream: IO[str]
 ) -> str:
-    """Per provider, what this run did (statistics now minus at the start), and the prompt
-    strategy winning on it, with what each strategy brought."""
+    """Per provider, what this run did (statistics now minus at the start), then a line each:
+    the prompt strategy winning on it and what each strategy brought (the table stays within
+    80 columns)."""
     rows: list[tuple[str, ...]] = []
     record = novelty.read_strategies(fleet)
     lines = []
@@ -102,17 +103,7 @@ def summary_table(
                 f"${now.cost_usd - then.cost_usd:.4f}",
                 str(now.unique_contributions - then.unique_contributions),
                 f"{latency:.0f} ms",
-                winning or "-",
             )
         )
-    header = (
-        "provider",
-        "requests",
-        "failures",
-        "tokens",
-        "cost",
-        "unique",
-        "mean latency",
-        "prompt strategy",
-    )
+    header = ("provider", "requests", "failures", "tokens", "cost", "unique", "mean latency")
     return "\n".join([render_table(header, rows, stream=stream), *lines])

@@ -178,5 +178,7 @@ def strategy_lines(status: FleetStatus) -> list[str]:
 
 def strategy_line(provider: str, winning: str, yields: dict[str, StrategyYield]) -> str:
     ranked = sorted(yields.items(), key=lambda item: -item[1].relative)
-    shown = ", ".join(f"{s} {y.per_1000_tokens:.1f} ({y.tried} cycles)" for s, y in ranked)
+    shown = ", ".join(
+        f"{s} {y.per_1000_tokens:.1f} ({y.tried} cycle{'' if y.tried == 1 else 's'})" for s, y in ranked
+    )
     return f"{provider}: prompt strategy {winning} winning; new attributes per 1,000 tokens: {shown}"
