@@ -336,9 +336,7 @@ def _remember_call(
         facet=steer.facet,
         brought=len(batch.attributes),
         proposed=steer.proposed,
-        spent=novelty.Spent(
-            delivery.provider, steer.strategy, response.tokens_used, cost, tuple(s for s in strategies if s)
-        ),
+        spent=novelty.Spent(delivery.provider, steer.strategy, cost, tuple(s for s in strategies if s)),
     )
 
 

@@ -39,7 +39,7 @@ class Strategy(StrEnum):
 
 ADAPTIVE = "adaptive"
 LEGACY = {"novelty": Strategy.FACETS_AVOID}  # its former name (facets, and a list when budgeted)
-METRICS = ("cycles", "new", "tokens", "cost", "expected")  # per strategy, discounted
+METRICS = ("cycles", "new", "cost", "expected")  # per strategy, discounted
 DECAY = 0.997  # each cycle of a provider keeps this share of its strategies' evidence
 TREND_KEEP = 0.95  # and this share of its recent yield, whatever the strategy
 EXPLORE = 0.02  # share of cycles that draw a strategy uniformly
@@ -91,20 +91,13 @@ def widest(settings: Settings) -> Plan:
 @dataclass(frozen=True)
 class Arm:
     """What one strategy brought on one provider for the current topic: discounted cycles,
-    new attributes, tokens and cost units (tokens weighted by price), and cycles tried."""
+    new attributes and cost units (tokens weighted by price), and cycles tried."""
 
     cycles: float = 0.0
     new: float = 0.0
-    tokens: float = 0.0
     cost: float = 0.0
     expected: float = 0.0  # what the provider's recent yield would have brought for that cost
     tried: int = 0
-
-    @property
-    def per_1000(self) -> float:
-        """New attributes per 1,000 tokens over the cycles that ran it (discounted); a
-        strategy last run early in a topic shows the yield of then."""
-        return self.new * 1000 / self.tokens if self.tokens else 0.0
 
     @property
     def relative(self) -> float:
@@ -122,11 +115,11 @@ def arms(record: Mapping[str, str], provider: str) -> dict[Strategy, Arm]:
     """The provider's strategies from the topic's hash (``field_name`` fields)."""
     found: dict[Strategy, Arm] = {}
     for strategy in Strategy:
-        cycles, new, tokens, cost, expected, tried = (
+        cycles, new, cost, expected, tried = (
             float(record.get(field_name(provider, strategy, m), 0) or 0) for m in (*METRICS, "tried")
         )
         if tried:
-            found[strategy] = Arm(cycles, new, tokens, cost, expected, int(tried))
+            found[strategy] = Arm(cycles, new, cost, expected, int(tried))
     return found
 
 

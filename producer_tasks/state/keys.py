@@ -62,7 +62,7 @@ class Keys:
     @property
     def strategy_yield(self) -> str:
         """Hash: per provider and prompt strategy, what it brought for the current topic
-        (``strategy.field_name``: discounted cycles, new attributes, tokens, cost; tried)."""
+        (``strategy.field_name``: discounted cycles, new attributes, cost, expected; tried)."""
         return f"{self.prefix}strategy_yield"
 
     @property

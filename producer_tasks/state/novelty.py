@@ -47,7 +47,6 @@ class Spent:
 
     provider: str = ""
     strategy: str = ""
-    tokens: int = 0
     cost: float = 0.0  # tokens weighted by price
     strategies: tuple[str, ...] = ()  # the provider's strategies, whose evidence decays
 
@@ -81,7 +80,6 @@ def remember_call(
         ttl_ms=TTL_MS,
         provider=spent.provider,
         strategy=spent.strategy,
-        tokens=spent.tokens,
         cost=spent.cost,
         decay=DECAY,
         trend_keep=TREND_KEEP,

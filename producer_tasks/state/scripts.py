@@ -226,7 +226,6 @@ class Remember(Script):
     ttl_ms: int
     provider: str
     strategy: str  # "" = none (the cycle that asked for the facets)
-    tokens: int
     cost: float  # tokens weighted by price (strategy.cost_units)
     decay: float
     trend_keep: float  # the provider's recent yield: the share of it each cycle keeps

@@ -60,7 +60,6 @@ def arm(relative: float, *, cycles: float = 60, per_call: float = 200, new_per_c
     return Arm(
         cycles=cycles,
         new=new,
-        tokens=per_call * cycles,
         cost=per_call * cycles,
         expected=new / relative,
         tried=int(cycles),
@@ -102,13 +101,11 @@ def test_arms_winning_and_yields_from_the_record() -> None:
     record = {
         "openai/facets/cycles": "10",
         "openai/facets/new": "50",
-        "openai/facets/tokens": "2000",
         "openai/facets/cost": "2000",
         "openai/facets/expected": "25",
         "openai/facets/tried": "12",
         "openai/fixed/cycles": "5",
         "openai/fixed/new": "10",
-        "openai/fixed/tokens": "1000",
         "openai/fixed/cost": "1000",
         "openai/fixed/expected": "12.5",
         "openai/fixed/tried": "5",
@@ -118,7 +115,7 @@ def test_arms_winning_and_yields_from_the_record() -> None:
     }
     arms = strategy.arms(record, "openai")
     assert set(arms) == {Strategy.FACETS, Strategy.FIXED}
-    assert arms[Strategy.FACETS].per_1000 == 25.0 and arms[Strategy.FACETS].relative == 2.0
+    assert arms[Strategy.FACETS].relative == 2.0 and arms[Strategy.FACETS].new == 50
     assert arms[Strategy.FACETS].tried == 12
     assert strategy.winning(arms) is Strategy.FACETS
     assert strategy.winning({}) is None

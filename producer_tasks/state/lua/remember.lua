@@ -2,15 +2,16 @@
 -- (filtered as known): the novelty prompts' "already known" record; count the cycle for the
 -- facet it focused on (and what it brought); store the facets a cycle asked the model for.
 -- And what the cycle's prompt strategy brought on its provider: that provider's strategies
--- (`strategies_json`) keep `decay` of their evidence, this one gains the cycle (one call, new
--- attributes, tokens, cost units, the new attributes the provider's recent yield, kept with
--- `trend_keep`, expected of that cost) and one cycle tried (generation/strategy.py).
+-- (`strategies_json`) keep `decay` of their evidence, this one gains the cycle (one call, its
+-- new attributes, its cost units, and the new attributes the provider's recent yield, kept
+-- with `trend_keep`, would have brought for that cost) and one cycle tried
+-- (generation/strategy.py).
 -- Only for the current epoch (a cycle of an old topic records nothing); the record bounded
 -- to `cap` items, the least repeated dropped first. Returns the record's size (0 when this
 -- call added no item to it).
 local state_key, known_key, facets_key, yield_key, strategy_key = unpack(KEYS)
 local epoch, delivered_json, repeated_json, facet, brought, proposed_json, cap, ttl_ms,
-      provider, strategy, tokens, cost, decay, trend_keep, strategies_json = unpack(ARGV)
+      provider, strategy, cost, decay, trend_keep, strategies_json = unpack(ARGV)
 if redis.call('HGET', state_key, 'epoch') ~= epoch then return 0 end
 if strategy ~= '' then
   -- the provider's recent yield per cost unit, whatever the strategy (it falls as the topic
@@ -25,8 +26,7 @@ if strategy ~= '' then
   redis.call('HSET', strategy_key, all .. 'new', string.format('%.6f', recent_new * trend + tonumber(brought)),
              all .. 'cost', string.format('%.6f', recent_cost * trend + tonumber(cost)),
              all .. 'cycles', string.format('%.6f', recent_cycles * trend + 1))
-  local gained = {cycles = 1, new = tonumber(brought), tokens = tonumber(tokens), cost = tonumber(cost),
-                  expected = expected}
+  local gained = {cycles = 1, new = tonumber(brought), cost = tonumber(cost), expected = expected}
   local keep = tonumber(decay)
   for _, name in ipairs(cjson.decode(strategies_json)) do
     for metric, add in pairs(gained) do
