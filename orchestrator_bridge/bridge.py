@@ -28,8 +28,8 @@ from orchestrator_bridge.metrics import serve_metrics
 from orchestrator_bridge.probes import BridgeProbes
 from orchestrator_bridge.protocol.bloomwire import BloomFilterWire
 from orchestrator_bridge.protocol.messages import (
+    ControlMessage,
     ErrorStatus,
-    ProducerMessage,
     ProducerState,
     ProducerStatus,
     ProducerStatusType,
@@ -224,7 +224,7 @@ class Bridge:
             await asyncio.wait_for(self.stopping.wait(), timeout=delay)
 
     # --- control ----------------------------------------------------------------------
-    async def handle(self, message: ProducerMessage) -> str | None:
+    async def handle(self, message: ControlMessage) -> str | None:
         """Apply one orchestrator message; the reason when it was rejected."""
         settings, fleet = self.settings, self.fleet
         if isinstance(message, StartTopic):
@@ -258,14 +258,8 @@ class Bridge:
                 )
             if loaded is not None and result.accepted:
                 await self.in_thread(bloom.load, fleet, loaded)
-        elif isinstance(message, Stop):
-            result = await self.in_thread(control.stop, fleet)
         else:
-            log.warning(
-                "ignoring %s from the orchestrator (a producer-to-orchestrator message)",
-                type(message).__name__,
-            )
-            return None
+            result = await self.in_thread(control.stop, fleet)
         for warning in result.warnings:
             log.warning("%s", warning)
         if not result.accepted:
@@ -303,7 +297,7 @@ class ControlMemory:
     start: StartTopic | None = None
     update: UpdateConfiguration = field(default_factory=UpdateConfiguration)
 
-    def accepted(self, message: ProducerMessage) -> None:
+    def accepted(self, message: ControlMessage) -> None:
         if isinstance(message, StartTopic):
             same_topic = self.start is not None and self.start.topic == message.topic
             bloom_filter = self.update.bloom_filter if same_topic else None
@@ -321,7 +315,7 @@ class ControlMemory:
         elif isinstance(message, Stop):
             self.start, self.update = None, UpdateConfiguration()
 
-    def replay(self) -> list[ProducerMessage]:
+    def replay(self) -> list[ControlMessage]:
         if self.start is None:
             return []
         return [self.start, self.update] if self.update != UpdateConfiguration() else [self.start]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import ParamSpec, TypeVar
 
-    from orchestrator_bridge.protocol.messages import ProducerMessage, ProducerStatus
+    from orchestrator_bridge.protocol.messages import ControlMessage, ProducerMessage, ProducerStatus
     from orchestrator_bridge.resend import ResendWindow
     from producer_tasks.settings import Settings
     from producer_tasks.state.fleet import Fleet
@@ -90,7 +90,7 @@ class Host(Protocol):
     async def phase_status(self, phase: Phase | None = None) -> ProducerStatusType: ...
     async def current_status(self) -> ProducerStatus: ...
     async def publish_counters(self) -> None: ...
-    async def handle(self, message: ProducerMessage) -> str | None: ...
+    async def handle(self, message: ControlMessage) -> str | None: ...
     async def restore_if_lost(self, phase: ProducerStatusType) -> bool: ...
 
 
@@ -175,7 +175,7 @@ class Connection:
     async def handle(self, payload: bytes) -> None:
         bridge = self.bridge
         try:
-            message = codec.decode(payload, to_producer=True)
+            message = codec.decode_control(payload)
         except ProtocolError as exc:
             bridge.counters.bad_frames += 1
             bridge.counters.last_error = f"malformed frame: {exc}"

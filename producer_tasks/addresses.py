@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from producer_tasks.printable import quoted
+
 
 def parse_addr(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` too) with a clear error."""
     host, sep, port_text = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{value!r} is not host:port")
+        raise ValueError(f"{quoted(value)} is not host:port")
     return host, int(port_text)
 
 
@@ -21,7 +23,7 @@ def check_redis_url(value: str) -> str:
     """``value`` if it is a Redis URL; the error quotes it with its password masked."""
     if not value.startswith(REDIS_SCHEMES):
         raise ValueError(
-            f"{mask_url(value)[:64]!r} is not a Redis URL (it must start with {', '.join(REDIS_SCHEMES)})"
+            f"{quoted(mask_url(value))} is not a Redis URL (it must start with {', '.join(REDIS_SCHEMES)})"
         )
     return value
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from producer_tasks.generation import strategy
 from producer_tasks.generation.providers import Clients
 from producer_tasks.lanes import Dispatcher, Lanes
 from producer_tasks.settings import Settings
@@ -23,6 +24,8 @@ class Runtime:
     clients: Clients
     lanes: Lanes
     history: HistorySampler  # which successful attempts this process records
+    strategies: tuple[strategy.Strategy, ...]  # the prompt strategies its cycles may use
+    lists_known: bool  # one of them writes avoid lists: the known items are recorded
 
     @classmethod
     def create(
@@ -40,6 +43,8 @@ class Runtime:
             clients=Clients(settings),
             lanes=Lanes(fleet, dispatcher, settings, rng=rng),
             history=HistorySampler(settings.history_sample_s),
+            strategies=strategy.available(settings),
+            lists_known=strategy.widest(settings).avoid_tokens > 0,
         )
 
     @property

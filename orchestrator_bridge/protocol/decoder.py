@@ -16,12 +16,13 @@ from orchestrator_bridge.protocol.limits import (
     MAX_NAME_BYTES,
     MAX_PROMPT_BYTES,
     MAX_TOPIC_BYTES,
-    TO_PRODUCER,
-    VARIANT_NAMES,
 )
 from orchestrator_bridge.protocol.messages import (
+    CONTROL_TYPES,
+    MESSAGE_TYPES,
     AttributeBatch,
     BloomFilterStats,
+    ControlMessage,
     Duration,
     ErrorStatus,
     GenerationConfig,
@@ -279,17 +280,26 @@ def _decode_body(r: _Reader, variant: int) -> ProducerMessage:
     raise DecodeError(f"unknown ProducerMessage variant {variant} (known: 0..=4)")
 
 
-def decode(payload: bytes | bytearray | memoryview, *, to_producer: bool = False) -> ProducerMessage:
-    """Decode exactly one message from a payload; anything else raises DecodeError.
+def decode(payload: bytes | bytearray | memoryview) -> ProducerMessage:
+    """Decode exactly one message from a payload; anything else raises DecodeError."""
+    r = _Reader(bytes(payload))
+    return _decode_whole(r, r.u32("ProducerMessage variant"))
 
-    ``to_producer``: the payload was sent to a producer, which refuses the variants only
-    producers send (AttributeBatch, ProducerStatus) from their index, before decoding them."""
+
+def decode_control(payload: bytes | bytearray | memoryview) -> ControlMessage:
+    """``decode`` for a payload sent to a producer: the variants only producers send
+    (AttributeBatch, ProducerStatus) are refused from their index, never decoded."""
     r = _Reader(bytes(payload))
     variant = r.u32("ProducerMessage variant")
-    if to_producer and variant not in TO_PRODUCER and variant < len(VARIANT_NAMES):
-        raise DecodeError(
-            f"{VARIANT_NAMES[variant]} is sent by producers, not to them ({r.end} bytes, not decoded)"
-        )
+    sent_by_producers = variant < len(MESSAGE_TYPES) and MESSAGE_TYPES[variant] not in CONTROL_TYPES
+    message = None if sent_by_producers else _decode_whole(r, variant)
+    if not isinstance(message, CONTROL_TYPES):
+        name = MESSAGE_TYPES[variant].__name__
+        raise DecodeError(f"{name} is sent by producers, not to them ({r.end} bytes, not decoded)")
+    return message
+
+
+def _decode_whole(r: _Reader, variant: int) -> ProducerMessage:
     message = _decode_body(r, variant)
     if r.pos != r.end:
         raise DecodeError(

@@ -14,8 +14,3 @@ MAX_NAME_BYTES = 256  # a provider's name (a map key), producer_id, provider_use
 MAX_TOPIC_BYTES = 4 * 10_000  # the producer refuses topics over 10,000 characters
 MAX_PROMPT_BYTES = 4 * 100_000  # and prompts over 100,000 (PRODUCER_MAX_PROMPT_CHARS' ceiling)
 MAX_MAP_ENTRIES = 1024  # provider_weights, provider_health: one entry per provider
-
-# The variants a producer receives (StartTopic, UpdateConfiguration, Stop). The others are
-# sent by producers: a producer refuses them from their variant index, without decoding them.
-TO_PRODUCER = frozenset({0, 1, 2})
-VARIANT_NAMES = ("StartTopic", "UpdateConfiguration", "Stop", "AttributeBatch", "ProducerStatus")

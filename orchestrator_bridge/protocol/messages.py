@@ -153,6 +153,8 @@ class ProducerStatus:
 
 
 ProducerMessage = StartTopic | UpdateConfiguration | Stop | AttributeBatch | ProducerStatus
+ControlMessage = StartTopic | UpdateConfiguration | Stop  # what a producer receives
+CONTROL_TYPES = (StartTopic, UpdateConfiguration, Stop)
 
 MESSAGE_TYPES: tuple[type, ...] = (
     StartTopic,

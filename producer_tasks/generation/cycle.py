@@ -64,9 +64,9 @@ def run_cycle(
     """One cycle; ``acknowledgement``: of the cycle's own message, run in the delivery's round
     trip when the cycle gets that far (else the broker's acknowledgement does it)."""
     fleet, settings = rt.fleet, rt.settings
-    steering = strategy.available(settings) != (Strategy.FIXED,)  # its record is read with the view
+    steering = rt.strategies != (Strategy.FIXED,)  # its record is read with the view
     claim = rt.lanes.claim_call(lane=lane, token=token, worker=worker, epoch=epoch, provider=provider)
-    reads = novelty.read_calls(fleet, known=_listing(rt)) if steering else []
+    reads = novelty.read_calls(fleet, known=rt.lists_known) if steering else []
     view = fleet.view(lane=lane, with_stats=rt.adaptive, extra=[claim, *reads])  # one round trip
     refused = rt.lanes.admit(view, int(view.extra[0]), provider=provider, epoch=epoch, lane=lane, token=token)
     if refused is not None:
@@ -155,17 +155,12 @@ class Delivery:
     steer: Steering
 
 
-def _listing(rt: Runtime) -> bool:
-    """Whether this deployment may write avoid lists (then the known items are recorded)."""
-    return any(strategy.plan(s, rt.settings).avoid_tokens > 0 for s in strategy.available(rt.settings))
-
-
 def _steering(rt: Runtime, epoch: int, record: novelty.Record, *, batch_size: int, provider: str) -> Steering:
     """The strategy this cycle runs (drawn from what each brought on ``provider``, when
     adaptive), and what it puts in the prompt."""
     settings = rt.settings
     chosen = strategy.choose(
-        strategy.available(settings),
+        rt.strategies,
         strategy.arms(record.strategies, provider),
         rt.rng,
         per_call=strategy.recent_cost_per_call(record.strategies, provider),
@@ -322,12 +317,12 @@ def _remember_call(
     """The novelty record's update: what the strategy and the facet brought, and (for avoid
     lists) the items delivered and the candidates the bloom filter knew already."""
     settings, steer = rt.settings, delivery.steer
-    listing = _listing(rt)  # the known items are kept only for avoid lists
+    listing = rt.lists_known  # the known items are kept only for avoid lists
     passed = set(batch.attributes) if listing and checked is not None else None
     cost = strategy.cost_units(
         settings, delivery.provider, response.prompt_tokens, response.completion_tokens
     )
-    strategies = tuple(dict.fromkeys([*strategy.available(settings), steer.strategy]))
+    strategies = tuple(dict.fromkeys([*rt.strategies, steer.strategy]))
     return novelty.remember_call(
         rt.fleet,
         epoch=batch.epoch,

@@ -93,7 +93,7 @@ def read_calls(fleet: Fleet, *, known: bool = True) -> list[CommandCall]:
     the replies."""
     keys = fleet.keys
     calls = [
-        CommandCall(("HGETALL", keys.strategy_yield)),
+        strategies_call(fleet),
         CommandCall(("HGETALL", keys.facets)),
         CommandCall(("HGETALL", keys.facet_yield)),
     ]
@@ -137,8 +137,13 @@ def choose_facet(facets: dict[str, tuple[int, int]], *, batch_size: int, rng: ra
     return rng.choices(names, weights=weights)[0]
 
 
-@translated("read strategy yields")
+def strategies_call(fleet: Fleet) -> CommandCall:
+    """The read of what each prompt strategy brought on each provider for the current topic
+    (the hash ``strategy.arms`` reads), to run with other reads."""
+    return CommandCall(("HGETALL", fleet.keys.strategy_yield))
+
+
 def read_strategies(fleet: Fleet) -> dict[str, str]:
-    """What each prompt strategy brought on each provider for the current topic (the hash
-    ``strategy.arms`` reads)."""
-    return dict(fleet.redis.hgetall(fleet.keys.strategy_yield))
+    """``strategies_call`` in a round trip of its own."""
+    (record,) = fleet.run(strategies_call(fleet))
+    return dict(record or {})

@@ -98,10 +98,11 @@ def strategy_yields(record: dict[str, str], provider: str) -> tuple[str, dict[st
 def _provider_views(
     fleet: Fleet, view: FleetView, wanted: dict[str, autoscaling.ProviderDemand]
 ) -> dict[str, ProviderView]:
-    """Each provider in use (a weight, requests made or workers serving it), as shown."""
+    """Each provider in use (a weight, requests made or workers serving it), as shown; the
+    view read the strategies' record (``snapshot``)."""
     now = now_ms()
     providers: dict[str, ProviderView] = {}
-    record = novelty.read_strategies(fleet)
+    record = dict(view.extra[0] or {})
     for p in fleet.providers:
         health, stats, serving = view.health[p], view.stats[p], view.serving[p]
         weight = view.state.weights.get(p, 0.0)
@@ -152,7 +153,7 @@ def _bloom_view(fleet: Fleet) -> dict[str, Any] | None:
 
 
 def snapshot(fleet: Fleet) -> FleetStatus:
-    view = fleet.view(with_stats=True)
+    view = fleet.view(with_stats=True, extra=[novelty.strategies_call(fleet)])  # the strategies in its trip
     providers = _provider_views(fleet, view, autoscaling.demand(view, fleet.serving_slots()))
     bridge_info = read_bridge_status(fleet)
     lane_counts = Counter(lane.status.value for lane in view.lanes.values())

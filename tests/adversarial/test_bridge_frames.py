@@ -27,16 +27,12 @@ from orchestrator_bridge.protocol.bloomwire import BloomFilterWire
 from producer_tasks.settings import load_settings
 from tests.adversarial.peer import MB, BridgeProcess, memory, reset_peak
 from tests.conftest import open_fleet
+from tests.unit.test_decode_limits import U64, text
 
 CONFIG = GenerationConfig(0.5, 100, 10)
 START = StartTopic("cheese", "List {batch_size} {topic}", {"mock": 1.0}, CONFIG)
 BUDGET = 50 * MB
 pytestmark = pytest.mark.adversarial
-U64 = struct.Struct("<Q")
-
-
-def text(value: bytes) -> bytes:
-    return U64.pack(len(value)) + value
 
 
 def million_unknown_names() -> bytes:

@@ -24,6 +24,7 @@ from orchestrator_bridge import (
     encode,
 )
 from orchestrator_bridge.protocol import limits
+from orchestrator_bridge.protocol.codec import decode_control
 
 pytestmark = pytest.mark.adversarial
 CONFIG = GenerationConfig(0.5, 100, 10)  # exact in f32
@@ -32,6 +33,7 @@ U64 = struct.Struct("<Q")
 
 
 def text(value: bytes) -> bytes:
+    """A bincode String (or byte string): its u64 length, then the bytes."""
     return U64.pack(len(value)) + value
 
 
@@ -89,7 +91,7 @@ def test_1_million_unknown_provider_names_cost_nothing_to_refuse() -> None:
     tracemalloc.start()
     try:
         with pytest.raises(DecodeError, match="provider_weights has 1040000 entries"):
-            decode(body, to_producer=True)
+            decode_control(body)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -107,10 +109,10 @@ def test_a_producer_refuses_the_messages_producers_send_without_decoding_them() 
         tracemalloc.start()
         try:
             with pytest.raises(DecodeError, match=f"{name} is sent by producers, not to them"):
-                decode(payload, to_producer=True)
+                decode_control(payload)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
         assert peak < 64 * 1024, (name, peak)
         assert decode(payload) is not None  # the orchestrator's side still decodes them
-    assert decode(encode(Stop()), to_producer=True) == Stop()
+    assert decode_control(encode(Stop())) == Stop()

@@ -14,28 +14,34 @@ local epoch, delivered_json, repeated_json, facet, brought, proposed_json, cap, 
       provider, strategy, cost, decay, trend_keep, strategies_json = unpack(ARGV)
 if redis.call('HGET', state_key, 'epoch') ~= epoch then return 0 end
 if strategy ~= '' then
-  -- the provider's recent yield per cost unit, whatever the strategy (it falls as the topic
-  -- saturates): this cycle is compared with what it would have brought at that yield
+  -- one HMGET, one HSET: the provider's recent yield per cost unit, whatever the strategy (it
+  -- falls as the topic saturates; this cycle is compared with what it would have brought at
+  -- that yield), then each of its strategies' metrics
   local all = provider .. '/_all/'
-  local recent_new = tonumber(redis.call('HGET', strategy_key, all .. 'new') or '0')
-  local recent_cost = tonumber(redis.call('HGET', strategy_key, all .. 'cost') or '0')
-  local recent_cycles = tonumber(redis.call('HGET', strategy_key, all .. 'cycles') or '0')
+  local metrics = {'cycles', 'new', 'cost', 'expected'}
+  local names = cjson.decode(strategies_json)
+  local fields = {all .. 'new', all .. 'cost', all .. 'cycles'}
+  for _, name in ipairs(names) do
+    for _, metric in ipairs(metrics) do fields[#fields + 1] = provider .. '/' .. name .. '/' .. metric end
+  end
+  local values = redis.call('HMGET', strategy_key, unpack(fields))
+  local recent_new, recent_cost, recent_cycles = tonumber(values[1] or '0'), tonumber(values[2] or '0'),
+                                                 tonumber(values[3] or '0')
   local expected = tonumber(brought)
   if recent_cost > 0 then expected = tonumber(cost) * recent_new / recent_cost end
-  local trend = tonumber(trend_keep)
-  redis.call('HSET', strategy_key, all .. 'new', string.format('%.6f', recent_new * trend + tonumber(brought)),
-             all .. 'cost', string.format('%.6f', recent_cost * trend + tonumber(cost)),
-             all .. 'cycles', string.format('%.6f', recent_cycles * trend + 1))
+  local trend, keep = tonumber(trend_keep), tonumber(decay)
+  local updated = {all .. 'new', string.format('%.6f', recent_new * trend + tonumber(brought)),
+                   all .. 'cost', string.format('%.6f', recent_cost * trend + tonumber(cost)),
+                   all .. 'cycles', string.format('%.6f', recent_cycles * trend + 1)}
   local gained = {cycles = 1, new = tonumber(brought), cost = tonumber(cost), expected = expected}
-  local keep = tonumber(decay)
-  for _, name in ipairs(cjson.decode(strategies_json)) do
-    for metric, add in pairs(gained) do
-      local field = provider .. '/' .. name .. '/' .. metric
-      local value = tonumber(redis.call('HGET', strategy_key, field) or '0') * keep
-      if name == strategy then value = value + add end
-      redis.call('HSET', strategy_key, field, string.format('%.6f', value))
-    end
+  for i = 4, #fields do
+    local name, metric = names[math.floor((i - 4) / #metrics) + 1], metrics[(i - 4) % #metrics + 1]
+    local value = tonumber(values[i] or '0') * keep
+    if name == strategy then value = value + gained[metric] end
+    updated[#updated + 1] = fields[i]
+    updated[#updated + 1] = string.format('%.6f', value)
   end
+  redis.call('HSET', strategy_key, unpack(updated))
   redis.call('HINCRBY', strategy_key, provider .. '/' .. strategy .. '/tried', 1)
   redis.call('PEXPIRE', strategy_key, ttl_ms)
 end
